@@ -1,0 +1,182 @@
+"""The run configuration: a typed omegaconf schema, profiles and overrides.
+
+Resolution order (later wins): the schema defaults below and each stage's own
+``Settings`` dataclass -> the profile ``configs/<profile>.yaml`` -> user config
+files -> ``key=value`` overrides from the command line. An unknown key anywhere is
+an error (typos never pass silently). The resolved config is saved with the run,
+with anything that looks like a secret redacted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+import stages
+from stages.base import ConfigError, StageSettings
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+PROFILES = ("photo", "ffhq-uv", "tiny")
+DEFAULT_PROFILE = "photo"
+
+# The pipeline's own default run: the embedded sample faces that ship with packages.
+BUILTIN_SAMPLES = "builtin:samples"
+
+
+@dataclass
+class InputConfig:
+    # A folder, glob or fsspec URL of images; a .csv/.parquet list file with id,uri;
+    # FFHQ's own folder layout; or builtin:samples (faces shipped with packages).
+    source: str = BUILTIN_SAMPLES
+    format: str = "auto"  # auto | folder | list | ffhq
+    extensions: list[str] = field(default_factory=lambda: [".png", ".jpg", ".jpeg", ".webp", ".bmp",
+                                                           ".tif", ".tiff", ".gif"])
+    limit: Optional[int] = None  # take only the first N sorted samples
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None  # None = start a local Ray; "auto" or ray://host:10001 to join
+    num_cpus: Optional[int] = None  # local Ray only
+    include_dashboard: bool = False  # local Ray only; always bound to 127.0.0.1
+    object_store_memory_mb: Optional[int] = None
+
+
+@dataclass
+class ModelsConfig:
+    weights_dir: Optional[str] = None  # folder (or fsspec URL) with FFHQ-UV's checkpoint file names
+    device: str = "cpu"  # cpu | cuda
+    fp16: bool = False  # half precision on CUDA
+
+
+@dataclass
+class StorageConfig:
+    endpoint_url: Optional[str] = None  # S3-compatible endpoint (MinIO, moto); None = AWS
+    retry_attempts: int = 6
+    retry_base_delay_s: float = 0.2
+
+
+def _stages_schema() -> type:
+    """The ``stages`` section: the enabled list plus each stage's own settings."""
+    fields_: list[tuple[str, Any, Any]] = [
+        ("enabled", list[str], field(default_factory=lambda: list(stages.available_stages()))),
+    ]
+    for name in stages.STAGE_ORDER:
+        settings_cls = stages.stage_class(name).Settings if name in stages.STAGE_CLASSES else StageSettings
+        fields_.append((name, settings_cls, field(default_factory=settings_cls)))
+    return dataclasses.make_dataclass("StagesConfig", fields_)
+
+
+def run_schema() -> type:
+    """The full typed run schema (built at call time so newly registered stages appear)."""
+    return dataclasses.make_dataclass("RunConfig", [
+        ("name", str, field(default="photo-demo")),
+        ("profile", str, field(default=DEFAULT_PROFILE)),
+        ("output", str, field(default="runs/${name}")),  # local folder or fsspec URL
+        ("shard_size", int, field(default=100)),
+        ("input", InputConfig, field(default_factory=InputConfig)),
+        ("models", ModelsConfig, field(default_factory=ModelsConfig)),
+        ("ray", RayConfig, field(default_factory=RayConfig)),
+        ("storage", StorageConfig, field(default_factory=StorageConfig)),
+        ("stages", _stages_schema(), field(default_factory=_stages_schema())),
+    ])
+
+
+def load_config(profile: str = DEFAULT_PROFILE, files: tuple[str, ...] = (),
+                overrides: tuple[str, ...] = ()) -> DictConfig:
+    """Resolve the run config: schema <- profile <- files <- ``key=value`` overrides."""
+    schema = OmegaConf.structured(run_schema())
+    profile_file = CONFIG_DIR / f"{profile}.yaml"
+    if not profile_file.exists():
+        raise ConfigError(f"unknown profile {profile!r}; profiles are {', '.join(PROFILES)} (configs/)")
+    layers = [OmegaConf.load(profile_file), *(OmegaConf.load(_existing(f)) for f in files)]
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} is not key=value")
+    try:
+        config = OmegaConf.merge(schema, *layers, OmegaConf.from_dotlist(list(overrides)))
+        config.profile = profile
+        OmegaConf.resolve(config)
+    except ConfigKeyError as error:
+        raise ConfigError(f"unknown config key: {_key_of(error)} (see configs/ and README 'Configuration')") from None
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"invalid config value: {_first_line(error)}") from None
+    validate(config)
+    OmegaConf.set_readonly(config, True)
+    return config
+
+
+def validate(config: DictConfig) -> None:
+    """Checks the schema types cannot express."""
+    unknown = [s for s in config.stages.enabled if s not in stages.STAGE_ORDER]
+    if unknown:
+        raise ConfigError(f"unknown stage(s) {unknown}; stages are {', '.join(stages.STAGE_ORDER)}")
+    missing = [s for s in config.stages.enabled if s not in stages.STAGE_CLASSES]
+    if missing:
+        raise ConfigError(f"stage(s) {missing} are not implemented in this version; "
+                          f"available: {', '.join(stages.available_stages())}")
+    if config.shard_size < 1:
+        raise ConfigError("shard_size must be at least 1")
+    if config.models.device not in ("cpu", "cuda"):
+        raise ConfigError(f"models.device must be cpu or cuda, not {config.models.device!r}")
+
+
+def enabled_stages(config: DictConfig) -> list[str]:
+    """The enabled stages in the fixed pipeline order."""
+    return [name for name in stages.STAGE_ORDER if name in set(config.stages.enabled)]
+
+
+def stage_settings(config: DictConfig, name: str) -> StageSettings:
+    """The typed settings object of one stage."""
+    settings_cls = stages.stage_class(name).Settings
+    values = OmegaConf.to_container(config.stages[name], resolve=True)
+    return settings_cls(**values)
+
+
+_SECRET_KEY = re.compile(r"(secret|password|token|credential|access_key|private)", re.IGNORECASE)
+
+
+def redacted_yaml(config: DictConfig) -> str:
+    """The config as YAML with secret-looking values replaced."""
+    container = OmegaConf.to_container(config, resolve=True)
+    return OmegaConf.to_yaml(OmegaConf.create(_redact(container)))
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: ("<redacted>" if _SECRET_KEY.search(str(k)) and v not in (None, "") else _redact(v))
+                for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    if isinstance(value, str):
+        return redact_text(value)
+    return value
+
+
+_URL_CREDENTIALS = re.compile(r"(\w+://)([^/@:\s]+):([^/@\s]+)@")
+
+
+def redact_text(text: str) -> str:
+    """Remove user:password@ from URLs."""
+    return _URL_CREDENTIALS.sub(r"\1<redacted>@", text)
+
+
+def _existing(path: str) -> str:
+    if not Path(path).exists():
+        raise ConfigError(f"config file {path} does not exist")
+    return path
+
+
+def _key_of(error: ConfigKeyError) -> str:
+    key = getattr(error, "full_key", None) or ""
+    return key or _first_line(error)
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

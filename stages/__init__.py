@@ -1,0 +1,32 @@
+"""The six FFHQ-UV stages, their networks and geometry.
+
+Stage modules are imported lazily by name: importing them must stay cheap
+(numpy / pyarrow at module level; torch, OpenCV, mediapipe and deepface only
+inside ``setup`` or in the network modules that ``setup`` imports).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+# The fixed order of FFHQ-UV's pipeline (pipeline.md section 1). A run enables any
+# subset of these; they always execute in this order.
+STAGE_ORDER: tuple[str, ...] = ("inversion", "attribute", "edit", "relight", "unwrap", "complete")
+
+# stage name -> "module:Class". Stages register here as they land.
+STAGE_CLASSES: dict[str, str] = {}
+
+
+def stage_class(name: str):
+    """Import and return the Stage subclass registered under ``name``."""
+    if name not in STAGE_ORDER:
+        raise KeyError(f"unknown stage {name!r}; stages are {', '.join(STAGE_ORDER)}")
+    if name not in STAGE_CLASSES:
+        raise KeyError(f"stage {name!r} is not implemented in this version")
+    module_name, class_name = STAGE_CLASSES[name].split(":")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def available_stages() -> list[str]:
+    """Stages that have an implementation, in pipeline order."""
+    return [name for name in STAGE_ORDER if name in STAGE_CLASSES]
