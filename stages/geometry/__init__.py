@@ -1,0 +1,1 @@
+"""Mesh geometry: OBJ input/output, rasterising and rendering of textured meshes."""

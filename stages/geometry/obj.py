@@ -1,0 +1,278 @@
+"""Wavefront OBJ reading and writing for triangle meshes with texture coordinates.
+
+Supports ``v`` (optionally with per-vertex colours), ``vt``, ``vn`` and ``f`` with the
+``v``, ``v/vt``, ``v//vn`` and ``v/vt/vn`` index forms, 1-based and negative
+(relative) indices, polygons (fan-triangulated), ``mtllib`` and ``usemtl``. Texture
+and normal indices are kept per face corner, separately from vertex indices, because
+UV seams give one vertex several texture coordinates (HiFi3D++: 20,481 v, 20,792 vt).
+Other statements (``g``, ``o``, ``s``, ``l``, ``p``, ...) carry nothing this project
+uses and are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+class ObjError(ValueError):
+    """A malformed or unsupported OBJ file; the message names the file and line."""
+
+
+@dataclass
+class Mesh:
+    """A triangle mesh as stored in an OBJ file.
+
+    Corner indices are 0-based. ``face_uvs[m, k]`` indexes ``uvs`` for corner ``k`` of
+    face ``m`` (UVs in [0,1], v up, as OBJ stores them); ``face_normals`` likewise
+    indexes ``normals``. ``face_material[m]`` indexes ``materials``.
+    """
+
+    vertices: np.ndarray  # (N, 3) float64
+    faces: np.ndarray  # (M, 3) int64
+    uvs: np.ndarray | None = None  # (K, 2) float64
+    face_uvs: np.ndarray | None = None  # (M, 3) int64
+    normals: np.ndarray | None = None  # (L, 3) float64
+    face_normals: np.ndarray | None = None  # (M, 3) int64
+    colors: np.ndarray | None = None  # (N, 3) float64 per-vertex colours, as stored
+    mtllib: str | None = None
+    materials: tuple[str, ...] = field(default_factory=tuple)
+    face_material: np.ndarray | None = None  # (M,) int64 into materials
+
+    def __post_init__(self) -> None:
+        self.vertices = np.asarray(self.vertices, dtype=np.float64).reshape(-1, 3)
+        self.faces = np.asarray(self.faces, dtype=np.int64).reshape(-1, 3)
+        n, m = len(self.vertices), len(self.faces)
+        if m and (self.faces.min() < 0 or self.faces.max() >= n):
+            raise ValueError(f"face vertex indices must lie in [0, {n})")
+        self.uvs, self.face_uvs = _check_attribute("uv", self.uvs, self.face_uvs, 2, m)
+        self.normals, self.face_normals = _check_attribute("normal", self.normals, self.face_normals, 3, m)
+        if self.colors is not None:
+            self.colors = np.asarray(self.colors, dtype=np.float64).reshape(-1, 3)
+            if len(self.colors) != n:
+                raise ValueError(f"{len(self.colors)} vertex colours for {n} vertices")
+        self.materials = tuple(self.materials)
+        if self.face_material is not None:
+            self.face_material = np.asarray(self.face_material, dtype=np.int64).reshape(-1)
+            if len(self.face_material) != m:
+                raise ValueError(f"{len(self.face_material)} face materials for {m} faces")
+            if m and (self.face_material.min() < 0 or self.face_material.max() >= len(self.materials)):
+                raise ValueError("face_material indices must lie in [0, len(materials))")
+
+    @property
+    def has_uvs(self) -> bool:
+        """True if every face corner has a texture coordinate."""
+        return self.face_uvs is not None
+
+
+def _check_attribute(
+    name: str, values: np.ndarray | None, indices: np.ndarray | None, width: int, num_faces: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Validate a per-corner attribute table and its (M, 3) index array."""
+    if values is None and indices is None:
+        return None, None
+    if values is None or indices is None:
+        raise ValueError(f"{name}s and face_{name}s must be given together")
+    values = np.asarray(values, dtype=np.float64).reshape(-1, width)
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1, 3)
+    if len(indices) != num_faces:
+        raise ValueError(f"{len(indices)} face_{name}s rows for {num_faces} faces")
+    if num_faces and (indices.min() < 0 or indices.max() >= len(values)):
+        raise ValueError(f"face_{name}s indices must lie in [0, {len(values)})")
+    return values, indices
+
+
+def read_obj(path: str | os.PathLike) -> Mesh:
+    """Read an OBJ file into a triangle Mesh; raise ObjError (file:line) if it is malformed."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8", errors="strict") as handle:
+            text = handle.read()
+    except UnicodeDecodeError as exc:
+        raise ObjError(f"{path}: not a text OBJ file ({exc.reason} at byte {exc.start})") from None
+    return parse_obj(text, source=path)
+
+
+def parse_obj(text: str, source: str = "<obj>") -> Mesh:
+    """Parse OBJ text into a triangle Mesh; ``source`` names it in error messages."""
+    vertices: list[list[float]] = []
+    colors: list[list[float]] = []
+    uvs: list[list[float]] = []
+    normals: list[list[float]] = []
+    faces: list[tuple[int, int, int]] = []
+    face_uvs: list[tuple[int, int, int]] = []
+    face_normals: list[tuple[int, int, int]] = []
+    face_material: list[int] = []
+    materials: list[str] = []
+    current_material = -1
+    mtllib: str | None = None
+    corner_forms: set[tuple[bool, bool]] = set()
+
+    def fail(line_no: int, message: str) -> ObjError:
+        return ObjError(f"{source}:{line_no}: {message}")
+
+    def numbers(parts: list[str], line_no: int, low: int, high: int, what: str) -> list[float]:
+        values = parts[1:]
+        if not low <= len(values) <= high:
+            raise fail(line_no, f"'{parts[0]}' needs {low}..{high} numbers, got {len(values)}")
+        try:
+            out = [float(p) for p in values]
+        except ValueError:
+            raise fail(line_no, f"bad number in {what}: {' '.join(values)!r}") from None
+        if not np.all(np.isfinite(out)):
+            raise fail(line_no, f"non-finite value in {what}")
+        return out
+
+    def resolve(token: str, count: int, line_no: int, what: str) -> int:
+        try:
+            index = int(token)
+        except ValueError:
+            raise fail(line_no, f"bad {what} index {token!r}") from None
+        # OBJ indices are 1-based; negative ones count back from the latest element.
+        resolved = index - 1 if index > 0 else count + index
+        if index == 0 or not 0 <= resolved < count:
+            raise fail(line_no, f"{what} index {index} out of range (have {count} so far)")
+        return resolved
+
+    for line_no, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        key = parts[0]
+        if key == "v":
+            coords = numbers(parts, line_no, 3, 7, "vertex")
+            if len(coords) not in (3, 4, 6):
+                raise fail(line_no, f"vertex needs x y z [w] or x y z r g b, got {len(coords)} numbers")
+            vertices.append(coords[:3])
+            if len(coords) == 6:
+                colors.append(coords[3:])
+        elif key == "vt":
+            # 'vt u [v [w]]': a missing v defaults to 0 (OBJ spec); w is unused for 2-D maps.
+            uv = numbers(parts, line_no, 1, 3, "texture coordinate")
+            uvs.append([uv[0], uv[1] if len(uv) > 1 else 0.0])
+        elif key == "vn":
+            normals.append(numbers(parts, line_no, 3, 3, "normal"))
+        elif key == "f":
+            corners = parts[1:]
+            if len(corners) < 3:
+                raise fail(line_no, f"face needs at least 3 corners, got {len(corners)}")
+            vi, ti, ni = [], [], []
+            for corner in corners:
+                fields = corner.split("/")
+                if len(fields) > 3 or not fields[0]:
+                    raise fail(line_no, f"bad face corner {corner!r}")
+                vi.append(resolve(fields[0], len(vertices), line_no, "vertex"))
+                has_t = len(fields) > 1 and fields[1] != ""
+                has_n = len(fields) > 2 and fields[2] != ""
+                if has_t:
+                    ti.append(resolve(fields[1], len(uvs), line_no, "texture"))
+                if has_n:
+                    ni.append(resolve(fields[2], len(normals), line_no, "normal"))
+                corner_forms.add((has_t, has_n))
+            if len(corner_forms) > 1:
+                raise fail(line_no, "faces mix corner forms (some with texture/normal indices, some without)")
+            # Fan triangulation: exact for the convex quads and polygons of our meshes.
+            for k in range(1, len(vi) - 1):
+                faces.append((vi[0], vi[k], vi[k + 1]))
+                if ti:
+                    face_uvs.append((ti[0], ti[k], ti[k + 1]))
+                if ni:
+                    face_normals.append((ni[0], ni[k], ni[k + 1]))
+                face_material.append(current_material)
+        elif key == "mtllib":
+            if len(parts) < 2:
+                raise fail(line_no, "mtllib needs a file name")
+            mtllib = line.split(None, 1)[1]
+        elif key == "usemtl":
+            if len(parts) < 2:
+                raise fail(line_no, "usemtl needs a material name")
+            name = line.split(None, 1)[1]
+            if name not in materials:
+                materials.append(name)
+            current_material = materials.index(name)
+
+    if not vertices:
+        raise ObjError(f"{source}: no vertices")
+    if not faces:
+        raise ObjError(f"{source}: no faces")
+    if colors and len(colors) != len(vertices):
+        raise ObjError(f"{source}: only {len(colors)} of {len(vertices)} vertices carry colours")
+
+    material_array = None
+    if materials:
+        # Faces before the first usemtl get the first material, as most viewers do.
+        material_array = np.maximum(np.asarray(face_material, dtype=np.int64), 0)
+    return Mesh(
+        vertices=np.asarray(vertices, dtype=np.float64),
+        faces=np.asarray(faces, dtype=np.int64),
+        uvs=np.asarray(uvs, dtype=np.float64).reshape(-1, 2) if face_uvs else None,
+        face_uvs=np.asarray(face_uvs, dtype=np.int64) if face_uvs else None,
+        normals=np.asarray(normals, dtype=np.float64).reshape(-1, 3) if face_normals else None,
+        face_normals=np.asarray(face_normals, dtype=np.int64) if face_normals else None,
+        colors=np.asarray(colors, dtype=np.float64) if colors else None,
+        mtllib=mtllib,
+        materials=tuple(materials),
+        face_material=material_array,
+    )
+
+
+def format_obj(mesh: Mesh, precision: int = 6) -> str:
+    """Serialise a Mesh to OBJ text (1-based indices, one usemtl per material run)."""
+    out: list[str] = []
+    if mesh.mtllib:
+        out.append(f"mtllib {mesh.mtllib}")
+    number = f"{{:.{precision}f}}"
+    if mesh.colors is not None:
+        for xyz, rgb in zip(mesh.vertices, mesh.colors):
+            out.append("v " + " ".join(number.format(c) for c in (*xyz, *rgb)))
+    else:
+        out.extend("v " + " ".join(number.format(c) for c in xyz) for xyz in mesh.vertices)
+    if mesh.uvs is not None:
+        out.extend("vt " + " ".join(number.format(c) for c in uv) for uv in mesh.uvs)
+    if mesh.normals is not None:
+        out.extend("vn " + " ".join(number.format(c) for c in n) for n in mesh.normals)
+
+    f = mesh.faces + 1
+    t = mesh.face_uvs + 1 if mesh.face_uvs is not None else None
+    n = mesh.face_normals + 1 if mesh.face_normals is not None else None
+    if t is not None and n is not None:
+        corners = [[f"{f[i, k]}/{t[i, k]}/{n[i, k]}" for k in range(3)] for i in range(len(f))]
+    elif t is not None:
+        corners = [[f"{f[i, k]}/{t[i, k]}" for k in range(3)] for i in range(len(f))]
+    elif n is not None:
+        corners = [[f"{f[i, k]}//{n[i, k]}" for k in range(3)] for i in range(len(f))]
+    else:
+        corners = [[str(f[i, k]) for k in range(3)] for i in range(len(f))]
+
+    current = None
+    for i, corner in enumerate(corners):
+        if mesh.materials:
+            material = mesh.materials[mesh.face_material[i]] if mesh.face_material is not None else mesh.materials[0]
+            if material != current:
+                out.append(f"usemtl {material}")
+                current = material
+        out.append("f " + " ".join(corner))
+    return "\n".join(out) + "\n"
+
+
+def write_obj(path: str | os.PathLike, mesh: Mesh, precision: int = 6) -> None:
+    """Write a Mesh as an OBJ file (see format_obj)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(format_obj(mesh, precision))
+
+
+def write_mtl(path: str | os.PathLike, material: str, texture_file: str) -> None:
+    """Write a one-material MTL file whose diffuse map is ``texture_file`` (relative to the MTL)."""
+    lines = [
+        f"newmtl {material}",
+        "Ka 1.000000 1.000000 1.000000",
+        "Kd 1.000000 1.000000 1.000000",
+        "Ks 0.000000 0.000000 0.000000",
+        "illum 1",
+        f"map_Kd {texture_file}",
+    ]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
