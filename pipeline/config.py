@@ -75,6 +75,7 @@ def _stages_schema() -> type:
 
 def run_schema() -> type:
     """The full typed run schema (built at call time so newly registered stages appear)."""
+    stages_schema = _stages_schema()
     return dataclasses.make_dataclass("RunConfig", [
         ("name", str, field(default="photo-demo")),
         ("profile", str, field(default=DEFAULT_PROFILE)),
@@ -84,7 +85,7 @@ def run_schema() -> type:
         ("models", ModelsConfig, field(default_factory=ModelsConfig)),
         ("ray", RayConfig, field(default_factory=RayConfig)),
         ("storage", StorageConfig, field(default_factory=StorageConfig)),
-        ("stages", _stages_schema(), field(default_factory=_stages_schema())),
+        ("stages", stages_schema, field(default_factory=stages_schema)),
     ])
 
 

@@ -15,8 +15,9 @@ import posixpath
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Optional, TypeVar
 
 import fsspec
 from fsspec.core import url_to_fs

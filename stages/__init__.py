@@ -8,6 +8,7 @@ inside ``setup`` or in the network modules that ``setup`` imports).
 from __future__ import annotations
 
 import importlib
+import os
 
 # The fixed order of FFHQ-UV's pipeline (pipeline.md section 1). A run enables any
 # subset of these; they always execute in this order.
@@ -15,6 +16,19 @@ STAGE_ORDER: tuple[str, ...] = ("inversion", "attribute", "edit", "relight", "un
 
 # stage name -> "module:Class". Stages register here as they land.
 STAGE_CLASSES: dict[str, str] = {}
+
+# Plugin hook: FFHQ_UV_STAGE_PLUGINS="attribute=mypkg.stages:MyAttributeStage;unwrap=..."
+# replaces or adds stage implementations (the driver forwards it to Ray workers).
+# The test suite uses it for its test-double stages.
+PLUGINS_ENV = "FFHQ_UV_STAGE_PLUGINS"
+
+
+def _apply_plugins() -> None:
+    for item in filter(None, os.environ.get(PLUGINS_ENV, "").split(";")):
+        name, _, target = item.partition("=")
+        if name.strip() not in STAGE_ORDER or ":" not in target:
+            raise ValueError(f"{PLUGINS_ENV}: {item!r} is not <stage>=<module>:<Class>")
+        STAGE_CLASSES[name.strip()] = target.strip()
 
 
 def stage_class(name: str):
@@ -30,3 +44,6 @@ def stage_class(name: str):
 def available_stages() -> list[str]:
     """Stages that have an implementation, in pipeline order."""
     return [name for name in STAGE_ORDER if name in STAGE_CLASSES]
+
+
+_apply_plugins()

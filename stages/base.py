@@ -58,7 +58,7 @@ class StageSettings:
     num_gpus: float = 0.0
     pool_size: int = 1  # actors in this stage's pool
     batch_size: int = 1  # samples per process_batch call
-    max_restarts: int = 3  # Ray restarts of a crashed actor (task retries follow)
+    max_restarts: int = -1  # Ray restarts of a crashed actor (-1 = unlimited, Ray Data's default)
     sample_timeout_s: Optional[float] = None  # per-sample time limit; None = no limit
 
 
@@ -71,7 +71,7 @@ class OutputFile:
     bytes: int
 
     @staticmethod
-    def for_data(path: str, data: bytes) -> "OutputFile":
+    def for_data(path: str, data: bytes) -> OutputFile:
         return OutputFile(path=path, sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
 
 
@@ -115,7 +115,7 @@ class StageResult:
 class StageContext:
     """What a stage instance can reach: run-level config and the output storage."""
 
-    storage: "Storage"
+    storage: Storage
     config: Any  # the resolved run config (omegaconf DictConfig, read-only)
     stage_name: str
 
@@ -156,7 +156,7 @@ class StageContext:
         """Read a run-relative PNG written by an earlier stage as (H, W, 3) uint8 RGB."""
         from stages.imageio import decode_image
 
-        return decode_image(self.read_bytes(path), source=path)
+        return decode_image(self.read_bytes(path), source=path, min_side=1)
 
     def read_source_image(self, sample: Sample) -> np.ndarray:
         """Read and validate the sample's input photo: (H, W, 3) uint8 RGB, EXIF-upright.

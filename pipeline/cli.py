@@ -1,0 +1,159 @@
+"""The ``ffhq-uv`` command line.
+
+    ffhq-uv run [--profile photo] [--config FILE] [--input SRC] [--output OUT] [--address ADDR] [key=value ...]
+    ffhq-uv status OUT          shards done / partial / pending, samples by status and error code, ETA
+    ffhq-uv failed OUT          failed samples with their stage, code and message
+    ffhq-uv query OUT "SQL"     DuckDB SQL over the run's manifest (table name: manifest)
+    ffhq-uv retry-failed OUT    re-run only the failed samples and rewrite their shards
+    ffhq-uv schema              the manifest columns
+
+Errors a user can fix print one line and exit with status 2; ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional
+
+from stages.base import ConfigError
+
+EXIT_USAGE = 2
+
+
+def _add_storage_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint-url", help="S3-compatible endpoint for s3:// outputs (MinIO, moto)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ffhq-uv", description="Rebuild FFHQ-UV-style UV texture datasets on Ray.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run or resume the pipeline")
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. shard_size=500")
+    run.add_argument("--profile", default="photo", help="photo (default), ffhq-uv or tiny")
+    run.add_argument("--config", action="append", default=[], metavar="FILE", help="extra YAML config file(s)")
+    run.add_argument("--input", help="input folder, glob, fsspec URL or id,uri list file (input.source)")
+    run.add_argument("--output", help="output folder or fsspec URL (default runs/<name>)")
+    run.add_argument("--address", help="join this Ray cluster instead of starting a local one (ray.address)")
+    run.add_argument("--restart", action="store_true", help="delete an existing run at the output and start over")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    for name, help_text in (("status", "show the state of a run"), ("failed", "list failed samples")):
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("output")
+        _add_storage_args(sub)
+        if name == "failed":
+            sub.add_argument("--include-filtered", action="store_true")
+
+    query = commands.add_parser("query", help="SQL over the manifest (table: manifest)")
+    query.add_argument("output")
+    query.add_argument("sql")
+    query.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    _add_storage_args(query)
+
+    retry = commands.add_parser("retry-failed", help="re-run the failed samples of a run")
+    retry.add_argument("output")
+    retry.add_argument("overrides", nargs="*", metavar="key=value")
+    retry.add_argument("--code", action="append", help="only samples failed with this error code (repeatable)")
+    retry.add_argument("--no-progress", action="store_true")
+    _add_storage_args(retry)
+
+    commands.add_parser("schema", help="print the manifest columns")
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        print("interrupted: committed shards are kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as error:  # noqa: BLE001 - one line for users, traceback with --debug
+        if args.debug:
+            raise
+        print(f"ffhq-uv: error: {_one_line(error)}", file=sys.stderr)
+        return EXIT_USAGE if _is_user_error(error) else 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from pipeline import driver, ops
+    from pipeline.config import load_config
+    from pipeline.storage import open_storage
+
+    if args.command == "run":
+        overrides = list(args.overrides)
+        for flag, key in ((args.input, "input.source"), (args.output, "output"), (args.address, "ray.address")):
+            if flag:
+                overrides.append(f"{key}={flag}")
+        config = load_config(args.profile, tuple(args.config), tuple(overrides))
+        summary = driver.run(config, restart=args.restart, progress=not args.no_progress)
+        print(_render_summary(summary))
+        return 0
+    if args.command == "retry-failed":
+        config = driver.load_run_config(args.output, tuple(args.overrides), args.endpoint_url)
+        summary = driver.retry_failed(config, error_codes=args.code, progress=not args.no_progress)
+        print(_render_summary(summary))
+        return 0
+    if args.command == "schema":
+        from pipeline.manifest import manifest_schema
+
+        for column in manifest_schema():
+            print(f"{column.name}\t{column.type}")
+        return 0
+
+    options = {"client_kwargs": {"endpoint_url": args.endpoint_url}} if args.endpoint_url else {}
+    storage = open_storage(args.output, options)
+    if args.command == "status":
+        print(ops.run_status(storage).render())
+    elif args.command == "failed":
+        table = ops.failed_samples(storage, include_filtered=args.include_filtered)
+        print(ops.format_table(table.drop_columns(["source_uri"])) if table.num_rows else "no failed samples")
+    elif args.command == "query":
+        table = ops.query(storage, args.sql)
+        if args.format == "csv":
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(table, sys.stdout.buffer)
+        elif args.format == "json":
+            import json
+
+            print(json.dumps(table.to_pylist(), default=str, indent=1))
+        else:
+            print(ops.format_table(table))
+    return 0
+
+
+def _render_summary(summary) -> str:
+    counts = summary.status_counts
+    lines = [
+        f"done in {summary.seconds:.1f}s: {summary.samples_processed} samples processed, "
+        f"{summary.shards_committed} shards committed ({summary.shards_skipped} already done)",
+        f"run total: {counts.get('ok', 0)} ok, {counts.get('failed', 0)} failed, {counts.get('filtered', 0)} filtered",
+    ]
+    for code, count in sorted(summary.error_counts.items(), key=lambda item: -item[1]):
+        lines.append(f"  {count:>6}  {code}")
+    lines.append(f"output: {summary.output}  (ffhq-uv status|failed|query {summary.output})")
+    return "\n".join(lines)
+
+
+def _is_user_error(error: Exception) -> bool:
+    from pipeline.storage import StorageError
+
+    return isinstance(error, (ConfigError, StorageError, FileNotFoundError, PermissionError))
+
+
+def _one_line(error: Exception) -> str:
+    from pipeline.config import redact_text
+
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return redact_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

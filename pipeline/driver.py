@@ -1,0 +1,438 @@
+"""The driver: plan the run, stream samples through the stage actor pools, commit shards.
+
+One code path for a laptop and a cluster: ``ray.init()`` locally, or join an
+existing cluster with ``ray.address``. The driver only ever sees small packed
+rows; workers write images and UV maps straight to the output storage.
+
+Commit protocol per shard (img2dataset / datatrove style, made atomic on object
+stores): the manifest is written as ``manifest-<revision>.parquet``, then
+``stats.json``, which names that manifest, is written **last**. A shard is done
+iff its stats.json exists; readers take the manifest that stats.json names, so a
+crash at any point leaves either the old committed shard or an uncommitted one,
+never a mix. ``retry-failed`` writes revision n+1 and then swaps stats.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from omegaconf import DictConfig, OmegaConf
+
+import pipeline
+import stages
+from pipeline import layout
+from pipeline.config import enabled_stages, load_config, redacted_yaml, stage_settings
+from pipeline.inputs import Plan, list_inputs, make_plan
+from pipeline.manifest import MANIFEST_VERSION, committed_shards, manifest_dataset, samples_to_table, table_to_bytes
+from pipeline.runner import StageRunner, initial_sample, storage_for
+from pipeline.sample_codec import decode_sample, encode_sample
+from pipeline.storage import Storage
+from stages.base import ConfigError, Sample
+
+log = logging.getLogger("ffhq_uv")
+
+HEARTBEAT_S = 5.0  # how often the driver refreshes progress.json while running
+
+
+@dataclass
+class RunSummary:
+    output: str
+    shards_total: int = 0
+    shards_skipped: int = 0  # already committed before this invocation
+    shards_committed: int = 0  # committed by this invocation
+    samples_processed: int = 0  # samples run through the stages by this invocation
+    status_counts: dict[str, int] = field(default_factory=dict)  # whole run, after this invocation
+    error_counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def code_version() -> str:
+    """Package version plus the git commit when running from a checkout."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{pipeline.__version__}+{commit}" if commit else pipeline.__version__
+
+
+def config_container(config: DictConfig) -> dict:
+    return OmegaConf.to_container(config, resolve=True)
+
+
+# -- planning ------------------------------------------------------------------------------
+
+def plan_run(config: DictConfig, storage: Storage, restart: bool) -> Plan:
+    """List the inputs, check them against an existing run, and save run metadata."""
+    options = _input_storage_options(config)
+    pairs = list_inputs(str(config.input.source), str(config.input.format), list(config.input.extensions),
+                        storage, options)
+    plan = make_plan(pairs, int(config.shard_size), config.input.limit)
+    if storage.exists(layout.RUN_JSON):
+        previous = json.loads(storage.read_bytes(layout.RUN_JSON))
+        changed = []
+        if previous["shard_size"] != plan.shard_size:
+            changed.append(f"shard_size {previous['shard_size']} -> {plan.shard_size}")
+        if previous["input_fingerprint"] != plan.fingerprint:
+            changed.append(f"input set ({previous['num_samples']} -> {plan.num_samples} samples or different ids)")
+        if changed and not restart:
+            raise ConfigError(f"{storage.root_url} holds a run with a different {'; '.join(changed)}; resuming "
+                              "would re-shard it. Use the same input and shard_size, another output, "
+                              "or --restart to delete it and start over")
+    if restart:
+        for relpath in (layout.SHARDS, layout.PLAN, layout.RUN_JSON, "progress.json"):
+            storage.delete(relpath, recursive=True)
+    storage.write_bytes(layout.PLAN, table_to_bytes(plan.table))
+    storage.write_bytes(layout.CONFIG_YAML, redacted_yaml(config).encode())
+    run_meta = {
+        "manifest_version": MANIFEST_VERSION, "code_version": code_version(),
+        "input_fingerprint": plan.fingerprint, "shard_size": plan.shard_size,
+        "num_samples": plan.num_samples, "num_shards": plan.num_shards,
+        "profile": str(config.profile), "stages": enabled_stages(config),
+        "config_sha256": hashlib.sha256(redacted_yaml(config).encode()).hexdigest(),
+        "updated_at": _now(),
+    }
+    storage.write_bytes(layout.RUN_JSON, json.dumps(run_meta, indent=2).encode())
+    return plan
+
+
+def _input_storage_options(config: DictConfig) -> dict:
+    if config.storage.endpoint_url:
+        return {"client_kwargs": {"endpoint_url": str(config.storage.endpoint_url)}}
+    return {}
+
+
+# -- Ray execution -----------------------------------------------------------------------
+
+def init_ray(config: DictConfig) -> None:
+    """Start a local Ray bound to 127.0.0.1, or join the configured cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    env_vars = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    if os.environ.get(stages.PLUGINS_ENV):
+        env_vars[stages.PLUGINS_ENV] = os.environ[stages.PLUGINS_ENV]
+    runtime_env = {"env_vars": env_vars}
+    if config.ray.address:
+        ray.init(address=str(config.ray.address), runtime_env=runtime_env, log_to_driver=True)
+        return
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    kwargs: dict[str, Any] = {}
+    if config.ray.object_store_memory_mb:
+        kwargs["object_store_memory"] = int(config.ray.object_store_memory_mb) * 1024 * 1024
+    ray.init(num_cpus=config.ray.num_cpus, include_dashboard=bool(config.ray.include_dashboard),
+             dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", runtime_env=runtime_env,
+             configure_logging=False, log_to_driver=True, **kwargs)
+
+
+def _build_dataset(config: DictConfig, shard_samples: dict[int, list[Sample]]):
+    """A Ray dataset with one block per shard, mapped through each enabled stage's actor pool."""
+    import ray
+    from ray.data import ActorPoolStrategy, DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False  # the driver prints its own progress line
+    context.print_on_execution_start = False
+    blocks = [pa.table({
+        "shard": pa.array([s.shard for s in samples], pa.int32()),
+        "state": pa.array([encode_sample(s) for s in samples], pa.binary()),
+    }) for _, samples in sorted(shard_samples.items())]
+    dataset = ray.data.from_arrow(blocks)
+    container = config_container(config)
+    for name in enabled_stages(config):
+        settings = stage_settings(config, name)
+        with warnings.catch_warnings():  # Ray 2.60 has no named parameter for the restart options yet
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
+            dataset = dataset.map_batches(
+                StageRunner,
+                fn_constructor_kwargs={"stage_name": name, "config": container},
+                batch_size=settings.batch_size,
+                batch_format="numpy",
+                compute=ActorPoolStrategy(size=settings.pool_size),
+                num_cpus=settings.num_cpus,
+                num_gpus=settings.num_gpus,
+                **_restart_args(settings.max_restarts),
+            )
+    return dataset
+
+
+def _restart_args(max_restarts: int) -> dict:
+    """Actor restart options; Ray Data's own default (-1) already restarts crashed actors forever."""
+    return {} if max_restarts == -1 else {"max_restarts": max_restarts, "max_task_retries": max_restarts}
+
+
+def _stream(config: DictConfig, storage: Storage, shard_samples: dict[int, list[Sample]],
+            on_shard_done: Callable[[int, list[Sample]], None], progress: bool) -> int:
+    """Run the samples through the stages; call ``on_shard_done`` as each shard completes."""
+    from tqdm import tqdm
+
+    expected = {shard: {s.index for s in samples} for shard, samples in shard_samples.items()}
+    total = sum(len(v) for v in expected.values())
+    if total == 0:
+        return 0
+    init_ray(config)
+    buffers: dict[int, dict[int, Sample]] = {shard: {} for shard in expected}
+    done = 0
+    started = last_beat = time.time()
+    bar = tqdm(total=total, unit="sample", disable=not progress, dynamic_ncols=True, desc="ffhq-uv")
+    for batch in _build_dataset(config, shard_samples).iter_batches(batch_size=None, batch_format="numpy"):
+        for state in batch["state"]:
+            sample = decode_sample(bytes(state))
+            buffer = buffers.get(sample.shard)
+            if buffer is None or sample.index in buffer or sample.index not in expected[sample.shard]:
+                log.warning("ignoring a duplicate result for sample %s (shard %d)", sample.id, sample.shard)
+                continue
+            buffer[sample.index] = sample
+            done += 1
+            bar.update(1)
+            if len(buffer) == len(expected[sample.shard]):
+                on_shard_done(sample.shard, list(buffer.values()))
+                del buffers[sample.shard]
+        if time.time() - last_beat > HEARTBEAT_S:
+            _heartbeat(storage, started, done, total)
+            last_beat = time.time()
+    bar.close()
+    missing = {shard: len(expected[shard]) - len(buffer) for shard, buffer in buffers.items()}
+    if missing:
+        raise RuntimeError(f"the pipeline returned no result for some samples of shards {sorted(missing)}; "
+                           "run again to resume")
+    _heartbeat(storage, started, done, total, finished=True)
+    return done
+
+
+def _heartbeat(storage: Storage, started: float, done: int, total: int, finished: bool = False) -> None:
+    elapsed = max(time.time() - started, 1e-6)
+    rate = done / elapsed
+    beat = {"pid": os.getpid(), "started_at": started, "updated_at": time.time(), "samples_done": done,
+            "samples_total": total, "samples_per_s": rate, "finished": finished,
+            "eta_s": (total - done) / rate if rate > 0 else None}
+    storage.write_bytes("progress.json", json.dumps(beat).encode())
+
+
+# -- committing ----------------------------------------------------------------------------
+
+def commit_shard(storage: Storage, shard: int, samples: list[Sample], revision: int, fingerprint: str,
+                 previous_manifest: Optional[str] = None) -> dict:
+    """Write the shard's manifest, then its stats.json (the completion marker) last."""
+    table = samples_to_table(samples)
+    data = table_to_bytes(table)
+    manifest = layout.manifest_path(shard, revision)
+    storage.write_bytes(manifest, data)
+    statuses = Counter(table["status"].to_pylist())
+    errors = Counter(code for code in table["error_code"].to_pylist() if code)
+    stage_seconds: dict[str, float] = {}
+    for sample in samples:
+        for name, seconds in sample.stage_seconds.items():
+            stage_seconds[name] = stage_seconds.get(name, 0.0) + seconds
+    stats = {
+        "shard": shard, "revision": revision, "manifest": manifest,
+        "manifest_sha256": hashlib.sha256(data).hexdigest(), "manifest_version": MANIFEST_VERSION,
+        "num_samples": table.num_rows, "status_counts": dict(statuses), "error_counts": dict(errors),
+        "stage_seconds": stage_seconds, "committed_at": time.time(), "input_fingerprint": fingerprint,
+        "code_version": code_version(),
+    }
+    storage.write_bytes(layout.stats_path(shard), json.dumps(stats, indent=2, sort_keys=True).encode())
+    if previous_manifest and previous_manifest != manifest:
+        storage.delete(previous_manifest)
+    return stats
+
+
+def _summarise(storage: Storage, summary: RunSummary) -> RunSummary:
+    statuses: Counter = Counter()
+    errors: Counter = Counter()
+    for stats in committed_shards(storage).values():
+        statuses.update(stats["status_counts"])
+        errors.update(stats["error_counts"])
+    summary.status_counts = dict(statuses)
+    summary.error_counts = dict(errors)
+    return summary
+
+
+# -- entry points ----------------------------------------------------------------------------
+
+def run(config: DictConfig, restart: bool = False, progress: bool = True) -> RunSummary:
+    """Run (or resume) the pipeline described by ``config``; returns a summary."""
+    started = time.time()
+    storage = storage_for(config)
+    storage.check_writable()
+    for name in enabled_stages(config):
+        stages.stage_class(name).preflight(stage_settings(config, name), config)
+    with _run_log(storage):
+        plan = plan_run(config, storage, restart)
+        done = committed_shards(storage)
+        pending = [shard for shard in range(plan.num_shards) if shard not in done]
+        log.info("run %s: %d samples in %d shards; %d committed, %d to do; stages: %s", storage.root_url,
+                 plan.num_samples, plan.num_shards, len(done), len(pending), ", ".join(enabled_stages(config)))
+        for shard in pending:  # stale files of an unfinished shard are never reused
+            storage.delete(layout.shard_dir(shard), recursive=True)
+        shard_samples = {shard: _plan_samples(plan.shard_table(shard)) for shard in pending}
+        summary = RunSummary(output=storage.root_url, shards_total=plan.num_shards, shards_skipped=len(done))
+
+        def on_shard_done(shard: int, samples: list[Sample]) -> None:
+            commit_shard(storage, shard, samples, revision=0, fingerprint=plan.fingerprint)
+            summary.shards_committed += 1
+            log.info("committed shard %s (%d samples)", layout.shard_name(shard), len(samples))
+
+        summary.samples_processed = _stream(config, storage, shard_samples, on_shard_done, progress)
+        summary.seconds = time.time() - started
+        return _summarise(storage, summary)
+
+
+def retry_failed(config: DictConfig, error_codes: Optional[list[str]] = None, progress: bool = True) -> RunSummary:
+    """Re-run only the failed samples of a run and rewrite their shards (marker last)."""
+    started = time.time()
+    storage = storage_for(config)
+    for name in enabled_stages(config):
+        stages.stage_class(name).preflight(stage_settings(config, name), config)
+    with _run_log(storage):
+        run_meta = json.loads(storage.read_bytes(layout.RUN_JSON))
+        shards = committed_shards(storage)
+        dataset = manifest_dataset(storage, shards)
+        condition = (pc.field("status") == "failed") & (pc.field("error_code") != "duplicate_id")
+        if error_codes:
+            condition = condition & pc.field("error_code").isin(error_codes)
+        failed = dataset.to_table(columns=["id", "source_uri", "shard", "input_index"], filter=condition)
+        shard_samples: dict[int, list[Sample]] = {}
+        for row in failed.to_pylist():
+            shard_samples.setdefault(row["shard"], []).append(
+                initial_sample(row["id"], row["source_uri"], row["shard"], row["input_index"], False))
+        log.info("retrying %d failed samples in %d shards", failed.num_rows, len(shard_samples))
+        summary = RunSummary(output=storage.root_url, shards_total=run_meta["num_shards"])
+
+        def on_shard_done(shard: int, retried: list[Sample]) -> None:
+            old_stats = shards[shard]
+            old_rows = {row["input_index"]: row for row in
+                        pq.read_table(_open(storage, old_stats["manifest"])).to_pylist()}
+            by_index = {s.index: s for s in retried}
+            merged = [by_index.get(index) or _sample_from_row(row) for index, row in sorted(old_rows.items())]
+            commit_shard(storage, shard, merged, revision=int(old_stats["revision"]) + 1,
+                         fingerprint=run_meta["input_fingerprint"], previous_manifest=old_stats["manifest"])
+            summary.shards_committed += 1
+            log.info("rewrote shard %s (%d retried)", layout.shard_name(shard), len(retried))
+
+        summary.samples_processed = _stream(config, storage, shard_samples, on_shard_done, progress)
+        summary.seconds = time.time() - started
+        return _summarise(storage, summary)
+
+
+def load_run_config(output: str, overrides: tuple[str, ...] = (), endpoint_url: Optional[str] = None) -> DictConfig:
+    """The config saved with a run (plus overrides), to resume or retry it."""
+    from pipeline.storage import open_storage
+
+    options = {"client_kwargs": {"endpoint_url": endpoint_url}} if endpoint_url else {}
+    storage = open_storage(output, options)
+    if not storage.exists(layout.CONFIG_YAML):
+        raise ConfigError(f"{output} is not a run folder (no {layout.CONFIG_YAML})")
+    with tempfile.NamedTemporaryFile("wb", suffix=".yaml", delete=False) as handle:
+        handle.write(storage.read_bytes(layout.CONFIG_YAML))
+    try:
+        saved = OmegaConf.load(handle.name)
+    finally:
+        os.unlink(handle.name)
+    return load_config(str(saved.profile), files=(), overrides=tuple(_flatten(saved)) + tuple(overrides))
+
+
+def _flatten(config: DictConfig) -> list[str]:
+    items = []
+    for key, value in _walk(OmegaConf.to_container(config, resolve=True), ""):
+        if key == "profile":
+            continue
+        items.append(f"{key}={json.dumps(value) if not isinstance(value, str) else _quote(value)}")
+    return items
+
+
+def _walk(value: Any, prefix: str):
+    if isinstance(value, dict) and value:
+        for key, item in value.items():
+            yield from _walk(item, f"{prefix}.{key}" if prefix else str(key))
+    else:
+        yield prefix, value
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _plan_samples(table: pa.Table) -> list[Sample]:
+    return [initial_sample(r["id"], r["uri"], r["shard"], r["index"], r["duplicate"]) for r in table.to_pylist()]
+
+
+def _sample_from_row(row: dict) -> Sample:
+    """Rebuild a committed manifest row as a Sample so that it can be written again unchanged."""
+    from pipeline.manifest import core_fields
+    from stages.base import OutputFile
+
+    core = {f.name for f in core_fields()}
+    return Sample(
+        id=row["id"], uri=row["source_uri"], shard=row["shard"], index=row["input_index"],
+        fields={k: v for k, v in row.items() if k not in core},
+        outputs={name: OutputFile(**record) for name, record in (row["outputs"] or [])},
+        status=row["status"], failed_stage=row["failed_stage"], error_code=row["error_code"],
+        error_message=row["error_message"], filter_reason=row["filter_reason"],
+        stage_seconds={k: v for k, v in (row["stage_seconds"] or {}).items() if v is not None},
+    )
+
+
+def _open(storage: Storage, relpath: str):
+    return pa.BufferReader(storage.read_bytes(relpath))
+
+
+class _run_log:
+    """Log to ``logs/driver-<time>.log`` in the run folder for the duration of a command.
+
+    On a local disk the file is written as the run goes (it survives a killed
+    driver); on object storage it is uploaded when the command ends.
+    """
+
+    def __init__(self, storage: Storage):
+        self.storage = storage
+        self.name = f"{layout.LOGS}/driver-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}.log"
+
+    def __enter__(self) -> _run_log:
+        if self.storage.is_local:
+            self.path = self.storage.full_path(self.name)
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        else:
+            handle, self.path = tempfile.mkstemp(suffix=".log")
+            os.close(handle)
+        self.handler = logging.FileHandler(self.path)
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.handler.setLevel(logging.INFO)
+        root = logging.getLogger()
+        root.addHandler(self.handler)
+        if root.level == logging.NOTSET or root.level > logging.INFO:
+            root.setLevel(logging.INFO)
+            for handler in root.handlers:  # keep the terminal as quiet as it was
+                if handler is not self.handler and handler.level == logging.NOTSET:
+                    handler.setLevel(logging.WARNING)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        logging.getLogger().removeHandler(self.handler)
+        self.handler.close()
+        if not self.storage.is_local:
+            try:
+                self.storage.write_bytes(self.name, Path(self.path).read_bytes())
+            finally:
+                os.unlink(self.path)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,169 @@
+"""The callable class that runs one stage inside a Ray Data actor pool.
+
+One ``StageRunner`` per actor: it builds the stage and calls ``setup()`` once
+(models load once per actor), then turns each batch of packed samples into the
+same number of packed samples. Samples that already failed or were filtered pass
+through untouched. Isolation rules:
+- a SampleError becomes a failed row with the stage's name and the error's code;
+- any other exception from a batch makes the runner retry each sample alone, so
+  only the culprit fails (code ``stage_exception``, message = exception type + text);
+- with ``sample_timeout_s`` set, a sample that runs longer fails with ``timeout``
+  and the batch goes on (the stuck thread is abandoned; its result is ignored).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+import stages
+from pipeline.config import stage_settings
+from pipeline.sample_codec import decode_sample, encode_sample
+from pipeline.storage import RetryPolicy, Storage, open_storage
+from stages.base import Sample, SampleError, StageContext, StageResult
+
+log = logging.getLogger(__name__)
+
+STAGE_EXCEPTION = "stage_exception"
+TIMEOUT = "timeout"
+
+
+def storage_for(config: Any) -> Storage:
+    """The run's output storage as configured (endpoint, retry policy)."""
+    options = {}
+    if config.storage.endpoint_url:
+        options["client_kwargs"] = {"endpoint_url": str(config.storage.endpoint_url)}
+    storage = open_storage(str(config.output), options)
+    storage.retry = RetryPolicy(attempts=int(config.storage.retry_attempts),
+                                base_delay_s=float(config.storage.retry_base_delay_s))
+    return storage
+
+
+class StageRunner:
+    """Ray Data callable class: ``{"state": bytes[]}`` batch in, same shape out."""
+
+    def __init__(self, stage_name: str, config: dict):
+        self.config = OmegaConf.create(config)
+        OmegaConf.set_readonly(self.config, True)
+        self.stage_name = stage_name
+        self.settings = stage_settings(self.config, stage_name)
+        context = StageContext(storage=storage_for(self.config), config=self.config, stage_name=stage_name)
+        self.stage = stages.stage_class(stage_name)(self.settings, context)
+        self.stage.setup()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        samples = [decode_sample(bytes(state)) for state in batch["state"]]
+        self.process(samples)
+        out = dict(batch)
+        out["state"] = np.array([encode_sample(s) for s in samples], dtype=object)
+        return out
+
+    def process(self, samples: list[Sample]) -> None:
+        """Run the stage on the active samples, recording results in place."""
+        active = [s for s in samples if s.active]
+        if not active:
+            return
+        timeout = self.settings.sample_timeout_s
+        started = time.perf_counter()
+        try:
+            if timeout is None:
+                results = self.stage.process_batch(active)
+            else:
+                results = _call_with_timeout(lambda: self.stage.process_batch(active), timeout * len(active))
+            if len(results) != len(active):
+                raise RuntimeError(f"{self.stage_name}.process_batch returned {len(results)} results "
+                                   f"for {len(active)} samples")
+            seconds = (time.perf_counter() - started) / len(active)
+            for sample, result in zip(active, results):
+                self._record(sample, result, seconds)
+        except Exception as error:  # noqa: BLE001 - isolate the culprit below
+            if len(active) > 1 or not isinstance(error, _Timeout):
+                log.warning("stage %s: batch of %d raised %s; retrying samples one by one",
+                            self.stage_name, len(active), type(error).__name__)
+            if len(active) == 1 and isinstance(error, _Timeout):
+                self._fail(active[0], SampleError(TIMEOUT, f"exceeded {timeout:g} s"), timeout)
+                return
+            for sample in active:
+                self._process_alone(sample)
+
+    def _process_alone(self, sample: Sample) -> None:
+        timeout = self.settings.sample_timeout_s
+        started = time.perf_counter()
+        try:
+            call = lambda: self.stage.process_batch([sample])  # noqa: E731 - a thunk for the timeout helper
+            results = call() if timeout is None else _call_with_timeout(call, timeout)
+            self._record(sample, results[0], time.perf_counter() - started)
+        except _Timeout:
+            self._fail(sample, SampleError(TIMEOUT, f"exceeded {timeout:g} s"), time.perf_counter() - started)
+        except SampleError as error:
+            self._fail(sample, error, time.perf_counter() - started)
+        except Exception as error:  # noqa: BLE001 - becomes the sample's failure record
+            log.error("stage %s failed on sample %s:\n%s", self.stage_name, sample.id, traceback.format_exc())
+            message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+            self._fail(sample, SampleError(STAGE_EXCEPTION, message), time.perf_counter() - started)
+
+    def _record(self, sample: Sample, result: StageResult | SampleError, seconds: float) -> None:
+        if isinstance(result, SampleError):
+            self._fail(sample, result, seconds)
+            return
+        sample.fields.update(result.fields)
+        sample.stage_seconds[self.stage_name] = seconds
+        if result.filter_reason:
+            sample.status = "filtered"
+            sample.filter_reason = result.filter_reason
+
+    def _fail(self, sample: Sample, error: SampleError, seconds: float) -> None:
+        sample.status = "failed"
+        sample.failed_stage = self.stage_name
+        sample.error_code = error.code
+        sample.error_message = error.message
+        sample.stage_seconds[self.stage_name] = seconds
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _call_with_timeout(fn: Callable[[], Any], seconds: float) -> Any:
+    """Run ``fn`` in a daemon thread; raise _Timeout if it has not returned in time."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = fn()
+        except BaseException as error:  # noqa: BLE001 - re-raised in the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, daemon=True, name="stage-sample")
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise _Timeout()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def failed_input_sample(sample: Sample, code: str, message: str) -> Sample:
+    """Mark a sample that never reaches a stage (a listing problem) as failed."""
+    sample.status = "failed"
+    sample.failed_stage = "input"
+    sample.error_code = code
+    sample.error_message = message
+    return sample
+
+
+def initial_sample(sample_id: str, uri: str, shard: int, index: int, duplicate: bool) -> Sample:
+    """A fresh sample as listed in the plan."""
+    sample = Sample(id=sample_id, uri=uri, shard=shard, index=index)
+    if duplicate:
+        failed_input_sample(sample, "duplicate_id", f"id {sample_id!r} is listed more than once; "
+                                                    "only its first occurrence is processed")
+    return sample

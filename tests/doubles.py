@@ -1,0 +1,92 @@
+"""Test-double stages for the pipeline-core tests (registered through FFHQ_UV_STAGE_PLUGINS).
+
+They do real, cheap work on real files (decode the photo, write a thumbnail, compute
+a statistic) and can be told to fail, crash, sleep or hang on chosen samples.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+
+from stages.base import Sample, SampleError, Stage, StageResult, StageSettings
+
+
+@dataclass
+class DoubleSettings(StageSettings):
+    fail_ids: list[str] = field(default_factory=list)  # raise SampleError("test_failure")
+    crash_ids: list[str] = field(default_factory=list)  # raise RuntimeError (a bug)
+    hang_ids: list[str] = field(default_factory=list)  # sleep for an hour
+    exit_ids: list[str] = field(default_factory=list)  # kill the actor process (once per marker file)
+    marker_dir: str = ""  # where exit_ids record that they already killed an actor
+    sleep_s: float = 0.0  # per sample
+
+
+class _DoubleStage(Stage):
+    Settings = DoubleSettings
+
+    def _misbehave(self, sample: Sample) -> None:
+        settings: DoubleSettings = self.settings
+        if settings.sleep_s:
+            time.sleep(settings.sleep_s)
+        if sample.id in settings.fail_ids:
+            raise SampleError("test_failure", f"{self.name} was told to fail {sample.id}")
+        if sample.id in settings.crash_ids:
+            raise RuntimeError(f"{self.name} crashed on {sample.id}")
+        if sample.id in settings.hang_ids:
+            time.sleep(3600)
+        if sample.id in settings.exit_ids:
+            marker = os.path.join(settings.marker_dir, f"{self.name}-{sample.id}.killed")
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+
+
+class ThumbnailStage(_DoubleStage):
+    """First stage double: decode the source photo, write a 32x32 thumbnail, record its mean."""
+
+    name = "attribute"
+    manifest_fields = (pa.field("attribute_mean", pa.float64()), pa.field("attribute_size", pa.list_(pa.int32())))
+
+    def process(self, sample: Sample) -> StageResult:
+        self._misbehave(sample)
+        image = self.context.read_source_image(sample)
+        step_y, step_x = max(1, image.shape[0] // 32), max(1, image.shape[1] // 32)
+        thumb = np.ascontiguousarray(image[::step_y, ::step_x][:32, :32])
+        self.context.write_image(sample, "aligned", thumb)
+        return StageResult(fields={"attribute_mean": float(image.mean()),
+                                   "attribute_size": np.array(image.shape[:2], dtype=np.int32)})
+
+
+class InvertStage(_DoubleStage):
+    """Second stage double: read the previous stage's output, write its negative."""
+
+    name = "relight"
+    manifest_fields = (pa.field("relight_mean", pa.float64()),)
+
+    def process(self, sample: Sample) -> StageResult:
+        self._misbehave(sample)
+        image = self.context.read_image(sample.outputs["aligned"].path)
+        self.context.write_image(sample, "relit_front", 255 - image)
+        return StageResult(fields={"relight_mean": float((255 - image).mean())})
+
+
+class MeanFilterStage(_DoubleStage):
+    """Third stage double: filters samples whose thumbnail is very dark."""
+
+    name = "complete"
+    manifest_fields = (pa.field("complete_score", pa.float64()),)
+
+    def process(self, sample: Sample) -> StageResult:
+        self._misbehave(sample)
+        image = self.context.read_image(sample.outputs["relit_front"].path)
+        score = float(image.mean())
+        return StageResult(fields={"complete_score": score}, filter_reason="too_bright" if score > 250 else None)
+
+
+PLUGINS = ("attribute=tests.doubles:ThumbnailStage;relight=tests.doubles:InvertStage;"
+           "complete=tests.doubles:MeanFilterStage")
