@@ -1,0 +1,329 @@
+"""A face topology with its UV layout: template mesh, UV rasterisation, landmark embedding and UV region masks.
+
+Every UV map of one topology is pixel-aligned with every other: that is what makes the maps a dataset. A
+``Topology`` holds what the unwrap and complete stages need, computed by our code from the mesh and cached on
+disk (keyed by a hash of the source and of ``CACHE_VERSION``):
+
+- the UV rasterisation at ``uv_size`` (FFHQ-UV: 1024): per texel the mesh triangle and its barycentrics
+  (FFHQ-UV's ``unwrap_1024_info.mat``);
+- the landmark embedding: where mediapipe's 468 face-mesh landmarks lie on the surface (triangle + barycentric);
+- float32 (S, S) region masks in [0,1] named like FFHQ-UV's ``topo_assets`` PNGs (``MASK_NAMES``), drawn from
+  the embedded landmarks (eyes, mouth, nose, face oval) and from the template's normals (per-view validity);
+- ``fill_regions``, the UV boxes the Poisson fill solves: FFHQ-UV's fixed boxes for ``hifi3dpp``, boxes around
+  the eye, nose-base and mouth masks for other topologies.
+
+Template frame: x to the image right of a frontal photo, y up, z towards the camera. UV: (u, v) in [0,1] with v
+up; texel (row r, col c) is at u = (c + 0.5) / S, v = 1 - (r + 0.5) / S (see ``rasterize.uv_to_texel``). The
+topology is chosen by ``load_topology`` (``stages/geometry/hifi3dpp.py``, ``stages/geometry/mediapipe468.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from stages.geometry.rasterize import Raster, rasterize_uv
+
+TOPOLOGIES: tuple[str, ...] = ("hifi3dpp", "mediapipe468")
+UV_SIZE = 1024  # FFHQ-UV's UV resolution
+CACHE_VERSION = "uv-topology-1"  # bump when the derived products change
+DEFAULT_CACHE_DIR = Path(os.environ.get("FFHQUV_CACHE_DIR", Path.home() / ".cache" / "ffhq-uv-rebuild")) / "topology"
+
+MASK_NAMES: tuple[str, ...] = (
+    "unwrap_mask", "center_face", "hair", "mouth_contrast", "nosal_base", "nostril", "eye_l", "eye_r", "mouth",
+    "major_valid_front", "major_valid_left", "major_valid_right", "major_valid_whole",
+    "minor_valid_front", "minor_valid_left", "minor_valid_right", "minor_valid_whole",
+)
+VIEW_NAMES: tuple[str, ...] = ("front", "left", "right")
+# Camera yaw of each FFHQ-UV view in degrees, positive = the camera moves towards the image-left side of the
+# face. FFHQ-UV's "left" view (StyleFlow yaw +30) shows the image-left cheek (ffhq_uv_example/edit/01223_left.png).
+VIEW_YAW_DEG: dict[str, float] = {"front": 0.0, "left": 30.0, "right": -30.0}
+
+# Mediapipe face-mesh landmark groups used to draw masks. Image-left = the subject's right.
+# Nostril openings and the nose base were picked on a labelled render of the HiFi3D++ teaser head.
+NOSTRIL_IMAGE_LEFT = (79, 239, 238, 241, 242, 60, 75, 59, 166)
+NOSTRIL_IMAGE_RIGHT = (309, 459, 458, 461, 462, 290, 305, 289, 392)
+NOSAL_BASE = (64, 219, 218, 237, 44, 1, 274, 457, 438, 439, 294, 327, 326, 2, 97, 98)
+BROW_TOP = (105, 334)  # upper eyebrow points: the scalp (hair mask) starts above them
+# Mask sizes relative to the outer-eye-corner distance in UV (so they scale with the layout).
+EYE_PAD = 0.06  # eye masks grow by this much around the eyelid contour
+MOUTH_PAD = 0.04  # mouth mask grows around the inner lip contour
+MOUTH_CONTRAST_PAD = 0.12  # FFHQ-UV's mouth_constract_mask: lips and their surroundings
+NOSTRIL_PAD = 0.03
+FACE_OVAL_HAIR_MARGIN = 0.15  # the hair mask keeps this far from the face oval
+FILL_BOX_PAD = 0.05  # padding of the Poisson boxes around the masks (non-hifi3dpp topologies)
+# Per-view validity from the template normal n and the view direction d: "minor" where n.d exceeds
+# MINOR_COS (the view sees the surface at all, up to ~75 deg), "major" where it exceeds MAJOR_COS and
+# the view is the best of the three (front: MAJOR_COS_FRONT, since FFHQ-UV merges the front view last).
+MINOR_COS = 0.25
+MAJOR_COS = 0.5
+MAJOR_COS_FRONT = 0.7
+
+
+@dataclass(frozen=True)
+class FillRegion:
+    """A UV box for the Poisson fill: rows [top, bottom), cols [left, right) in texels."""
+
+    name: str
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+
+@dataclass(frozen=True)
+class LandmarkEmbedding:
+    """Surface points of the detector's landmarks: ``triangles`` (L,) int, ``barycentrics`` (L, 3) float."""
+
+    triangles: np.ndarray
+    barycentrics: np.ndarray
+
+    def points(self, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+        """(L, 3) landmark positions on a mesh with these (N, 3) vertices and (M, 3) faces."""
+        corners = vertices[faces[self.triangles]]  # (L, 3, 3)
+        return np.einsum("lk,lkc->lc", self.barycentrics, corners)
+
+
+@dataclass
+class Topology:
+    """A template head/face mesh with per-corner UVs and its cached UV products (see the module docstring)."""
+
+    name: str
+    vertices: np.ndarray  # (N, 3) float64 template, x right, y up, z towards the camera
+    triangles: np.ndarray  # (M, 3) int64, outward-facing (counter-clockwise seen from outside)
+    uvs: np.ndarray  # (K, 2) float64 in [0,1], v up
+    face_uvs: np.ndarray  # (M, 3) int64 into uvs
+    landmarks: LandmarkEmbedding  # mediapipe's 468 points
+    uv_size: int = UV_SIZE
+    fixed_fill_regions: tuple[FillRegion, ...] | None = None  # hifi3dpp: FFHQ-UV's boxes
+    # Optional 3DMM (official topo_assets): (3N, K) identity and expression bases on vertices.
+    id_basis: np.ndarray | None = None
+    exp_basis: np.ndarray | None = None
+    cache_dir: Path | None = DEFAULT_CACHE_DIR
+    _raster: Raster | None = field(default=None, repr=False)
+    _masks: dict[str, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def source_hash(self) -> str:
+        """Hash of everything the cached products derive from."""
+        digest = hashlib.sha256(CACHE_VERSION.encode())
+        for array in (self.vertices, self.triangles, self.uvs, self.face_uvs,
+                      self.landmarks.triangles, self.landmarks.barycentrics):
+            digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+        digest.update(f"{self.name}:{self.uv_size}".encode())
+        return digest.hexdigest()[:16]
+
+    def landmark_points(self, vertices: np.ndarray | None = None) -> np.ndarray:
+        """(468, 3) landmark positions on the template or on deformed ``vertices`` (N, 3)."""
+        return self.landmarks.points(self.vertices if vertices is None else vertices, self.triangles)
+
+    def landmark_uv(self) -> np.ndarray:
+        """(468, 2) texel positions (x = column, y = row) of the landmarks in the UV map."""
+        from stages.geometry.rasterize import uv_to_texel
+
+        corner_uv = self.uvs[self.face_uvs[self.landmarks.triangles]]  # (L, 3, 2)
+        return uv_to_texel(np.einsum("lk,lkc->lc", self.landmarks.barycentrics, corner_uv), self.uv_size)
+
+    def vertex_normals(self, vertices: np.ndarray | None = None) -> np.ndarray:
+        """(N, 3) unit vertex normals (area-weighted face normals) of the template or of ``vertices``."""
+        v = self.vertices if vertices is None else vertices
+        a, b, c = (v[self.triangles[:, k]] for k in range(3))
+        face_n = np.cross(b - a, c - a)
+        normals = np.zeros_like(v)
+        for k in range(3):
+            np.add.at(normals, self.triangles[:, k], face_n)
+        return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+
+    def uv_raster(self) -> Raster:
+        """Per-texel triangle id and barycentrics of the (S, S) UV map (cached)."""
+        if self._raster is None:
+            self._load_or_build()
+        return self._raster
+
+    def masks(self) -> dict[str, np.ndarray]:
+        """``MASK_NAMES`` -> (S, S) float32 masks in [0,1] (cached)."""
+        if self._masks is None:
+            self._load_or_build()
+        return self._masks
+
+    def texel_samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Covered texels: flat indices (P,) into S*S, their vertex ids (P, 3) and barycentrics (P, 3)."""
+        raster = self.uv_raster()
+        flat = np.flatnonzero(raster.triangle_id.ravel() >= 0)
+        tri = raster.triangle_id.ravel()[flat]
+        return flat, self.triangles[tri], raster.barycentrics.reshape(-1, 3)[flat].astype(np.float64)
+
+    def fill_regions(self) -> tuple[FillRegion, ...]:
+        """The Poisson-fill boxes: FFHQ-UV's fixed boxes on hifi3dpp, else boxes around the region masks."""
+        if self.fixed_fill_regions is not None:
+            return self.fixed_fill_regions
+        masks = self.masks()
+        pad = int(round(FILL_BOX_PAD * self._eye_distance_texels()))
+        regions = []
+        for name, mask_name in (("l_eye", "eye_l"), ("r_eye", "eye_r"), ("nosal_base", "nosal_base"),
+                                ("mouth", "mouth")):
+            rows, cols = np.nonzero(masks[mask_name] > 0.5)
+            if len(rows) == 0:
+                continue
+            s = self.uv_size
+            regions.append(FillRegion(name, max(0, rows.min() - pad), min(s, rows.max() + 1 + pad),
+                                      max(0, cols.min() - pad), min(s, cols.max() + 1 + pad)))
+        return tuple(regions)
+
+    def _eye_distance_texels(self) -> float:
+        from stages.geometry.make_mediapipe468_uv import OUTER_EYE_IMAGE_LEFT, OUTER_EYE_IMAGE_RIGHT
+
+        lm = self.landmark_uv()
+        return float(np.linalg.norm(lm[OUTER_EYE_IMAGE_RIGHT] - lm[OUTER_EYE_IMAGE_LEFT]))
+
+    def _cache_file(self) -> Path | None:
+        return None if self.cache_dir is None else Path(self.cache_dir) / f"{self.name}-{self.source_hash}.npz"
+
+    def _load_or_build(self) -> None:
+        path = self._cache_file()
+        if path is not None and path.exists():
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    self._raster = Raster(data["triangle_id"], data["barycentrics"],
+                                          np.where(data["triangle_id"] >= 0, 0.0, np.inf).astype(np.float32))
+                    self._masks = {name: data[f"mask_{name}"].astype(np.float32) / 255.0 for name in MASK_NAMES}
+                return
+            except (OSError, KeyError, ValueError):
+                pass  # a partial or stale cache file is rebuilt below
+        self._raster = rasterize_uv(self.uvs, self.face_uvs, self.uv_size)
+        self._masks = build_masks(self)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
+            np.savez_compressed(
+                tmp, triangle_id=self._raster.triangle_id, barycentrics=self._raster.barycentrics,
+                **{f"mask_{n}": np.round(m * 255).astype(np.uint8) for n, m in self._masks.items()})
+            os.replace(tmp, path)  # atomic: concurrent actors never read a half-written cache
+
+
+def _contour_loops(connections) -> list[list[int]]:
+    """Ordered vertex loops of a mediapipe connection set (an edge list made of closed contours)."""
+    adjacency: dict[int, list[int]] = {}
+    for a, b in connections:
+        adjacency.setdefault(a, []).append(b)
+        adjacency.setdefault(b, []).append(a)
+    loops, seen = [], set()
+    for start in sorted(adjacency):
+        if start in seen:
+            continue
+        loop, prev, cur = [start], None, start
+        seen.add(start)
+        while True:
+            nxt = [v for v in adjacency[cur] if v != prev and v not in seen]
+            if not nxt:
+                break
+            prev, cur = cur, nxt[0]
+            loop.append(cur)
+            seen.add(cur)
+        loops.append(loop)
+    return loops
+
+
+def _polygon_area(points: np.ndarray) -> float:
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+
+
+def build_masks(topology: Topology) -> dict[str, np.ndarray]:
+    """Draw the ``MASK_NAMES`` masks of a topology from its landmark embedding and template normals."""
+    import cv2
+    from mediapipe.python.solutions import face_mesh_connections as fmc
+
+    s = topology.uv_size
+    covered = topology.uv_raster().triangle_id >= 0
+    lm = topology.landmark_uv()  # (468, 2) texel x, y
+    eye_dist = topology._eye_distance_texels()
+
+    def polygon(indices, pad: float = 0.0) -> np.ndarray:
+        canvas = np.zeros((s, s), dtype=np.uint8)
+        pts = np.round(lm[list(indices)] * 16).astype(np.int32)  # 4 fractional bits for sub-texel accuracy
+        cv2.fillPoly(canvas, [pts], 1, lineType=cv2.LINE_8, shift=4)
+        radius = int(round(pad * eye_dist))
+        if radius > 0:
+            canvas = cv2.dilate(canvas, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
+        return canvas.astype(bool)
+
+    def hull(indices, pad: float = 0.0) -> np.ndarray:
+        pts = lm[list(indices)]
+        order = cv2.convexHull(np.round(pts * 16).astype(np.int32), returnPoints=False).ravel()
+        return polygon([list(indices)[i] for i in order], pad)
+
+    lips = sorted(_contour_loops(fmc.FACEMESH_LIPS), key=lambda loop: _polygon_area(lm[loop]))
+    inner_lips, outer_lips = lips[0], lips[-1]
+    oval = _contour_loops(fmc.FACEMESH_FACE_OVAL)[0]
+    # FACEMESH_LEFT_EYE is the subject's left eye: image-right, FFHQ-UV's l_eye box (cols 560:710).
+    eye_l = polygon(_contour_loops(fmc.FACEMESH_LEFT_EYE)[0], EYE_PAD)
+    eye_r = polygon(_contour_loops(fmc.FACEMESH_RIGHT_EYE)[0], EYE_PAD)
+    masks: dict[str, np.ndarray] = {
+        "unwrap_mask": covered,
+        "center_face": polygon(oval) & covered,
+        "eye_l": eye_l,
+        "eye_r": eye_r,
+        "mouth": polygon(inner_lips, MOUTH_PAD),
+        "mouth_contrast": polygon(outer_lips, MOUTH_CONTRAST_PAD),
+        "nostril": hull(NOSTRIL_IMAGE_LEFT, NOSTRIL_PAD) | hull(NOSTRIL_IMAGE_RIGHT, NOSTRIL_PAD),
+        "nosal_base": hull(NOSAL_BASE),
+    }
+
+    # Per-texel template position and normal, for the hair and per-view masks.
+    flat, vids, bary = topology.texel_samples()
+    position = np.zeros((s * s, 3))
+    position[flat] = np.einsum("pk,pkc->pc", bary, topology.vertices[vids])
+    normal = np.zeros((s * s, 3))
+    normal[flat] = np.einsum("pk,pkc->pc", bary, topology.vertex_normals()[vids])
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+    position, normal = position.reshape(s, s, 3), normal.reshape(s, s, 3)
+
+    brow_y = topology.landmark_points()[list(BROW_TOP), 1].mean()
+    near_face = polygon(oval, FACE_OVAL_HAIR_MARGIN)
+    masks["hair"] = covered & (position[..., 1] > brow_y) & ~near_face
+
+    skin = covered & ~masks["hair"]
+    cos = {}
+    for view, yaw in VIEW_YAW_DEG.items():
+        rad = np.deg2rad(yaw)
+        direction = np.array([-np.sin(rad), 0.0, np.cos(rad)])  # towards the camera, in the template frame
+        cos[view] = normal @ direction
+    best = np.argmax(np.stack([cos[v] for v in VIEW_NAMES]), axis=0)
+    for k, view in enumerate(VIEW_NAMES):
+        threshold = MAJOR_COS_FRONT if view == "front" else MAJOR_COS
+        major = skin & (cos[view] > threshold)
+        if view != "front":
+            major &= best == k
+        masks[f"major_valid_{view}"] = major
+        masks[f"minor_valid_{view}"] = skin & (cos[view] > MINOR_COS)
+    for kind in ("major", "minor"):
+        masks[f"{kind}_valid_whole"] = np.logical_or.reduce([masks[f"{kind}_valid_{v}"] for v in VIEW_NAMES])
+    return {name: masks[name].astype(np.float32) for name in MASK_NAMES}
+
+
+def load_topology(name: str, obj_path: str | None = None, weights_dir: str | None = None,
+                  cache_dir: str | Path | None = DEFAULT_CACHE_DIR, uv_size: int = UV_SIZE) -> Topology:
+    """Load a topology by name (``TOPOLOGIES``); ``obj_path`` / ``weights_dir`` locate hifi3dpp's sources."""
+    if name == "hifi3dpp":
+        from stages.geometry.hifi3dpp import load_hifi3dpp
+
+        return load_hifi3dpp(obj_path=obj_path, weights_dir=weights_dir, cache_dir=cache_dir, uv_size=uv_size)
+    if name == "mediapipe468":
+        from stages.geometry.mediapipe468 import load_mediapipe468
+
+        return load_mediapipe468(cache_dir=cache_dir, uv_size=uv_size)
+    raise ValueError(f"unknown topology {name!r}; choose one of {', '.join(TOPOLOGIES)}")
+
+
+def topology_from_config(config) -> Topology:
+    """The run's topology, from the unwrap stage's settings (the complete stage uses the same one)."""
+    unwrap = config.stages.unwrap
+    weights_dir = config.models.weights_dir
+    cache_dir = unwrap.cache_dir if unwrap.cache_dir else DEFAULT_CACHE_DIR
+    return load_topology(unwrap.topology, obj_path=unwrap.topology_obj or None,
+                         weights_dir=None if weights_dir in (None, "") else str(weights_dir), cache_dir=cache_dir)

@@ -1,0 +1,99 @@
+"""Topologies: UV rasterisation, landmark embedding, region masks and their disk cache."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.geometry.make_mediapipe468_uv import boundary_loops, tessellation_triangles
+from stages.geometry.mediapipe468 import DATA_FILE, load_mediapipe468
+from stages.geometry.uv_topology import MASK_NAMES, load_topology
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT.parent / "shared" / "data"
+HEAD_OBJ = DATA / "hifi3dpp" / "head_teaser1.obj"
+
+
+@pytest.fixture(scope="module")
+def mp_topology(tmp_path_factory):
+    return load_mediapipe468(cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def check_masks(topology):
+    masks = topology.masks()
+    assert set(masks) == set(MASK_NAMES)
+    for name, mask in masks.items():
+        assert mask.shape == (topology.uv_size, topology.uv_size) and mask.dtype == np.float32, name
+        assert 0.0 <= mask.min() and mask.max() <= 1.0, name
+    covered = masks["unwrap_mask"] > 0.5
+    lm = np.round(topology.landmark_uv()).astype(int)
+    # Region masks sit where their landmarks are: eye corners inside the eye masks, lip corners in the mouth
+    # region, the nose tip in neither eye; FACEMESH_LEFT_EYE (subject's left) is on the image-right side.
+    assert masks["eye_l"][lm[263, 1], lm[263, 0]] == 1 and masks["eye_l"][lm[33, 1], lm[33, 0]] == 0
+    assert masks["eye_r"][lm[33, 1], lm[33, 0]] == 1
+    assert lm[263, 0] > lm[33, 0]
+    assert masks["mouth_contrast"][lm[61, 1], lm[61, 0]] == 1
+    assert masks["nosal_base"][lm[2, 1], lm[2, 0]] == 1
+    for name in ("eye_l", "eye_r", "mouth", "nostril", "nosal_base"):
+        assert 0 < masks[name].sum() < 0.05 * covered.sum(), name
+        assert ((masks[name] > 0.5) <= (masks["center_face"] > 0.5)).mean() > 0.99, name
+    # The left view's major region is the image-left half of the face, the right view's the other half.
+    cols = np.arange(topology.uv_size)
+    centre = lm[1, 0]
+    left = masks["major_valid_left"] > 0.5
+    right = masks["major_valid_right"] > 0.5
+    assert (cols[np.nonzero(left)[1]] < centre).mean() > 0.95
+    assert (cols[np.nonzero(right)[1]] > centre).mean() > 0.95
+    whole = masks["minor_valid_whole"] > 0.5
+    assert (masks["center_face"][whole] > 0).mean() > 0.5
+    assert ((masks["major_valid_front"] > 0.5) <= (masks["minor_valid_front"] > 0.5)).all()
+    return masks
+
+
+def test_mediapipe468_layout_file_is_reproducible_from_the_tessellation():
+    from mediapipe.python.solutions.face_mesh_connections import FACEMESH_TESSELATION
+
+    record = json.loads(DATA_FILE.read_text())
+    faces = {tuple(sorted(t)) for t in record["triangles"]}
+    cliques = {tuple(sorted(t)) for t in tessellation_triangles(set(FACEMESH_TESSELATION))}
+    assert cliques <= faces  # every tessellation face is kept; the rest close the eye and mouth openings
+    assert len(record["triangles"]) == 898
+    assert len(boundary_loops(np.array(record["triangles"]))) == 1  # only the face oval is open
+    vertices = np.array(record["vertices"])
+    # The template is left/right symmetric (mirror partners exist for every point).
+    mirrored = vertices * [-1, 1, 1]
+    dist = np.sqrt(((mirrored[:, None] - vertices[None]) ** 2).sum(-1)).min(axis=1)
+    assert dist.max() < 1e-5
+
+
+def test_mediapipe468_topology(mp_topology):
+    raster = mp_topology.uv_raster()
+    # UV triangles do not overlap (apart from the two degenerate lip-crease slivers): coverage = area sum.
+    uv = mp_topology.uvs[mp_topology.face_uvs] * mp_topology.uv_size
+    area = 0.5 * np.abs(np.cross(uv[:, 1] - uv[:, 0], uv[:, 2] - uv[:, 0])).sum()
+    assert abs(raster.mask.sum() - area) / area < 0.01
+    np.testing.assert_allclose(mp_topology.landmark_points(), mp_topology.vertices, atol=1e-12)
+    check_masks(mp_topology)
+    regions = {r.name: r for r in mp_topology.fill_regions()}
+    assert set(regions) == {"l_eye", "r_eye", "nosal_base", "mouth"}
+    assert regions["l_eye"].left > regions["r_eye"].right - 1
+
+
+def test_cache_roundtrip(mp_topology, tmp_path):
+    first = load_mediapipe468(cache_dir=tmp_path)
+    masks = first.masks()
+    files = list(tmp_path.glob("mediapipe468-*.npz"))
+    assert len(files) == 1
+    second = load_mediapipe468(cache_dir=tmp_path)
+    again = second.masks()  # read from disk
+    for name in MASK_NAMES:
+        np.testing.assert_array_equal(masks[name], again[name])
+    np.testing.assert_array_equal(first.uv_raster().triangle_id, second.uv_raster().triangle_id)
+
+
+def test_unknown_topology():
+    with pytest.raises(ValueError, match="unknown topology"):
+        load_topology("bfm")
