@@ -1,0 +1,163 @@
+"""Views -> one complete UV map: FFHQ-UV's merge, correction and completion (pipeline.md 2.4 (e)-(g)).
+
+1. ``merge_views``: starting from the template, each view (left, right, then front,
+   so the front wins) is blended over the canvas, which is first colour-matched to
+   the view (``fill_facial_region``).
+2. ``unreliable_mask`` + ``solve_unreliable``: texels of the centre face that no view
+   filled, plus the nostrils (seen twice from the three views), are Poisson-filled
+   inside the topology's fill regions from the raw template's gradients, so eyes
+   come out closed and the mouth shut, as in FFHQ-UV.
+3. ``blend_with_template``: outside the reliable region the colour-matched template
+   takes over through a Laplacian-pyramid blend; the template's own hair covers the
+   hair region.
+
+Region masks come from the topology under FFHQ-UV's names (``center_face``, ``hair``,
+``mouth_contrast``, ``nosal_base``, ``nostril``, ``major_valid_<view>``,
+``minor_valid_<view>``, ``major_valid_whole``, ``minor_valid_whole``), each (H, W)
+float32 in [0, 1]. Textures are (H, W, 3) float RGB in [0, 255].
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from stages.texture.color import match_color_yuv, rgb_to_yuv
+from stages.texture.masks import binarize, box_blur, erode_view_mask, hair_weight, major_minor_weight, view_blend_weight
+from stages.texture.poisson import laplacian_matrix, poisson_fill
+from stages.texture.pyramid import LEVELS, pyramid_blend
+
+# FFHQ-UV's merge order (tex/__init__.py): each later view is blended over the previous canvas.
+MERGE_ORDER = ("left", "right", "front")
+# Dark texels near the nose base are dilated by box5 before counting as nostril double vision.
+NOSTRIL_DILATE_BOX = 5
+# The Poisson mask is kept this many texels away from a fill box's edge (FFHQ-UV's ``bl = 2``).
+FILL_BOX_MARGIN = 2
+
+Box = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open, in UV texels
+
+
+@dataclass
+class UVView:
+    """One view unwrapped into UV space: texture (H, W, 3) float in [0, 255] and valid mask (H, W) in {0, 1}."""
+
+    texture: np.ndarray
+    mask: np.ndarray
+
+
+@dataclass
+class CompletedTexture:
+    """Result of ``complete_texture``; masks are (H, W) float32 in {0, 1}."""
+
+    uv: np.ndarray  # (H, W, 3) uint8 RGB, the final map
+    fill_mask: np.ndarray  # texels taken from the views (union of their eroded masks inside minor_valid)
+    solved_mask: np.ndarray  # texels inside the Poisson fill regions
+    unreliable_mask: np.ndarray  # texels judged unreliable; those inside the fill boxes were re-synthesised
+    view_fill_masks: dict[str, np.ndarray] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)  # merge, poisson, blend
+
+
+def fill_facial_region(canvas: np.ndarray, view: UVView, major: np.ndarray, minor: np.ndarray,
+                       mouth_contrast: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Blend one view over the canvas (pipeline.md 2.4 (e)).
+
+    canvas: (H, W, 3) float in [0, 255]; major, minor: the view's ``major_valid_*`` /
+    ``minor_valid_*`` masks; mouth_contrast: where the view mask is eroded lightly.
+    Returns the new canvas (H, W, 3) float32 and the view's fill mask (H, W) float32
+    (its eroded mask inside ``minor``).
+    """
+    texture = view.texture * view.mask[:, :, None]
+    matched = match_color_yuv(canvas, texture, view.mask)
+    eroded = erode_view_mask(view.mask, mouth_contrast)
+    weight = view_blend_weight(view.mask, eroded, major, minor)[:, :, None]
+    return texture * weight + matched * (1.0 - weight), eroded * minor
+
+
+def merge_views(template: np.ndarray, views: Mapping[str, UVView],
+                regions: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Blend the views over the template in FFHQ-UV's order (left, right, front; missing views skipped).
+
+    Returns the canvas (H, W, 3) float32, the union of the views' fill masks (H, W)
+    and each view's fill mask.
+    """
+    canvas = np.asarray(template, dtype=np.float32)
+    fills: dict[str, np.ndarray] = {}
+    for name in MERGE_ORDER:
+        if name in views:
+            canvas, fills[name] = fill_facial_region(canvas, views[name], regions[f"major_valid_{name}"],
+                                                     regions[f"minor_valid_{name}"], regions["mouth_contrast"])
+    fill = binarize(sum(fills.values(), np.zeros(canvas.shape[:2], np.float32)))
+    return canvas, fill, fills
+
+
+def unreliable_mask(texture: np.ndarray, fill: np.ndarray, regions: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Texels to re-synthesise (pipeline.md 2.4 (f)1-2): unfilled centre face, nostril double vision, nostrils.
+
+    texture: (H, W, 3) merged canvas in [0, 255]; fill: (H, W) union of fill masks.
+    Double vision: nose-base texels darker than the whole map's mean luma (dilated).
+    Returns (H, W) float32 in {0, 1}.
+    """
+    luma = rgb_to_yuv(texture)[:, :, 0]
+    dark = (luma < luma.mean()).astype(np.float32)
+    double_vision = (box_blur(dark, NOSTRIL_DILATE_BOX) > 0).astype(np.float32) * regions["nosal_base"]
+    unfilled = (1.0 - fill) * regions["center_face"]
+    return binarize(unfilled + double_vision + regions["nostril"])
+
+
+def solve_unreliable(texture: np.ndarray, unreliable: np.ndarray, template: np.ndarray,
+                     boxes: Mapping[str, Box]) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson-fill the unreliable texels of each box from the raw template's gradients (pipeline.md 2.4 (f)3-5).
+
+    texture, template: (H, W, 3) float in [0, 255]; unreliable: (H, W) in {0, 1};
+    boxes: name -> (row0, row1, col0, col1). Returns the corrected texture (H, W, 3)
+    float32 and the solved mask (H, W): every texel of every box counts as solved.
+    """
+    result = np.array(texture, dtype=np.float32)
+    solved = np.zeros(texture.shape[:2], np.float32)
+    for row0, row1, col0, col1 in boxes.values():
+        mask = np.zeros((row1 - row0, col1 - col0), np.float32)
+        inner = (slice(FILL_BOX_MARGIN, -FILL_BOX_MARGIN), slice(FILL_BOX_MARGIN, -FILL_BOX_MARGIN))
+        mask[inner] = unreliable[row0:row1, col0:col1][inner]
+        result[row0:row1, col0:col1] = poisson_fill(texture[row0:row1, col0:col1], template[row0:row1, col0:col1],
+                                                    mask, laplacian_matrix(row1 - row0, col1 - col0))
+        solved[row0:row1, col0:col1] = 1.0
+    return result, solved
+
+
+def blend_with_template(texture: np.ndarray, reliable: np.ndarray, template: np.ndarray,
+                        regions: Mapping[str, np.ndarray], levels: int = LEVELS) -> np.ndarray:
+    """Complete the map with the template outside the reliable region (pipeline.md 2.4 (g)2-6).
+
+    texture, template: (H, W, 3) float in [0, 255]; reliable: (H, W) in {0, 1}.
+    Returns (H, W, 3) uint8: the pyramid blend of the texture over the colour-matched
+    template, then the raw template's hair over the hair region.
+    """
+    matched = match_color_yuv(template, texture, reliable)
+    weight = major_minor_weight(reliable, regions["major_valid_whole"], regions["minor_valid_whole"])
+    blended = pyramid_blend(matched, texture, weight, levels)
+    hair = hair_weight(regions["hair"])[:, :, None]
+    out = np.asarray(template, dtype=np.float32) * hair + blended * (1.0 - hair)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def complete_texture(views: Mapping[str, UVView], template: np.ndarray, regions: Mapping[str, np.ndarray],
+                     boxes: Mapping[str, Box], levels: int = LEVELS) -> CompletedTexture:
+    """The whole completion: merge the views, correct the unreliable parts, blend with the template.
+
+    views: name -> UVView for any of left / right / front; template: (H, W, 3) float
+    in [0, 255]; regions: the topology's masks; boxes: its Poisson fill regions.
+    """
+    start = time.perf_counter()
+    canvas, fill, fills = merge_views(template, views, regions)
+    unreliable = unreliable_mask(canvas, fill, regions)
+    merged = time.perf_counter()
+    corrected, solved = solve_unreliable(canvas, unreliable, template, boxes)
+    poisson = time.perf_counter()
+    uv = blend_with_template(corrected, binarize(fill + solved), template, regions, levels)
+    done = time.perf_counter()
+    return CompletedTexture(uv=uv, fill_mask=fill, solved_mask=solved, unreliable_mask=unreliable,
+                            view_fill_masks=fills,
+                            seconds={"merge": merged - start, "poisson": poisson - merged, "blend": done - poisson})

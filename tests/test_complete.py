@@ -1,0 +1,128 @@
+"""Tests of the complete stage: merging synthetic views into a final map, its properties, and filtering."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from stages.texture.color import rgb_to_yuv
+from stages.texture.masks import hair_weight
+from stages.texture.merge import UVView, complete_texture
+from stages.texture.template import build_template
+from tests.test_texture_ops import smooth_image
+from tests.uv_regions import synthetic_regions
+
+SIZE = 512
+GAINS = {"front": 1.0, "left": 0.85, "right": 1.15}  # each view sees the face under another exposure
+
+
+@pytest.fixture(scope="module")
+def synthetic_case():
+    regions, boxes = synthetic_regions(SIZE)
+    template = build_template(regions)
+    truth = smooth_image(SIZE, SIZE, seed=5).astype(np.float32)
+    truth += np.random.default_rng(0).normal(0, 4, truth.shape).astype(np.float32)  # skin-like detail
+    # Like FFHQ-UV's parsing mask, the views never cover the eyes and the mouth.
+    holes = np.clip(regions["eye_l"] + regions["eye_r"] + regions["mouth"], 0, 1)
+    coverage = {"front": regions["minor_valid_front"], "left": regions["minor_valid_left"],
+                "right": regions["minor_valid_right"]}
+    views = {}
+    for name, covered in coverage.items():
+        mask = (covered * regions["unwrap_mask"] * (1 - holes)).astype(np.float32)
+        views[name] = UVView(np.clip(truth * GAINS[name], 0, 255) * mask[:, :, None], mask)
+    result = complete_texture(views, template, regions, boxes)
+    return regions, boxes, template, truth, views, result
+
+
+def interior(mask: np.ndarray, margin: int) -> np.ndarray:
+    """Texels of ``mask`` at least ``margin`` texels from its edge."""
+    return cv2.erode((mask > 0.5).astype(np.uint8), np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)) > 0
+
+
+def near(mask: np.ndarray, margin: int) -> np.ndarray:
+    """Texels within ``margin`` texels of ``mask``."""
+    return cv2.dilate((mask > 0.5).astype(np.uint8), np.ones((2 * margin + 1, 2 * margin + 1), np.uint8)) > 0
+
+
+def box_mask(boxes) -> np.ndarray:
+    mask = np.zeros((SIZE, SIZE), np.float32)
+    for row0, row1, col0, col1 in boxes.values():
+        mask[row0:row1, col0:col1] = 1
+    return mask
+
+
+def test_final_map_is_8bit_rgb_at_the_topology_size(synthetic_case):
+    *_, result = synthetic_case
+    assert result.uv.shape == (SIZE, SIZE, 3) and result.uv.dtype == np.uint8
+    assert set(result.seconds) == {"merge", "poisson", "blend"}
+
+
+def test_front_view_wins_where_it_is_reliable(synthetic_case):
+    regions, boxes, _, truth, _, result = synthetic_case
+    # Away from the view's edge, the holes and the Poisson boxes, the front view comes through unchanged.
+    core = interior(regions["major_valid_front"], 28) & ~near(box_mask(boxes), 12)
+    core &= ~near(regions["eye_l"] + regions["eye_r"] + regions["mouth_contrast"] + regions["nosal_base"], 12)
+    assert core.sum() > 1000
+    error = np.abs(result.uv[core].astype(np.float32) - truth[core])
+    assert error.mean() < 0.3 and error.max() <= 1.5  # uint8 rounding plus a trace of the coarsest pyramid level
+
+
+def test_side_views_fill_the_sides(synthetic_case):
+    regions, _, template, truth, _, result = synthetic_case
+    # Each later view recolours the whole canvas (FFHQ-UV's YUV match), so side texels arrive as an affine
+    # recolouring of the side view: their detail still follows the view's texture, not the template's.
+    luma = rgb_to_yuv(result.uv.astype(np.float32))[:, :, 0]
+    truth_luma = rgb_to_yuv(truth)[:, :, 0]
+    template_luma = rgb_to_yuv(template)[:, :, 0]
+    for name in ("left", "right"):
+        only_side = interior(regions[f"major_valid_{name}"], 28) & ~near(regions["minor_valid_front"], 5)
+        assert only_side.sum() > 2000
+        assert np.corrcoef(luma[only_side], truth_luma[only_side])[0, 1] > 0.95
+        assert abs(np.corrcoef(luma[only_side], template_luma[only_side])[0, 1]) < 0.5
+
+
+def test_eyes_come_out_closed_from_the_template(synthetic_case):
+    regions, _, template, _, _, result = synthetic_case
+    luma = rgb_to_yuv(result.uv.astype(np.float32))[:, :, 0]
+    template_luma = rgb_to_yuv(template)[:, :, 0]
+    for eye in ("eye_l", "eye_r"):
+        rows, cols = np.nonzero(regions[eye] > 0.5)
+        mid, centre_cols = int(round(rows.mean())), slice(int(cols.mean()) - 10, int(cols.mean()) + 10)
+        # The template's lash line crosses the eye region: dark at the midline, lighter eyelid 5 texels above.
+        lash = luma[mid, centre_cols].mean()
+        lid = luma[mid - 5, centre_cols].mean()
+        assert lid - lash > 0.6 * (template_luma[mid - 5, centre_cols].mean() - template_luma[mid, centre_cols].mean())
+        assert result.solved_mask[mid, int(cols.mean())] == 1
+        assert result.unreliable_mask[mid, int(cols.mean())] == 1
+
+
+def test_hair_region_is_the_raw_template(synthetic_case):
+    regions, _, template, _, _, result = synthetic_case
+    full_hair = hair_weight(regions["hair"]) >= 1.0 - 1e-6
+    assert full_hair.sum() > 1000
+    np.testing.assert_array_equal(result.uv[full_hair], np.clip(np.rint(template[full_hair]), 0, 255))
+
+
+def test_fill_mask_is_the_union_of_view_fills_and_excludes_holes(synthetic_case):
+    regions, _, _, _, views, result = synthetic_case
+    union = np.clip(sum(result.view_fill_masks.values()), 0, 1)
+    np.testing.assert_array_equal(result.fill_mask, union)
+    for name, view in views.items():
+        assert np.all(result.view_fill_masks[name][view.mask == 0] == 0)
+    assert np.all(result.fill_mask[regions["eye_l"] > 0.5] == 0)
+
+
+def test_single_front_view_completes_with_the_template():
+    regions, boxes = synthetic_regions(256)
+    template = build_template(regions)
+    mask = regions["minor_valid_front"] * (1 - np.clip(regions["eye_l"] + regions["eye_r"] + regions["mouth"], 0, 1))
+    texture = np.full((256, 256, 3), (180, 120, 100), np.float32) * mask[:, :, None]
+    result = complete_texture({"front": UVView(texture, mask.astype(np.float32))}, template, regions, boxes)
+    assert set(result.view_fill_masks) == {"front"}
+    far = (regions["unwrap_mask"] > 0.5) & (regions["minor_valid_whole"] < 0.5) & (hair_weight(regions["hair"]) == 0)
+    # Far from the view the template takes over, recoloured towards the view's skin: its chroma moves to the view's.
+    view_chroma = rgb_to_yuv(np.array([180, 120, 100], np.float32))[1:]
+    result_chroma = rgb_to_yuv(result.uv[far].astype(np.float32)).mean(axis=0)[1:]
+    template_chroma = rgb_to_yuv(template[far]).mean(axis=0)[1:]
+    assert np.abs(result_chroma - view_chroma).max() < 0.5 * np.abs(template_chroma - view_chroma).max()
