@@ -97,3 +97,56 @@ def test_cache_roundtrip(mp_topology, tmp_path):
 def test_unknown_topology():
     with pytest.raises(ValueError, match="unknown topology"):
         load_topology("bfm")
+
+
+needs_head = pytest.mark.skipif(not HEAD_OBJ.exists(), reason=f"HiFi3D++ head not found at {HEAD_OBJ}")
+
+
+@pytest.fixture(scope="module")
+def hifi_topology(tmp_path_factory):
+    if not HEAD_OBJ.exists():
+        pytest.skip(f"HiFi3D++ head not found at {HEAD_OBJ}")
+    return load_topology("hifi3dpp", obj_path=str(HEAD_OBJ), cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+@needs_head
+def test_hifi3dpp_masks_and_ffhq_uv_boxes(hifi_topology):
+    masks = check_masks(hifi_topology)
+    boxes = {r.name: r for r in hifi_topology.fill_regions()}
+    l_eye = boxes["l_eye"]
+    assert (l_eye.top, l_eye.bottom, l_eye.left, l_eye.right) == (330, 400, 560, 710)
+    # Our landmark-drawn regions agree with FFHQ-UV's fixed boxes: each mask's centre lies in its box.
+    for box_name, mask_name in (("l_eye", "eye_l"), ("r_eye", "eye_r"), ("nosal_base", "nosal_base"),
+                                ("mouth", "mouth")):
+        rows, cols = np.nonzero(masks[mask_name] > 0.5)
+        box = boxes[box_name]
+        assert box.top <= rows.mean() < box.bottom and box.left <= cols.mean() < box.right, box_name
+    assert 0.9 < masks["unwrap_mask"].mean() < 0.97  # the head covers most of FFHQ-UV's UV square
+    assert masks["hair"][:100].mean() > 0.5 and masks["hair"][300:700, 300:724].sum() == 0
+
+
+@needs_head
+def test_hifi3dpp_landmark_embedding_matches_a_fresh_render(hifi_topology):
+    """The committed embedding is what the generator gets from the real teaser head and texture."""
+    from stages.geometry.make_hifi3dpp_landmarks import embed_landmarks
+
+    texture = HEAD_OBJ.parent / "tex_teaser1.png"
+    if not texture.exists():
+        pytest.skip(f"teaser texture not found at {texture}")
+    record = embed_landmarks(HEAD_OBJ, texture)
+    fresh = np.einsum("lk,lkc->lc", np.array(record["barycentrics"]),
+                      hifi_topology.vertices[hifi_topology.triangles[np.array(record["triangles"])]])
+    committed = hifi_topology.landmark_points()
+    lm = committed
+    eye_dist = np.linalg.norm(lm[263] - lm[33])
+    assert np.median(np.linalg.norm(fresh - committed, axis=1)) < 0.02 * eye_dist
+    # Landmarks sit on the front of the head, the nose tip in front of the eyes.
+    assert lm[1, 2] > lm[33, 2] and lm[1, 2] > lm[263, 2]
+    assert lm[263, 0] > lm[33, 0]
+
+
+def test_hifi3dpp_without_sources_is_a_config_error(tmp_path):
+    from stages.base import ConfigError
+
+    with pytest.raises(ConfigError, match="Weights"):
+        load_topology("hifi3dpp", obj_path=str(tmp_path / "missing.obj"), weights_dir=str(tmp_path))

@@ -49,12 +49,17 @@ NOSTRIL_IMAGE_LEFT = (79, 239, 238, 241, 242, 60, 75, 59, 166)
 NOSTRIL_IMAGE_RIGHT = (309, 459, 458, 461, 462, 290, 305, 289, 392)
 NOSAL_BASE = (64, 219, 218, 237, 44, 1, 274, 457, 438, 439, 294, 327, 326, 2, 97, 98)
 BROW_TOP = (105, 334)  # upper eyebrow points: the scalp (hair mask) starts above them
+EAR_FRONT = (234, 454)  # face-oval points in front of the ears
+NOSE_TIP, CHIN = 1, 152
+OUTER_EYE_IMAGE_LEFT, OUTER_EYE_IMAGE_RIGHT = 33, 263
 # Mask sizes relative to the outer-eye-corner distance in UV (so they scale with the layout).
 EYE_PAD = 0.06  # eye masks grow by this much around the eyelid contour
 MOUTH_PAD = 0.04  # mouth mask grows around the inner lip contour
 MOUTH_CONTRAST_PAD = 0.12  # FFHQ-UV's mouth_constract_mask: lips and their surroundings
 NOSTRIL_PAD = 0.03
 FACE_OVAL_HAIR_MARGIN = 0.15  # the hair mask keeps this far from the face oval
+EAR_HAIR_DEPTH = 0.3  # hair starts this far (3D, in outer-eye-corner distances) behind the ear-front points
+CHIN_MARGIN = 0.1  # per-view masks stop this far (3D, same unit) below the chin
 FILL_BOX_PAD = 0.05  # padding of the Poisson boxes around the masks (non-hifi3dpp topologies)
 # Per-view validity from the template normal n and the view direction d: "minor" where n.d exceeds
 # MINOR_COS (the view sees the surface at all, up to ~75 deg), "major" where it exceeds MAJOR_COS and
@@ -175,8 +180,6 @@ class Topology:
         return tuple(regions)
 
     def _eye_distance_texels(self) -> float:
-        from stages.geometry.make_mediapipe468_uv import OUTER_EYE_IMAGE_LEFT, OUTER_EYE_IMAGE_RIGHT
-
         lm = self.landmark_uv()
         return float(np.linalg.norm(lm[OUTER_EYE_IMAGE_RIGHT] - lm[OUTER_EYE_IMAGE_LEFT]))
 
@@ -283,11 +286,16 @@ def build_masks(topology: Topology) -> dict[str, np.ndarray]:
     normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
     position, normal = position.reshape(s, s, 3), normal.reshape(s, s, 3)
 
-    brow_y = topology.landmark_points()[list(BROW_TOP), 1].mean()
+    lm3d = topology.landmark_points()
+    eye_dist_3d = float(np.linalg.norm(lm3d[OUTER_EYE_IMAGE_RIGHT] - lm3d[OUTER_EYE_IMAGE_LEFT]))
     near_face = polygon(oval, FACE_OVAL_HAIR_MARGIN)
-    masks["hair"] = covered & (position[..., 1] > brow_y) & ~near_face
-
-    skin = covered & ~masks["hair"]
+    y, z = position[..., 1], position[..., 2]
+    # Scalp: above the eyebrows, or behind the ears above the nose tip; never next to the face oval.
+    behind_ears = z < lm3d[list(EAR_FRONT), 2].mean() - EAR_HAIR_DEPTH * eye_dist_3d
+    scalp = (y > lm3d[list(BROW_TOP), 1].mean()) | (behind_ears & (y > lm3d[NOSE_TIP, 1]))
+    masks["hair"] = covered & scalp & ~near_face
+    # Views are only trusted on the head, not on the neck below the chin.
+    skin = covered & ~masks["hair"] & (y > lm3d[CHIN, 1] - CHIN_MARGIN * eye_dist_3d)
     cos = {}
     for view, yaw in VIEW_YAW_DEG.items():
         rad = np.deg2rad(yaw)

@@ -1,0 +1,102 @@
+"""The ``hifi3dpp`` topology: HiFi3D++'s head mesh and UV layout, the layout of every FFHQ-UV map.
+
+Sources, in order of preference:
+1. FFHQ-UV's official ``topo_assets/hifi3dpp_model_info.mat`` under the weights folder (pipeline.md section 3):
+   mean shape, the 3DMM identity (532) and expression (45) bases, ``head_tri`` / ``head_tri_vt`` / ``vt_list``;
+2. any HiFi3D++ OBJ with UVs (``topology_obj``, e.g. ``../shared/data/hifi3dpp/head_teaser1.obj``, or
+   ``topo_assets/hifi3dpp_mean_face.obj``): the template and UV layout, no 3DMM basis (fitting then deforms the
+   template non-rigidly).
+The landmark embedding comes from ``hifi3dpp_landmarks.json`` (``make_hifi3dpp_landmarks.py``), valid for every
+mesh of this topology, so nothing but the OBJ (or the .mat) is needed at run time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from stages.base import ConfigError
+from stages.geometry.uv_topology import DEFAULT_CACHE_DIR, UV_SIZE, FillRegion, LandmarkEmbedding, Topology
+
+LANDMARK_FILE = Path(__file__).resolve().parent / "hifi3dpp_landmarks.json"
+NUM_VERTICES = 20481  # HiFi3D++ head (pipeline.md section 3)
+NUM_FACES = 40832
+MODEL_INFO = "topo_assets/hifi3dpp_model_info.mat"
+MEAN_FACE_OBJ = "topo_assets/hifi3dpp_mean_face.obj"
+# FFHQ-UV's fixed Poisson boxes in the 1024 UV map (rows, cols), pipeline.md 2.4(f) step 3.
+FFHQ_UV_FILL_BOXES: tuple[FillRegion, ...] = (
+    FillRegion("l_eye", 330, 400, 560, 710),
+    FillRegion("r_eye", 330, 400, 310, 460),
+    FillRegion("nosal_base", 465, 525, 440, 585),
+    FillRegion("mouth", 555, 620, 410, 610),
+)
+
+
+def load_landmark_embedding(num_faces: int = NUM_FACES) -> LandmarkEmbedding:
+    """The committed mediapipe-468 embedding on the HiFi3D++ head."""
+    record = json.loads(LANDMARK_FILE.read_text(encoding="utf-8"))
+    if record["num_faces"] != num_faces:
+        raise ValueError(f"{LANDMARK_FILE.name} is for a mesh with {record['num_faces']} faces, not {num_faces}")
+    return LandmarkEmbedding(np.asarray(record["triangles"], dtype=np.int64),
+                             np.asarray(record["barycentrics"], dtype=np.float64))
+
+
+def _scaled_boxes(uv_size: int) -> tuple[FillRegion, ...]:
+    """FFHQ-UV's boxes at another UV resolution (they are defined at 1024)."""
+    f = uv_size / UV_SIZE
+    return tuple(FillRegion(b.name, round(b.top * f), round(b.bottom * f), round(b.left * f), round(b.right * f))
+                 for b in FFHQ_UV_FILL_BOXES)
+
+
+def load_hifi3dpp(obj_path: str | None = None, weights_dir: str | None = None,
+                  cache_dir: str | Path | None = DEFAULT_CACHE_DIR, uv_size: int = UV_SIZE) -> Topology:
+    """The hifi3dpp topology from the official model info (if present) or from a HiFi3D++ OBJ."""
+    assets = Path(weights_dir) if weights_dir else None
+    if assets is not None and (assets / MODEL_INFO).exists():
+        return _from_model_info(assets / MODEL_INFO, cache_dir, uv_size)
+    candidates = [Path(obj_path)] if obj_path else []
+    if assets is not None:
+        candidates.append(assets / MEAN_FACE_OBJ)
+    for path in candidates:
+        if path.exists():
+            return _from_obj(path, cache_dir, uv_size)
+    tried = ", ".join(str(p) for p in candidates) or "nothing configured"
+    raise ConfigError(f"the hifi3dpp topology needs a HiFi3D++ OBJ with UVs (stages.unwrap.topology_obj) or "
+                      f"{MODEL_INFO} in models.weights_dir; tried {tried}; see README section 'Weights'")
+
+
+def _from_obj(path: Path, cache_dir, uv_size: int) -> Topology:
+    from stages.geometry.obj import read_obj
+
+    mesh = read_obj(path)
+    if len(mesh.vertices) != NUM_VERTICES or len(mesh.faces) != NUM_FACES or not mesh.has_uvs:
+        raise ConfigError(f"{path} is not a HiFi3D++ head with UVs ({len(mesh.vertices)} vertices, "
+                          f"{len(mesh.faces)} faces; expected {NUM_VERTICES} and {NUM_FACES} with vt)")
+    return Topology(name="hifi3dpp", vertices=mesh.vertices, triangles=mesh.faces, uvs=mesh.uvs,
+                    face_uvs=mesh.face_uvs, landmarks=load_landmark_embedding(len(mesh.faces)), uv_size=uv_size,
+                    fixed_fill_regions=_scaled_boxes(uv_size),
+                    cache_dir=None if cache_dir is None else Path(cache_dir))
+
+
+def _from_model_info(path: Path, cache_dir, uv_size: int) -> Topology:
+    """FFHQ-UV's ``hifi3dpp_model_info.mat``: 1-based triangles, (1, 3N) mean shape, (3N, K) bases."""
+    from scipy.io import loadmat
+
+    info = loadmat(str(path))
+    try:
+        mean = np.asarray(info["meanshape"], dtype=np.float64).reshape(-1, 3)
+        triangles = np.asarray(info["head_tri"], dtype=np.int64) - 1
+        face_uvs = np.asarray(info["head_tri_vt"], dtype=np.int64) - 1
+        uvs = np.asarray(info["vt_list"], dtype=np.float64)
+        id_basis = np.asarray(info["idBase"], dtype=np.float64)
+        exp_basis = np.asarray(info["exBase"], dtype=np.float64)
+    except KeyError as missing:
+        raise ConfigError(f"{path} lacks key {missing}; see README section 'Weights'") from None
+    # Deep3D re-centres the mean shape before use (pipeline.md 2.4(b)).
+    mean = mean - mean.mean(axis=0)
+    return Topology(name="hifi3dpp", vertices=mean, triangles=triangles, uvs=uvs, face_uvs=face_uvs,
+                    landmarks=load_landmark_embedding(len(triangles)), uv_size=uv_size,
+                    fixed_fill_regions=_scaled_boxes(uv_size), id_basis=id_basis, exp_basis=exp_basis,
+                    cache_dir=None if cache_dir is None else Path(cache_dir))
