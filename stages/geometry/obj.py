@@ -12,6 +12,7 @@ uses and are skipped.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -264,15 +265,30 @@ def write_obj(path: str | os.PathLike, mesh: Mesh, precision: int = 6) -> None:
         handle.write(format_obj(mesh, precision))
 
 
-def write_mtl(path: str | os.PathLike, material: str, texture_file: str) -> None:
-    """Write a one-material MTL file whose diffuse map is ``texture_file`` (relative to the MTL)."""
-    lines = [
-        f"newmtl {material}",
-        "Ka 1.000000 1.000000 1.000000",
-        "Kd 1.000000 1.000000 1.000000",
-        "Ks 0.000000 0.000000 0.000000",
-        "illum 1",
-        f"map_Kd {texture_file}",
-    ]
+def write_mtl(path: str | os.PathLike, materials: Mapping[str, str | None]) -> None:
+    """Write an MTL file: one material per entry, its diffuse map relative to the MTL (None = plain white)."""
+    lines: list[str] = []
+    for name, texture_file in materials.items():
+        lines += [f"newmtl {name}", "Ka 1.000000 1.000000 1.000000", "Kd 1.000000 1.000000 1.000000"]
+        lines += ["Ks 0.000000 0.000000 0.000000", "illum 1"]
+        if texture_file is not None:
+            lines.append(f"map_Kd {texture_file}")
+        lines.append("")
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines) + "\n")
+        handle.write("\n".join(lines))
+
+
+def read_mtl(path: str | os.PathLike) -> dict[str, str | None]:
+    """Read an MTL file's materials and their diffuse maps (``map_Kd`` as written, None if absent)."""
+    materials: dict[str, str | None] = {}
+    current = None
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for raw in handle:
+            line = raw.split("#", 1)[0].strip()
+            if line.startswith("newmtl ") or line == "newmtl":
+                current = line[len("newmtl") :].strip()
+                materials[current] = None
+            elif line.startswith("map_Kd ") and current is not None:
+                # map_Kd may carry options (-s, -o ...) before the file name; the file name comes last.
+                materials[current] = line.split()[-1]
+    return materials

@@ -1,0 +1,1 @@
+"""Mesh tools shipped with the dataset: eyeballs for HiFi3D++ heads, HiFi3D++ UVs on FLAME meshes."""
