@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from stages.geometry import topology
+from stages.geometry import mesh_topology
+from stages.geometry.mesh_topology import TopologyError
 from stages.geometry.obj import read_mtl, read_obj, write_obj
 from stages.geometry.render import TexturedPart, frame_camera, render
-from stages.geometry.topology import TopologyError
 from stages.mesh_tools.eyeballs import load_templates, place_eyeballs, similarity_transform
 from stages.mesh_tools.flame_uv import apply_hifi3d_uv, load_reference
 from stages.mesh_tools.preview import load_texture, mesh_parts
@@ -86,7 +86,7 @@ def _radius(vertices: np.ndarray) -> float:
 
 def _socket_metrics(head, ball_vertices, ball_faces, side):
     """(max contour-to-surface distance, max ball protrusion past the eyelids' plane), both / ball radius."""
-    contour = head.vertices[topology.hifi3dpp_head().eye_contour[side]]
+    contour = head.vertices[mesh_topology.hifi3dpp_head().eye_contour[side]]
     radius = _radius(ball_vertices)
     gap = _point_to_mesh_distance(contour, ball_vertices, ball_faces).max() / radius
     # Eyelids' plane: least-squares plane of the contour, normal facing forward, moved to its most forward vertex.
@@ -107,8 +107,8 @@ def test_eyeballs_sit_in_their_sockets(head, fits, side):
     # do balls pushed forward out of the socket or back into the head.
     template = load_templates(EYEBALLS)[side]
     scale, rotation, translation = similarity_transform(
-        template.vertices[topology.eyeball_template().anchor[side]],
-        head.vertices[topology.hifi3dpp_head().eye_bag[side]],
+        template.vertices[mesh_topology.eyeball_template().anchor[side]],
+        head.vertices[mesh_topology.hifi3dpp_head().eye_bag[side]],
     )
     radius = _radius(ball.vertices)
     for wrong in (
@@ -121,7 +121,7 @@ def test_eyeballs_sit_in_their_sockets(head, fits, side):
 
 
 def test_left_and_right_are_mirror_images(head, fits):
-    contour = topology.hifi3dpp_head().eye_contour
+    contour = mesh_topology.hifi3dpp_head().eye_contour
     # The head's mirror plane x = m, estimated from the two eye contours.
     m = (head.vertices[contour["left"]][:, 0].mean() + head.vertices[contour["right"]][:, 0].mean()) / 2
     left = fits["left"].mesh.vertices * [-1.0, 1.0, 1.0] + [2 * m, 0.0, 0.0]
@@ -165,7 +165,7 @@ def test_preview_shows_the_eyeballs_in_the_eye_openings(head, fits):
     red = np.zeros((2, 2, 3), np.uint8)
     red[..., 0] = 255
     parts = [TexturedPart(head, load_texture(TEXTURE))] + [TexturedPart(f.mesh, red) for f in fits.values()]
-    contour = topology.hifi3dpp_head().eye_contour
+    contour = mesh_topology.hifi3dpp_head().eye_contour
     camera = frame_camera(head.vertices, 512, 0.0)
     image = render(parts, camera).astype(int)
     for side in ("left", "right"):
@@ -310,10 +310,10 @@ def test_topology_data_matches_ffhq_uv_lists():
     import json
 
     ffhq = json.loads((DATA / "hifi3dpp" / "eyeball_indices.json").read_text())
-    head, ball = topology.hifi3dpp_head(), topology.eyeball_template()
+    head, ball = mesh_topology.hifi3dpp_head(), mesh_topology.eyeball_template()
     for side in ("left", "right"):
         assert head.eye_contour[side].tolist() == ffhq[f"head_eye_contour_{side}"]
         assert head.eye_bag[side].tolist() == ffhq[f"head_eye_bag_{side}"]
         assert ball.anchor[side].tolist() == ffhq[f"ball_anchor_{side}"]
     assert ball.front_half.tolist() == ffhq["ball_front_half"]
-    assert head.num_vertices == 20481 and topology.flame().eyeball_vertex_mask().sum() == 5023 - 3931
+    assert head.num_vertices == 20481 and mesh_topology.flame().eyeball_vertex_mask().sum() == 5023 - 3931

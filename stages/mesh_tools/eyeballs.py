@@ -1,7 +1,7 @@
 """Place FFHQ-UV's template eyeballs into the eye sockets of a HiFi3D++ head mesh (pipeline.md section 7).
 
 The HiFi3D++ head has no eye holes, so the eye region is found from fixed vertex lists of the topology
-(``stages/geometry/data/topology.json``). Procedure, per eye:
+(``stages/geometry/data/mesh_topology.json``). Procedure, per eye:
 
 1. a similarity (SVD rotation, L1-ratio scale) maps the ball's 5 anchor vertices onto the head's 5 eye-bag vertices;
 2. an iterative fit moves the 19 eyelid-contour vertices towards the ball's front half (nearest neighbours from a
@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.geometry.obj import Mesh, read_obj, write_mtl, write_obj
-from stages.geometry.topology import (
+from stages.geometry.mesh_topology import (
     SIDES,
     TopologyError,
     eyeball_template,
@@ -31,6 +30,7 @@ from stages.geometry.topology import (
     require_uvs,
     require_vertex_count,
 )
+from stages.geometry.obj import Mesh, read_obj, write_mtl, write_obj
 
 # Template files of csbhr/FFHQ-UV Mesh_Add_EyeBall/eye_ball_assets, by side.
 TEMPLATE_FILES: dict[str, str] = {"left": "eyeLeft_mesh_move.obj", "right": "eyeRight_mesh_move.obj"}

@@ -2,8 +2,8 @@
 
 The UVs come from a reference FLAME mesh that carries them (csbhr/FFHQ-UV
 ``FLAME_Apply_HIFI3D_UV/flame2hifi3d_assets/FLAME_w_HIFI3D_UV.obj``, a required input). FLAME's eyeball
-vertices (``topology.json`` ``flame.eyeball_vertex_range``) have UVs in the tile u in [2,3], v in [0,1], which
-index the separate eyeball texture: unlike FFHQ-UV's script, which can only point every face at the face map,
+vertices (``mesh_topology.json`` ``flame.eyeball_vertex_range``) have UVs in the tile u in [2,3], v in [0,1],
+which index the separate eyeball texture: unlike FFHQ-UV's script, which can only point every face at the face map,
 we put the eyeball faces under their own material, so a viewer that wraps UVs shows the eyeball texture there.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.geometry import topology
+from stages.geometry import mesh_topology
+from stages.geometry.mesh_topology import TopologyError, require_manifold, require_uvs, require_vertex_count
 from stages.geometry.obj import Mesh, read_obj, write_mtl, write_obj
-from stages.geometry.topology import TopologyError, require_manifold, require_uvs, require_vertex_count
 
 FACE_MATERIAL = "face"
 EYEBALL_MATERIAL = "eyeball"
@@ -35,7 +35,7 @@ def load_reference(path: str | os.PathLike) -> Mesh:
             "(FLAME_Apply_HIFI3D_UV/flame2hifi3d_assets) and pass it with --reference (see README section 'Mesh tools')"
         )
     reference = read_obj(path)
-    topo = topology.flame()
+    topo = mesh_topology.flame()
     require_vertex_count(reference, topo.num_vertices, "FLAME", os.fspath(path))
     require_uvs(reference, os.fspath(path))
     return reference
@@ -53,7 +53,7 @@ def apply_hifi3d_uv(flame: Mesh, reference: Mesh, source: str = "FLAME mesh") ->
     Faces are matched by vertex set, so a FLAME mesh whose exporter reordered faces or rotated corners still gets
     each corner's own texture coordinate; raise TopologyError if it is not a FLAME mesh.
     """
-    topo = topology.flame()
+    topo = mesh_topology.flame()
     require_vertex_count(flame, topo.num_vertices, "FLAME", source)
     require_manifold(flame, source)
     n = topo.num_vertices

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.geometry.mesh_topology import require_uvs
 from stages.geometry.obj import Mesh, read_mtl, read_obj
 from stages.geometry.render import PREVIEW_YAWS_DEG, TexturedPart, render_views
-from stages.geometry.topology import require_uvs
 from stages.imageio import decode_image, encode_png
 from stages.mesh_tools.eyeballs import OUTPUT_FILES
 

@@ -1,6 +1,6 @@
 """Named topology data of the HiFi3D++ head, FFHQ-UV's template eyeballs and FLAME, plus mesh checks.
 
-The index lists live in ``data/topology.json`` (documented there, field by field); this module loads them
+The index lists live in ``data/mesh_topology.json`` (documented there, field by field); this module loads them
 into typed records, validates them once, and checks that a given mesh has the topology they refer to.
 """
 
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.geometry import hifi3dpp
 from stages.geometry.obj import Mesh
 
-TOPOLOGY_FILE = Path(__file__).resolve().parent / "data" / "topology.json"
+TOPOLOGY_FILE = Path(__file__).resolve().parent / "data" / "mesh_topology.json"
 
 
 class TopologyError(ValueError):
@@ -24,11 +25,9 @@ class TopologyError(ValueError):
 
 @dataclass(frozen=True)
 class HeadTopology:
-    """HiFi3D++ head: counts and the eye-region vertex lists (0-based, subject's left/right)."""
+    """HiFi3D++ head: vertex count and the eye-region vertex lists (0-based, subject's left/right)."""
 
     num_vertices: int
-    num_faces: int
-    num_uvs: int
     eye_contour: dict[str, np.ndarray]  # side -> (19,) eyelid-rim vertices
     eye_bag: dict[str, np.ndarray]  # side -> (5,) eye-socket vertices
 
@@ -44,11 +43,9 @@ class EyeballTopology:
 
 @dataclass(frozen=True)
 class FlameTopology:
-    """FLAME head: counts and the eyeball vertex range (inclusive)."""
+    """FLAME head: vertex count and the eyeball vertex range (inclusive)."""
 
     num_vertices: int
-    num_faces: int
-    num_uvs: int
     eyeball_first: int
     eyeball_last: int
 
@@ -79,11 +76,9 @@ def _indices(values: list[int], limit: int, name: str) -> np.ndarray:
 def hifi3dpp_head() -> HeadTopology:
     """The HiFi3D++ head topology record (validated against its own vertex count)."""
     raw = _raw()["head"]
-    n = int(raw["num_vertices"])
+    n = hifi3dpp.NUM_VERTICES
     return HeadTopology(
         num_vertices=n,
-        num_faces=int(raw["num_faces"]),
-        num_uvs=int(raw["num_uvs"]),
         eye_contour={s: _indices(raw[f"eye_contour_{s}"], n, f"head.eye_contour_{s}") for s in SIDES},
         eye_bag={s: _indices(raw[f"eye_bag_{s}"], n, f"head.eye_bag_{s}") for s in SIDES},
     )
@@ -111,10 +106,7 @@ def flame() -> FlameTopology:
     n = int(raw["num_vertices"])
     if not 0 <= first <= last < n:
         raise TopologyError(f"{TOPOLOGY_FILE.name}: flame.eyeball_vertex_range must lie in [0, {n})")
-    return FlameTopology(
-        num_vertices=n, num_faces=int(raw["num_faces"]), num_uvs=int(raw["num_uvs"]),
-        eyeball_first=first, eyeball_last=last,
-    )
+    return FlameTopology(num_vertices=n, eyeball_first=first, eyeball_last=last)
 
 
 def require_vertex_count(mesh: Mesh, expected: int, topology: str, source: str = "mesh") -> None:
