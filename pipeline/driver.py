@@ -156,6 +156,7 @@ def _build_dataset(config: DictConfig, shard_samples: dict[int, list[Sample]]):
     }) for _, samples in sorted(shard_samples.items())]
     dataset = ray.data.from_arrow(blocks)
     container = config_container(config)
+    cpu_scale = _fit_to_cluster(config)
     for name in enabled_stages(config):
         settings = stage_settings(config, name)
         with warnings.catch_warnings():  # Ray 2.60 has no named parameter for the restart options yet
@@ -166,11 +167,44 @@ def _build_dataset(config: DictConfig, shard_samples: dict[int, list[Sample]]):
                 batch_size=settings.batch_size,
                 batch_format="numpy",
                 compute=ActorPoolStrategy(size=settings.pool_size),
-                num_cpus=settings.num_cpus,
+                num_cpus=settings.num_cpus * cpu_scale,
                 num_gpus=settings.num_gpus,
                 **_restart_args(settings.max_restarts),
             )
     return dataset
+
+
+def _fit_to_cluster(config: DictConfig) -> float:
+    """Factor applied to every stage's num_cpus so that all actor pools fit at once.
+
+    Every stage keeps at least one actor alive for the whole run (streaming), so
+    pools that ask for more CPUs than the cluster has would wait for each other
+    forever. On a local Ray the reservations are scaled down (they are scheduling
+    hints, not limits); on a cluster the autoscaler may add nodes, so only warn.
+    GPUs cannot be shared that way: a missing GPU is a configuration error.
+    """
+    import ray
+
+    resources = ray.cluster_resources()
+    wanted_cpus = wanted_gpus = 0.0
+    for name in enabled_stages(config):
+        settings = stage_settings(config, name)
+        wanted_cpus += settings.num_cpus * settings.pool_size
+        wanted_gpus += settings.num_gpus * settings.pool_size
+    have_cpus, have_gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    if wanted_gpus > have_gpus and not config.ray.address:
+        raise ConfigError(f"the enabled stages ask for {wanted_gpus:g} GPUs but this machine has {have_gpus:g}; "
+                          "use models.device=cpu and stages.<name>.num_gpus=0, or run on a GPU node")
+    if wanted_cpus <= have_cpus or wanted_cpus == 0:
+        return 1.0
+    if config.ray.address:
+        log.warning("stages ask for %.1f CPUs, the cluster has %.1f now; waiting on the autoscaler",
+                    wanted_cpus, have_cpus)
+        return 1.0
+    scale = have_cpus / wanted_cpus
+    log.info("stages ask for %.1f CPUs on a %.0f-CPU machine: scaling reservations by %.2f", wanted_cpus,
+             have_cpus, scale)
+    return scale
 
 
 def _restart_args(max_restarts: int) -> dict:
@@ -346,7 +380,11 @@ def load_run_config(output: str, overrides: tuple[str, ...] = (), endpoint_url: 
         saved = OmegaConf.load(handle.name)
     finally:
         os.unlink(handle.name)
-    return load_config(str(saved.profile), files=(), overrides=tuple(_flatten(saved)) + tuple(overrides))
+    # The run may have been moved or copied since: the folder given is the output.
+    pinned = [f"output={_quote(output)}"]
+    if endpoint_url:
+        pinned.append(f"storage.endpoint_url={_quote(endpoint_url)}")
+    return load_config(str(saved.profile), files=(), overrides=tuple(_flatten(saved)) + tuple(pinned) + overrides)
 
 
 def _flatten(config: DictConfig) -> list[str]:
