@@ -6,6 +6,7 @@
     ffhq-uv query OUT "SQL"     DuckDB SQL over the run's manifest (table name: manifest)
     ffhq-uv retry-failed OUT    re-run only the failed samples and rewrite their shards
     ffhq-uv schema              the manifest columns
+    ffhq-uv mesh ...            mesh tools: add-eyeballs, flame-uv, preview (pipeline/mesh_cli.py)
 
 Errors a user can fix print one line and exit with status 2; ``--debug`` shows tracebacks.
 """
@@ -17,6 +18,7 @@ import logging
 import sys
 from typing import Optional
 
+from pipeline.mesh_cli import add_mesh_subcommands, run_mesh_command, user_errors
 from stages.base import ConfigError
 
 EXIT_USAGE = 2
@@ -62,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_storage_args(retry)
 
     commands.add_parser("schema", help="print the manifest columns")
+    add_mesh_subcommands(commands)
     return parser
 
 
@@ -86,6 +89,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     from pipeline.config import load_config
     from pipeline.storage import open_storage
 
+    if args.command == "mesh":
+        return run_mesh_command(args)
     if args.command == "run":
         overrides = list(args.overrides)
         for flag, key in ((args.input, "input.source"), (args.output, "output"), (args.address, "ray.address")):
@@ -145,7 +150,7 @@ def _render_summary(summary) -> str:
 def _is_user_error(error: Exception) -> bool:
     from pipeline.storage import StorageError
 
-    return isinstance(error, (ConfigError, StorageError, FileNotFoundError, PermissionError))
+    return isinstance(error, (ConfigError, StorageError, FileNotFoundError, PermissionError, *user_errors()))
 
 
 def _one_line(error: Exception) -> str:
