@@ -1,0 +1,1 @@
+"""Lighting: DPR's spherical-harmonics convention, SH shading and the analytic (mesh-normal) relighting."""
