@@ -71,12 +71,13 @@ class CompleteStage(Stage):
     def setup(self) -> None:
         """Load the topology's masks and boxes, and the template (official file or built)."""
         from stages.geometry.uv_topology import topology_from_config
-        from stages.texture.quality import QualityThresholds
+        from stages.texture.quality import QualityThresholds, symmetry_axis
         from stages.texture.template import OFFICIAL_TEMPLATE_TOPOLOGY, load_official_template, template_for
 
         settings: CompleteSettings = self.settings
         self.topology = topology_from_config(self.context.config)
         self.regions = self.topology.masks()
+        self.axis = symmetry_axis(self.regions["eye_l"], self.regions["eye_r"])
         self.boxes = {r.name: (r.top, r.bottom, r.left, r.right) for r in self.topology.fill_regions()}
         official = (self.topology.name == OFFICIAL_TEMPLATE_TOPOLOGY
                     and load_official_template(self.context.weights_dir, self.topology.uv_size) is not None)
@@ -101,7 +102,7 @@ class CompleteStage(Stage):
                            if sample.fields.get(key := LANDMARK_ERROR_FIELD.format(view=view)) is not None]
         metrics = {
             "valid_ratio": valid_ratio(result.fill_mask, center),
-            "bs_error": brightness_symmetry_error(result.uv, center),
+            "bs_error": brightness_symmetry_error(result.uv, center, self.axis),
             "landmark_error": max(landmark_errors) if landmark_errors else None,
         }
         fields: dict[str, Any] = {

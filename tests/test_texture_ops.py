@@ -14,7 +14,13 @@ from stages.texture.color import SPREAD_DIVISOR, match_color_yuv, rgb_to_yuv, yu
 from stages.texture.masks import erode_view_mask, hair_weight, major_minor_weight, view_blend_weight
 from stages.texture.poisson import laplacian_matrix, patch_laplacian, poisson_fill
 from stages.texture.pyramid import laplacian_pyramid, mask_pyramid, pyramid_blend, reconstruct
-from stages.texture.quality import QualityThresholds, brightness_symmetry_error, filter_reason, valid_ratio
+from stages.texture.quality import (
+    QualityThresholds,
+    brightness_symmetry_error,
+    filter_reason,
+    symmetry_axis,
+    valid_ratio,
+)
 from stages.texture.template import TEMPLATE_ASSET, build_template, load_official_template, template_for
 from tests.uv_regions import ellipse, synthetic_regions
 
@@ -188,13 +194,17 @@ def test_valid_ratio():
 
 
 def test_brightness_symmetry_error_of_symmetric_and_lopsided_maps():
-    region = ellipse(256, (512, 512), (300, 300))
+    # A face whose axis is at column 120 of 256 and whose centre-face region is not symmetric about it.
+    region = ellipse(256, (512, 520), (300, 300))
+    axis = symmetry_axis(ellipse(256, (365, 640), (22, 60)), ellipse(256, (365, 320), (22, 60)))
+    assert axis == pytest.approx(119.5, abs=0.3)
     cols = np.arange(256, dtype=np.float32)
-    symmetric = np.broadcast_to((100 + 0.3 * np.abs(cols - 127.5))[None, :, None], (256, 256, 3))
-    assert brightness_symmetry_error(symmetric, region) < 0.05
+    symmetric = np.broadcast_to((100 + 0.3 * np.abs(cols - axis))[None, :, None], (256, 256, 3))
+    assert brightness_symmetry_error(symmetric, region, axis) < 0.2
+    assert brightness_symmetry_error(symmetric, region, axis + 8) > 1.0  # the wrong axis breaks the symmetry
     lopsided = symmetric.copy()
-    lopsided[:, 128:] += 20.0  # one half of the face 20 grey levels brighter
-    error = brightness_symmetry_error(lopsided, region)
+    lopsided[:, 120:] += 20.0  # one half of the face 20 grey levels brighter
+    error = brightness_symmetry_error(lopsided, region, axis)
     assert 15.0 < error < 20.5  # mostly 20; the low-pass softens the step at the axis
 
 

@@ -9,9 +9,10 @@ area ratio, expression detection, etc." without publishing the formulas
   the photos after erosion);
 - brightness-symmetry (BS) error: the luma Y (skimage YUV, 0-255) is low-passed by a
   Gaussian of sigma ``BS_SIGMA_FRACTION * width`` (brightness, not pores or moles),
-  mirrored about the centre-face region's vertical axis (the column of its
-  centroid), and ``mean |Y(p) - Y(mirror(p))|`` is taken over the texels p whose
-  mirror is also in the region. 0 for a perfectly symmetric shading, in Y units;
+  mirrored about the face's vertical axis (the column halfway between the two eye
+  regions' centroids; the centre-face mask itself need not be symmetric), and
+  ``mean |Y(p) - Y(mirror(p))|`` is taken over the centre-face texels p whose mirror
+  is also in the region. 0 for a perfectly symmetric shading, in Y units;
 - landmark reprojection error: measured by the unwrap stage, only compared here.
 """
 
@@ -37,20 +38,21 @@ def valid_ratio(mask: np.ndarray, region: np.ndarray) -> float:
     return float(np.count_nonzero((np.asarray(mask) > 0.5) & inside) / total) if total else 0.0
 
 
-def mirror_columns(region: np.ndarray) -> np.ndarray:
-    """Column index of each column's mirror about the region's centroid column (nearest texel): (W,) int."""
-    columns = np.nonzero(np.asarray(region) > 0.5)[1]
-    axis_twice = int(round(2.0 * columns.mean())) if columns.size else region.shape[1] - 1
-    return axis_twice - np.arange(region.shape[1])
+def symmetry_axis(eye_l: np.ndarray, eye_r: np.ndarray) -> float:
+    """UV column (texels, may be fractional) of the face's mirror axis: halfway between the eye regions' centroids."""
+    return float((np.nonzero(np.asarray(eye_l) > 0.5)[1].mean() + np.nonzero(np.asarray(eye_r) > 0.5)[1].mean()) / 2)
 
 
-def brightness_symmetry_error(uv: np.ndarray, region: np.ndarray) -> float:
-    """BS error of a UV map (module docstring): uv (H, W, 3) RGB in [0, 255], region (H, W) in [0, 1] -> Y units."""
+def brightness_symmetry_error(uv: np.ndarray, region: np.ndarray, axis: float) -> float:
+    """BS error of a UV map (module docstring) in Y units.
+
+    uv: (H, W, 3) RGB in [0, 255]; region: (H, W) in [0, 1]; axis: mirror column in texels (``symmetry_axis``).
+    """
     luma = rgb_to_yuv(np.asarray(uv, dtype=np.float32))[:, :, 0]
     sigma = BS_SIGMA_FRACTION * uv.shape[1]
     luma = cv2.GaussianBlur(luma, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101)
     inside = np.asarray(region) > 0.5
-    mirror = mirror_columns(region)
+    mirror = int(round(2.0 * axis)) - np.arange(uv.shape[1])  # nearest-texel mirror of each column
     in_range = (mirror >= 0) & (mirror < uv.shape[1])
     rows, cols = np.nonzero(inside & in_range[None, :])
     partner = mirror[cols]
