@@ -15,7 +15,10 @@ import os
 STAGE_ORDER: tuple[str, ...] = ("inversion", "attribute", "edit", "relight", "unwrap", "complete")
 
 # stage name -> "module:Class". Stages register here as they land.
-STAGE_CLASSES: dict[str, str] = {}
+STAGE_CLASSES: dict[str, str] = {
+    "inversion": "stages.inversion:InversionStage",
+    "edit": "stages.edit:EditStage",
+}
 
 # Plugin hook: FFHQ_UV_STAGE_PLUGINS="attribute=mypkg.stages:MyAttributeStage;unwrap=..."
 # replaces or adds stage implementations (the driver forwards it to Ray workers).

@@ -1,4 +1,50 @@
 """Networks of the GAN stages and their checkpoint loaders (StyleGAN2, e4e, StyleFlow).
 
-Importing these modules imports torch: stage modules import them inside ``setup()``.
+The network modules import torch: stage modules import them inside ``setup()``. This
+package module itself stays cheap: it only locates weight files.
 """
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+from stages.base import ConfigError
+
+
+def _is_url(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def weight_location(weights_dir: Optional[str], relative: str, option: str) -> str:
+    """Path or URL of a weights file under ``models.weights_dir``; ConfigError naming it if absent.
+
+    ``relative`` may also be an absolute path or URL (then ``weights_dir`` is not needed).
+    ``option`` is the config key that names the file, quoted in the error.
+    """
+    if os.path.isabs(relative) or _is_url(relative):
+        location = relative
+    elif not weights_dir:
+        raise ConfigError(f"{option}: needs models.weights_dir holding {relative}; see README section 'Weights'")
+    else:
+        location = f"{weights_dir.rstrip('/')}/{relative}"
+    location = location[len("file://"):] if location.startswith("file://") else location
+    if _is_url(location):
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(location)
+        exists = fs.exists(path)
+    else:
+        exists = os.path.isfile(location)
+    if not exists:
+        raise ConfigError(f"missing weights file {location} ({option}); see README section 'Weights'")
+    return location
+
+
+def local_weight_file(location: str) -> str:
+    """A local file for a weights path or URL (remote files are cached locally by fsspec)."""
+    if not _is_url(location):
+        return location
+    import fsspec
+
+    return fsspec.open_local(f"simplecache::{location}")

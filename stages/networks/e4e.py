@@ -35,6 +35,11 @@ class EncoderConfig:
     w_dim: int
     head_convs: tuple[int, ...]  # log2(feature size) per style head
 
+    @property
+    def input_size(self) -> int:
+        """Face size the heads expect: style 0 reads the 1/16-scale map down to 1x1."""
+        return 16 * 2 ** self.head_convs[0]
+
     @staticmethod
     def ir_se50(n_styles: int = 18, input_size: int = 256) -> EncoderConfig:
         """The FFHQ e4e encoder: IR-SE-50, 18 styles of 512, 256x256 input."""

@@ -1,0 +1,137 @@
+"""The inversion stage: photo -> FFHQ-aligned 256 face -> e4e W+ latent -> 1024 StyleGAN2 inversion.
+
+FFHQ-UV step 1 (pipeline.md 2.1, networks.md 2 and 6): detect the face (mediapipe
+landmarks, largest face), FFHQ-align it to 256 with transform size 256, encode it with
+e4e to W+ ``[18, 512]`` (``+ latent_avg``), decode it with the StyleGAN2 decoder stored in
+the e4e checkpoint (its own constant noise, ``randomize_noise=False``), and drop the
+sample if the inversion shows no detectable face. Encoder and decoder run batched.
+
+Outputs: ``inversion_latent`` (18*512 float32, row-major W+) in the manifest; the
+1024 inversion (``inversion``) and, when configured, the e4e input (``aligned``) to storage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
+
+INVERSION_NO_FACE = "inversion_no_face"  # the decoded inversion has no detectable face (FFHQ-UV drops it)
+E4E_FILE = "e4e_model/e4e_ffhq_encode.pt"  # FFHQ-UV's checkpoint name under models.weights_dir
+FFHQ_UV_ALIGN_SIZE = 256  # FFHQ-UV step 1 aligns with output_size = transform_size = 256
+LANDMARK_BACKENDS = ("mediapipe",)
+
+
+@dataclass
+class InversionSettings(StageSettings):
+    batch_size: int = 4
+    e4e_file: str = E4E_FILE  # relative to models.weights_dir, or an absolute path / URL
+    align_size: int = FFHQ_UV_ALIGN_SIZE  # must match the encoder's input size
+    landmarks: str = "mediapipe"  # face landmark backend
+    multiple_faces: str = "largest"  # largest | reject
+    reject_faceless_inversion: bool = True  # FFHQ-UV drops samples whose inversion has no face
+    write_inversion: bool = True  # the 1024 G(w) image as output ``inversion``
+    write_aligned: bool = False  # the aligned e4e input as output ``aligned``
+
+
+class InversionStage(Stage):
+    """Detect, align, e4e-encode and decode each photo."""
+
+    name = "inversion"
+    Settings = InversionSettings
+    manifest_fields = (
+        pa.field("inversion_latent", pa.list_(pa.float32())),  # W+ [18, 512] flattened row-major
+        pa.field("inversion_quad", pa.list_(pa.float32())),  # alignment square corners (4x2) in source pixels, y down
+    )
+
+    @classmethod
+    def preflight(cls, settings: StageSettings, config: Any) -> None:
+        """The e4e checkpoint must exist; options must be valid."""
+        from stages.face.landmarks import MULTI_FACE_POLICIES
+        from stages.networks import weight_location
+
+        assert isinstance(settings, InversionSettings)
+        if settings.landmarks not in LANDMARK_BACKENDS:
+            raise ConfigError(f"stages.inversion.landmarks must be one of {LANDMARK_BACKENDS}, "
+                              f"not {settings.landmarks!r}")
+        if settings.multiple_faces not in MULTI_FACE_POLICIES:
+            raise ConfigError(f"stages.inversion.multiple_faces must be one of {MULTI_FACE_POLICIES}")
+        if settings.align_size < 16:
+            raise ConfigError(f"stages.inversion.align_size must be at least 16, not {settings.align_size}")
+        weights_dir = config.models.weights_dir
+        weight_location(None if weights_dir in (None, "") else str(weights_dir), settings.e4e_file,
+                        "stages.inversion.e4e_file")
+
+    def setup(self) -> None:
+        """Load e4e (encoder + decoder) on the configured device, and the landmark detector."""
+        import torch
+
+        from stages.face.landmarks import FaceLandmarker
+        from stages.networks import local_weight_file, weight_location
+        from stages.networks.e4e import load_e4e
+
+        settings: InversionSettings = self.settings
+        location = weight_location(self.context.weights_dir, settings.e4e_file, "stages.inversion.e4e_file")
+        self.model = load_e4e(local_weight_file(location))
+        input_size = self.model.encoder.config.input_size
+        if input_size != settings.align_size:
+            raise ConfigError(f"stages.inversion.align_size is {settings.align_size} but the e4e encoder in "
+                              f"{location} takes {input_size}x{input_size} faces")
+        self.device = torch.device(self.context.device)
+        self.fp16 = bool(self.context.config.models.fp16) and self.device.type == "cuda"
+        self.model.to(str(self.device))
+        self.landmarker = FaceLandmarker()
+
+    def process_batch(self, samples: list[Sample]) -> list[StageResult | SampleError]:
+        """Align every sample, then encode and decode the aligned faces as one batch."""
+        from stages.face.align import align_face
+        from stages.face.landmarks import ffhq_points
+
+        settings: InversionSettings = self.settings
+        results: list[StageResult | SampleError | None] = [None] * len(samples)
+        aligned: list[tuple[int, Any]] = []
+        for i, sample in enumerate(samples):
+            try:
+                photo = self.context.read_source_image(sample)
+                face = self.landmarker.detect_one(photo, settings.multiple_faces)
+                aligned.append((i, align_face(photo, ffhq_points(face.points), settings.align_size)))
+            except SampleError as error:
+                results[i] = error
+        if aligned:
+            images = np.stack([face.image for _, face in aligned])
+            latents, inversions = self._invert(images)
+            for (i, face), latent, inversion in zip(aligned, latents, inversions):
+                results[i] = self._finish(samples[i], face, latent, inversion)
+        return results  # type: ignore[return-value]
+
+    def _invert(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(B, S, S, 3) uint8 aligned faces -> (W+ (B, 18, 512) float32, inversions (B, R, R, 3) uint8)."""
+        import contextlib
+
+        import torch
+
+        from stages.networks.stylegan2 import to_uint8
+
+        x = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [-1, 1]
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.fp16 else contextlib.nullcontext()
+        with torch.no_grad(), autocast:
+            codes = self.model.encode(x).float()
+            decoded = self.model.decoder.synthesis(codes)
+        return codes.cpu().numpy().astype(np.float32), to_uint8(decoded, rounding="e4e")
+
+    def _finish(self, sample: Sample, face: Any, latent: np.ndarray,
+                inversion: np.ndarray) -> StageResult | SampleError:
+        """Check the inversion for a face, write the images, return the manifest fields."""
+        settings: InversionSettings = self.settings
+        if settings.reject_faceless_inversion and not self.landmarker.detect(inversion):
+            return SampleError(INVERSION_NO_FACE, "no face detected in the decoded 1024 inversion")
+        if settings.write_inversion:
+            self.context.write_image(sample, "inversion", inversion)
+        if settings.write_aligned:
+            self.context.write_image(sample, "aligned", face.image)
+        return StageResult(fields={"inversion_latent": latent.reshape(-1),
+                                   "inversion_quad": np.asarray(face.quad, dtype=np.float32).reshape(-1)})
