@@ -51,6 +51,10 @@ NOSAL_BASE = (64, 219, 218, 237, 44, 1, 274, 457, 438, 439, 294, 327, 326, 2, 97
 BROW_TOP = (105, 334)  # upper eyebrow points: the scalp (hair mask) starts above them
 EAR_FRONT = (234, 454)  # face-oval points in front of the ears
 NOSE_TIP, CHIN = 1, 152
+# mediapipe's FACEMESH_FACE_OVAL contour points (face_mesh_connections.py), kept here so that the fitting code
+# does not import mediapipe.
+FACE_OVAL_LANDMARKS = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400, 377,
+                       152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
 OUTER_EYE_IMAGE_LEFT, OUTER_EYE_IMAGE_RIGHT = 33, 263
 # Mask sizes relative to the outer-eye-corner distance in UV (so they scale with the layout).
 EYE_PAD = 0.06  # eye masks grow by this much around the eyelid contour
@@ -86,6 +90,11 @@ class LandmarkEmbedding:
 
     triangles: np.ndarray
     barycentrics: np.ndarray
+
+    @property
+    def on_vertices(self) -> bool:
+        """True if every landmark is exactly a mesh vertex (one-hot barycentrics)."""
+        return bool(np.all(np.isclose(self.barycentrics.max(axis=1), 1.0)))
 
     def points(self, vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
         """(L, 3) landmark positions on a mesh with these (N, 3) vertices and (M, 3) faces."""

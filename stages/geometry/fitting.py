@@ -1,0 +1,186 @@
+"""Fit a topology's template to detected landmarks: a camera pose per view and one identity shape for all views.
+
+Camera: a pinhole with FFHQ-UV's field of view (Deep3D: f = 1015 px for a 224 crop, pipeline.md 2.4(c)), scaled
+to each image, principal point at the image centre; OpenCV camera frame (x right, y down, z forward).
+
+Shape: ``vertices = template + basis @ coeffs``, shared by every view of a sample. With a 3DMM (official HiFi3D++
+model info) the basis is its identity and expression bases; otherwise a smooth non-rigid deformation whose
+basis is Gaussian radial functions on the template centred on the landmarks (each control point moves its
+neighbourhood in x, y and z), regularised towards the template by a ridge penalty.
+
+Solver: alternate (1) per-view pose by PnP (OpenCV, iterative refinement) and (2) the shape coefficients by
+linear least squares on the projection equations linearised at the current depth; a few rounds converge
+because the camera is nearly orthographic. The landmark reprojection error per view is reported in pixels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stages.geometry.uv_topology import Topology
+
+# Deep3D's camera (FFHQ-UV): focal 1015 px at a 224 px crop, i.e. a 12.6 degree field of view.
+DEEP3D_FOCAL, DEEP3D_CROP = 1015.0, 224.0
+# Non-rigid basis on a head whose landmarks are surface points among many vertices (hifi3dpp): every third
+# landmark controls a wide Gaussian (width in outer-eye-corner distances), strongly regularised, so the head
+# keeps its template shape away from the face.
+RBF_SIGMA, RBF_CONTROL_STRIDE, RIDGE_RBF = 0.35, 3, 0.05
+# On a mesh made of the landmarks themselves (mediapipe468) every landmark controls a narrow Gaussian with a
+# light ridge: the mesh follows the detection almost exactly, which keeps single photos pixel-aligned in UV.
+DENSE_RBF_SIGMA, DENSE_RBF_CONTROL_STRIDE, DENSE_RIDGE_RBF = 0.1, 1, 0.001
+RIDGE_3DMM = 1e-3  # ridge weight on 3DMM coefficients
+ROUNDS = 4  # pose/shape alternations
+# Landmarks of mediapipe's face oval are silhouette-like and noisier: half weight in the shape solve.
+FACE_OVAL_WEIGHT = 0.5
+
+
+@dataclass
+class ViewPose:
+    """Camera pose of one view: rotation (3, 3) and translation (3,) from template to OpenCV camera frame."""
+
+    rotation: np.ndarray
+    translation: np.ndarray
+    focal: float  # pixels
+    centre: tuple[float, float]  # principal point (x, y) in pixels
+
+    def to_camera(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) template-frame points -> (N, 3) camera-frame points (z = depth in front of the camera)."""
+        return points @ self.rotation.T + self.translation
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """(N, 3) template-frame points -> (N, 3): x, y in y-down pixels, camera depth z."""
+        cam = self.to_camera(points)
+        z = cam[:, 2]
+        return np.stack([self.focal * cam[:, 0] / z + self.centre[0], self.focal * cam[:, 1] / z + self.centre[1], z],
+                        axis=1)
+
+    def yaw_degrees(self) -> float:
+        """Head yaw seen by this camera in degrees (positive = the camera sees more of the image-left cheek)."""
+        forward = self.rotation @ np.array([0.0, 0.0, 1.0])  # template +z (face normal) in the camera frame
+        return float(np.degrees(np.arctan2(forward[0], -forward[2])))
+
+
+@dataclass
+class Fit:
+    """The result of fitting one sample: the shared shape, poses and per-view reprojection errors (pixels)."""
+
+    vertices: np.ndarray  # (N, 3) fitted template-frame vertices
+    coefficients: np.ndarray  # (K,) shape coefficients
+    poses: dict[str, ViewPose]
+    errors_px: dict[str, float]  # mean landmark reprojection error per view, pixels
+
+
+def focal_for(width: int, height: int) -> float:
+    """Deep3D's focal length for an image of this size (its 224 crop spans the face like FFHQ's alignment)."""
+    return DEEP3D_FOCAL / DEEP3D_CROP * max(width, height)
+
+
+class ShapeModel:
+    """The linear shape space of a topology: template plus basis, and its restriction to the landmarks."""
+
+    def __init__(self, topology: Topology):
+        self.topology = topology
+        lm = topology.landmark_points()
+        eye = float(np.linalg.norm(lm[263] - lm[33]))
+        if topology.id_basis is not None:
+            parts = [topology.id_basis] + ([topology.exp_basis] if topology.exp_basis is not None else [])
+            self.basis = np.concatenate(parts, axis=1)  # (3N, K), rows x0, y0, z0, x1, ...
+            self.ridge = RIDGE_3DMM
+            self.pose_rounds = ROUNDS
+        else:
+            dense = topology.landmarks.on_vertices
+            sigma, stride, ridge = ((DENSE_RBF_SIGMA, DENSE_RBF_CONTROL_STRIDE, DENSE_RIDGE_RBF) if dense
+                                    else (RBF_SIGMA, RBF_CONTROL_STRIDE, RIDGE_RBF))
+            controls = lm[::stride]
+            d2 = ((topology.vertices[:, None, :] - controls[None, :, :]) ** 2).sum(-1)
+            phi = np.exp(-d2 / (2 * (sigma * eye) ** 2))  # (N, C)
+            # Expand to xyz: coefficient 3c + a moves axis a of control c's neighbourhood.
+            basis = np.zeros((len(topology.vertices), 3, controls.shape[0], 3))
+            for a in range(3):
+                basis[:, a, :, a] = phi
+            self.basis = basis.reshape(3 * len(topology.vertices), -1)
+            self.ridge = ridge * eye**2
+            # The dense basis can mimic a small head rotation, so poses are fixed after the first (template) round.
+            self.pose_rounds = 1 if dense else ROUNDS
+        tri = topology.triangles[topology.landmarks.triangles]  # (L, 3)
+        bary = topology.landmarks.barycentrics
+        b3 = self.basis.reshape(len(topology.vertices), 3, -1)
+        self.landmark_basis = np.einsum("lk,lkaj->laj", bary, b3[tri])  # (L, 3, K)
+        self.landmark_template = topology.landmark_points()
+
+    def vertices(self, coeffs: np.ndarray) -> np.ndarray:
+        """(N, 3) vertices for shape coefficients (K,)."""
+        return self.topology.vertices + (self.basis @ coeffs).reshape(-1, 3)
+
+    def landmarks(self, coeffs: np.ndarray) -> np.ndarray:
+        """(L, 3) landmark positions for shape coefficients (K,)."""
+        return self.landmark_template + self.landmark_basis @ coeffs
+
+
+def _solve_pose(points3d: np.ndarray, points2d: np.ndarray, focal: float, centre: tuple[float, float],
+                previous: ViewPose | None) -> ViewPose:
+    import cv2
+
+    camera = np.array([[focal, 0, centre[0]], [0, focal, centre[1]], [0, 0, 1]], dtype=np.float64)
+    if previous is None:
+        ok, rvec, tvec = cv2.solvePnP(points3d, points2d, camera, None, flags=cv2.SOLVEPNP_EPNP)
+        use_guess = bool(ok)
+    else:
+        rvec, tvec, use_guess = cv2.Rodrigues(previous.rotation)[0], previous.translation.reshape(3, 1), True
+    ok, rvec, tvec = cv2.solvePnP(points3d, points2d, camera, None, rvec=rvec, tvec=tvec,
+                                  useExtrinsicGuess=use_guess, flags=cv2.SOLVEPNP_ITERATIVE)
+    if not ok:
+        raise RuntimeError("PnP failed")
+    return ViewPose(cv2.Rodrigues(rvec)[0], tvec.reshape(3), focal, centre)
+
+
+def fit_views(model: ShapeModel, landmarks: dict[str, np.ndarray], image_sizes: dict[str, tuple[int, int]],
+              rounds: int = ROUNDS) -> Fit:
+    """Fit poses per view and one shape to (L, 2) pixel landmarks (y-down) of views of sizes (H, W)."""
+    from stages.geometry.uv_topology import FACE_OVAL_LANDMARKS
+
+    num = model.landmark_template.shape[0]
+    weights = np.ones(num)
+    weights[list(FACE_OVAL_LANDMARKS)] = FACE_OVAL_WEIGHT
+    coeffs = np.zeros(model.basis.shape[1])
+    poses: dict[str, ViewPose] = {}
+    for round_index in range(rounds):
+        current = model.landmarks(coeffs)
+        for view, points in landmarks.items():
+            if round_index >= model.pose_rounds:
+                break
+            h, w = image_sizes[view]
+            poses[view] = _solve_pose(current, points.astype(np.float64), focal_for(w, h),
+                                      ((w - 1) / 2.0, (h - 1) / 2.0), poses.get(view))
+        # Linearised projection: (p - c) * z = f * (x, y) in camera coordinates, z from the current shape.
+        rows, rhs = [], []
+        for view, points in landmarks.items():
+            pose = poses[view]
+            depth = pose.to_camera(current)[:, 2]
+            r, t, f = pose.rotation, pose.translation, pose.focal
+            for axis in range(2):
+                target = (points[:, axis] - pose.centre[axis]) * depth  # (L,)
+                # f * (r[axis] . (X0 + B c) + t[axis]) = target
+                a = f * np.einsum("j,ljk->lk", r[axis], model.landmark_basis)
+                b = target - f * (model.landmark_template @ r[axis] + t[axis])
+                scale = weights / np.maximum(depth, 1e-9)  # back to pixel units
+                rows.append(a * scale[:, None])
+                rhs.append(b * scale)
+        a = np.concatenate(rows)
+        b = np.concatenate(rhs)
+        k = a.shape[1]
+        coeffs = np.linalg.solve(a.T @ a + model.ridge * np.mean([p.focal / np.linalg.norm(p.translation)
+                                                                  for p in poses.values()]) ** 2 * np.eye(k),
+                                 a.T @ b)
+    final = model.landmarks(coeffs)
+    for view, points in landmarks.items():
+        if 0 < model.pose_rounds < rounds:
+            continue
+        h, w = image_sizes[view]
+        poses[view] = _solve_pose(final, points.astype(np.float64), focal_for(w, h), ((w - 1) / 2.0, (h - 1) / 2.0),
+                                  poses.get(view))
+    errors = {view: float(np.linalg.norm(poses[view].project(final)[:, :2] - points, axis=1).mean())
+              for view, points in landmarks.items()}
+    return Fit(vertices=model.vertices(coeffs), coefficients=coeffs, poses=poses, errors_px=errors)

@@ -1,0 +1,248 @@
+"""The unwrap stage: fit the topology to every view of a sample and sample each view into the UV map.
+
+FFHQ-UV step 4 (a)-(d) (pipeline.md 2.4): landmarks per view (mediapipe 468), one shared identity shape and a
+camera pose per view (``stages/geometry/fitting.py``), visibility by FFHQ-UV's normal test plus a z-buffer depth
+test (``stages/geometry/visibility.py``), then bilinear sampling of the view at every texel's projected position.
+The face region comes from the landmarks (face oval, minus the eyes and the inside of the mouth, as FFHQ-UV's
+parsing mask does). A single view (photo profile) borrows the mirror image of its visible side for texels it
+cannot see. Outputs ``uv_<view>`` (RGB, zero outside the mask) and ``uvmask_<view>`` (gray, 255 = valid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
+from stages.views import VIEW_NAMES, current_views
+
+NO_VIEWS = "no_views"  # the sample has no image to unwrap (no view_<v> / relit_<v> / aligned output)
+FIT_FAILED = "fit_failed"  # the landmarks could not be fitted (degenerate pose)
+
+TOPOLOGY_CHOICES = ("hifi3dpp", "mediapipe468")
+RASTERIZERS = ("auto", "cpu", "nvdiffrast")
+# FFHQ-UV's parsing mask dilates the eye holes by about 5 px at 1024 (box-blur 11 then >= 1, pipeline.md 2.4(a)).
+EYE_DILATE_1024 = 5
+# The landmark detector's face width: the face-oval points in front of the ears.
+FACE_WIDTH_POINTS = (234, 454)
+
+
+@dataclass
+class UnwrapSettings(StageSettings):
+    topology: str = "mediapipe468"  # hifi3dpp | mediapipe468
+    topology_obj: Optional[str] = None  # hifi3dpp: a HiFi3D++ OBJ with UVs (else weights_dir/topo_assets)
+    cache_dir: Optional[str] = None  # topology cache (UV raster, masks); None = ~/.cache/ffhq-uv-rebuild
+    rasterizer: str = "auto"  # auto (nvdiffrast on cuda, else cpu) | cpu | nvdiffrast
+    multiple_faces: str = "largest"  # largest | reject
+    exclude_eyes_mouth: bool = True  # drop eyes and mouth opening from the mask, like FFHQ-UV's parsing
+    depth_test: bool = True  # z-buffer test on top of FFHQ-UV's normal test
+    symmetric_fill: bool = True  # single view: fill unseen texels from the mirrored visible side
+
+
+def _float_fields() -> tuple[pa.Field, ...]:
+    fields = []
+    for view in VIEW_NAMES:
+        fields += [
+            pa.field(f"unwrap_landmark_error_px_{view}", pa.float32()),  # mean reprojection error, pixels
+            pa.field(f"unwrap_landmark_error_{view}", pa.float32()),  # same, fraction of the face width
+            pa.field(f"unwrap_valid_ratio_{view}", pa.float32()),  # share of the centre face the view fills
+            pa.field(f"unwrap_yaw_{view}", pa.float32()),  # fitted head yaw, degrees
+        ]
+    return tuple(fields)
+
+
+class UnwrapStage(Stage):
+    """Per-view UV unwrapping on a fitted template."""
+
+    name = "unwrap"
+    Settings = UnwrapSettings
+    manifest_fields = _float_fields()
+
+    @classmethod
+    def preflight(cls, settings: UnwrapSettings, config: Any) -> None:
+        """Check the options and that the topology's sources exist (cheap: no mesh loading)."""
+        from pathlib import Path
+
+        if settings.topology not in TOPOLOGY_CHOICES:
+            raise ConfigError(f"stages.unwrap.topology must be one of {TOPOLOGY_CHOICES}, not {settings.topology!r}")
+        if settings.rasterizer not in RASTERIZERS:
+            raise ConfigError(f"stages.unwrap.rasterizer must be one of {RASTERIZERS}, not {settings.rasterizer!r}")
+        if settings.topology == "hifi3dpp":
+            from stages.geometry.hifi3dpp import MEAN_FACE_OBJ, MODEL_INFO
+
+            weights = config.models.weights_dir
+            candidates = [Path(settings.topology_obj)] if settings.topology_obj else []
+            if weights:
+                candidates += [Path(str(weights)) / MODEL_INFO, Path(str(weights)) / MEAN_FACE_OBJ]
+            if not any(p.exists() for p in candidates):
+                raise ConfigError("the hifi3dpp topology needs stages.unwrap.topology_obj (a HiFi3D++ OBJ with UVs) "
+                                  f"or models.weights_dir/{MODEL_INFO}; see README section 'Weights'")
+
+    def setup(self) -> None:
+        """Load the topology (cached UV products), its shape model and the landmark detector."""
+        from stages.face.landmarks import FaceLandmarker
+        from stages.geometry.fitting import ShapeModel
+        from stages.geometry.rasterize import backend_for_device
+        from stages.geometry.uv_topology import topology_from_config
+
+        self.topology = topology_from_config(self.context.config)
+        self.topology.masks()  # build or load the cache now, not inside the first sample's time
+        self.shape_model = ShapeModel(self.topology)
+        self.detector = FaceLandmarker(max_faces=4)
+        choice = self.settings.rasterizer
+        self.backend = backend_for_device(self.context.device) if choice == "auto" else choice
+
+    def process(self, sample: Sample) -> StageResult:
+        """Unwrap every current view of the sample into ``uv_<view>`` / ``uvmask_<view>``."""
+        views = current_views(sample)
+        if not views:
+            raise SampleError(NO_VIEWS, "no view image to unwrap (no view_*, relit_* or aligned output)")
+        images = {view: self.context.read_image(path) for view, path in views.items()}
+        landmarks = {view: self.detector.detect_one(image, self.settings.multiple_faces).points[:, :2]
+                     for view, image in images.items()}
+        result = unwrap_sample(self.topology, self.shape_model, images, landmarks, self.settings, self.backend)
+        fields: dict[str, Any] = {}
+        for view, out in result.items():
+            self.context.write_image(sample, f"uv_{view}", out.texture)
+            self.context.write_image(sample, f"uvmask_{view}", out.mask)
+            fields.update({
+                f"unwrap_landmark_error_px_{view}": out.error_px,
+                f"unwrap_landmark_error_{view}": out.error_px / out.face_width_px,
+                f"unwrap_valid_ratio_{view}": out.valid_ratio,
+                f"unwrap_yaw_{view}": out.yaw_degrees,
+            })
+        return StageResult(fields=fields)
+
+
+@dataclass
+class ViewUnwrap:
+    """One view in UV space: (S, S, 3) uint8 texture (zero outside the mask), (S, S) uint8 mask (255 valid)."""
+
+    texture: np.ndarray
+    mask: np.ndarray
+    error_px: float
+    face_width_px: float
+    valid_ratio: float
+    yaw_degrees: float
+
+
+def face_region(landmarks: np.ndarray, height: int, width: int, exclude_eyes_mouth: bool) -> np.ndarray:
+    """(H, W) bool face region from (468, 2) pixel landmarks: the face oval minus eyes and mouth opening."""
+    import cv2
+    from mediapipe.python.solutions import face_mesh_connections as fmc
+
+    from stages.geometry.uv_topology import _contour_loops, _polygon_area
+
+    def fill(loop) -> np.ndarray:
+        canvas = np.zeros((height, width), dtype=np.uint8)
+        cv2.fillPoly(canvas, [np.round(landmarks[loop] * 16).astype(np.int32)], 1, shift=4)
+        return canvas
+
+    region = fill(_contour_loops(fmc.FACEMESH_FACE_OVAL)[0]).astype(bool)
+    if exclude_eyes_mouth:
+        holes = fill(_contour_loops(fmc.FACEMESH_LEFT_EYE)[0]) | fill(_contour_loops(fmc.FACEMESH_RIGHT_EYE)[0])
+        radius = max(1, round(EYE_DILATE_1024 * max(height, width) / 1024))
+        holes = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
+        lips = sorted(_contour_loops(fmc.FACEMESH_LIPS), key=lambda loop: _polygon_area(landmarks[loop]))
+        region &= ~(holes.astype(bool) | fill(lips[0]).astype(bool))
+    return region
+
+
+def unwrap_sample(topology, shape_model, images: dict[str, np.ndarray], landmarks: dict[str, np.ndarray],
+                  settings: UnwrapSettings, backend: str = "cpu", timings: dict[str, float] | None = None,
+                  ) -> dict[str, ViewUnwrap]:
+    """Fit all views together and unwrap each: view name -> ViewUnwrap. ``timings`` collects seconds per step."""
+    import time
+
+    from stages.geometry.fitting import fit_views
+
+    timings = {} if timings is None else timings
+    start = time.perf_counter()
+    try:
+        fit = fit_views(shape_model, landmarks, {v: im.shape[:2] for v, im in images.items()})
+    except (RuntimeError, np.linalg.LinAlgError) as error:
+        raise SampleError(FIT_FAILED, f"landmark fit failed: {error}") from None
+    timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - start
+    out = {}
+    for view, image in images.items():
+        out[view] = unwrap_view(topology, fit, view, image, landmarks[view], settings, backend, timings)
+    if len(out) == 1 and settings.symmetric_fill:
+        start = time.perf_counter()
+        (only,) = out.values()
+        symmetric_fill(topology, only)
+        timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - start
+    return out
+
+
+def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarray, settings: UnwrapSettings,
+                backend: str, timings: dict[str, float]) -> ViewUnwrap:
+    """Sample one (H, W, 3) uint8 view into the topology's UV map using the fitted shape and pose."""
+    import time
+
+    import cv2
+
+    from stages.geometry.visibility import DEPTH_TOLERANCE, depth_buffer, depth_visible, normal_visible
+
+    h, w = image.shape[:2]
+    pose = fit.poses[view]
+    start = time.perf_counter()
+    screen = pose.project(fit.vertices)  # (N, 3): pixels, camera depth
+    normals_cam = topology.vertex_normals(fit.vertices) @ pose.rotation.T
+    vertex_ok = normal_visible(normals_cam).astype(np.float64)
+    flat, vids, bary = topology.texel_samples()
+    texel_xyz = np.einsum("pk,pkc->pc", bary, screen[vids])  # (P, 3)
+    visible = np.einsum("pk,pk->p", bary, vertex_ok[vids]) > 0.5  # FFHQ-UV: blended vertex flags > 0.5
+    if settings.depth_test:
+        zbuf, scale = depth_buffer(screen, topology.triangles, h, w, backend=backend)
+        extent = float(np.ptp(screen[:, 2]))
+        visible &= depth_visible(texel_xyz, zbuf, scale, DEPTH_TOLERANCE * extent)
+    timings["rasterise"] = timings.get("rasterise", 0.0) + time.perf_counter() - start
+
+    start = time.perf_counter()
+    s = topology.uv_size
+    map_x = np.full(s * s, -1.0, dtype=np.float32)
+    map_y = np.full(s * s, -1.0, dtype=np.float32)
+    map_x[flat], map_y[flat] = texel_xyz[:, 0], texel_xyz[:, 1]
+    map_x, map_y = map_x.reshape(s, s), map_y.reshape(s, s)
+    texture = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    region = face_region(landmarks, h, w, settings.exclude_eyes_mouth).astype(np.uint8)
+    seg = cv2.remap(region * 255, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) > 127
+    inside = (texel_xyz[:, 0] >= 0) & (texel_xyz[:, 0] <= w - 1) & (texel_xyz[:, 1] >= 0) & (texel_xyz[:, 1] <= h - 1)
+    valid = np.zeros(s * s, dtype=bool)
+    valid[flat] = visible & inside
+    mask = valid.reshape(s, s) & seg
+    texture = texture * mask[..., None]
+    centre = topology.masks()["center_face"] > 0.5
+    timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - start
+
+    a, b = FACE_WIDTH_POINTS
+    return ViewUnwrap(
+        texture=texture.astype(np.uint8),
+        mask=(mask * 255).astype(np.uint8),
+        error_px=fit.errors_px[view],
+        face_width_px=float(np.linalg.norm(landmarks[a] - landmarks[b])),
+        valid_ratio=float(mask[centre].mean()) if centre.any() else 0.0,
+        yaw_degrees=pose.yaw_degrees(),
+    )
+
+
+def symmetric_fill(topology, unwrap: ViewUnwrap) -> None:
+    """Fill texels a single view cannot see from their mirror texels (about the nose-tip column), in place."""
+    import cv2
+
+    from stages.geometry.uv_topology import NOSE_TIP
+
+    s = topology.uv_size
+    axis = float(topology.landmark_uv()[NOSE_TIP, 0])
+    map_x = np.tile((2 * axis - np.arange(s)).astype(np.float32), (s, 1))
+    map_y = np.tile(np.arange(s, dtype=np.float32)[:, None], (1, s))
+    mirrored = cv2.remap(unwrap.texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    mirrored_mask = cv2.remap(unwrap.mask, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
+    take = (unwrap.mask == 0) & (mirrored_mask > 0) & (topology.masks()["unwrap_mask"] > 0.5)
+    unwrap.texture[take] = mirrored[take]
+    unwrap.mask[take] = 255
+    centre = topology.masks()["center_face"] > 0.5
+    unwrap.valid_ratio = float((unwrap.mask[centre] > 0).mean()) if centre.any() else 0.0
