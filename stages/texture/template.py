@@ -44,7 +44,7 @@ LIP_RGB = (172, 98, 94)
 LIP_SEAM_RGB = (110, 58, 56)
 LASH_RGB = (52, 40, 36)
 BROW_RGB = (78, 58, 48)
-NOSTRIL_RGB = (92, 58, 52)
+NOSTRIL_RGB = (120, 78, 68)
 HAIR_RGB = (44, 34, 30)
 
 PERIPHERY_DARKENING = 0.22  # shading factor drop at full distance from the centre face
