@@ -18,6 +18,7 @@ STAGE_ORDER: tuple[str, ...] = ("inversion", "attribute", "edit", "relight", "un
 STAGE_CLASSES: dict[str, str] = {
     "inversion": "stages.inversion:InversionStage",
     "edit": "stages.edit:EditStage",
+    "unwrap": "stages.unwrap:UnwrapStage",
 }
 
 # Plugin hook: FFHQ_UV_STAGE_PLUGINS="attribute=mypkg.stages:MyAttributeStage;unwrap=..."
