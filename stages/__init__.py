@@ -17,7 +17,9 @@ STAGE_ORDER: tuple[str, ...] = ("inversion", "attribute", "edit", "relight", "un
 # stage name -> "module:Class". Stages register here as they land.
 STAGE_CLASSES: dict[str, str] = {
     "inversion": "stages.inversion:InversionStage",
+    "attribute": "stages.attribute:AttributeStage",
     "edit": "stages.edit:EditStage",
+    "relight": "stages.relight:RelightStage",
     "unwrap": "stages.unwrap:UnwrapStage",
 }
 

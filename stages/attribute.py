@@ -1,0 +1,258 @@
+"""The attribute stage: StyleFlow's 17-dim condition vector of each face, every value with its provenance.
+
+FFHQ-UV step 2 (pipeline.md sections 2.2 and 6): ``[9 SH light | Gender, Glasses, Yaw,
+Pitch, Baldness, Beard, Age, Expression]`` in FFHQ-UV's units (1 = male, 0/1, degrees,
+degrees, [0,1], [0,1], years, smile [0,1]).
+
+Which image is read (``input``):
+- ``photo`` (photo profile): the source photo; the face is detected (mediapipe),
+  FFHQ-aligned and written as output ``aligned`` (``aligned_size``, or the photo's own
+  crop resolution when smaller); everything is measured on the aligned face;
+- ``inversion`` (ffhq-uv profile): the inversion stage's 1024 G(w), as FFHQ-UV does.
+
+Where each value comes from (provenance strings in ``attribute_provenance``):
+- light: ``dpr`` (DPR's estimate, FFHQ-UV's method) or ``analytic_sh`` (SH fitted to the
+  face's landmark-mesh normals, ``stages.lighting.analytic``; DC includes skin albedo);
+- Yaw, Pitch: ``mediapipe_pose`` (``stages.face.pose``, Face-API signs) or ``import``;
+- Gender, Age, Expression: ``deepface`` (P(man) > 0.5, expected age, P(happy)),
+  ``import``, ``default``, or ``unavailable`` (NaN) when deepface is optional and has
+  no weights;
+- Glasses, Baldness, Beard: ``import`` or ``default``.
+``import`` reads Face-API detections in the DCGM ffhq-features format by sample id.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
+
+ATTRIBUTE_NAMES: tuple[str, ...] = ("Gender", "Glasses", "Yaw", "Pitch", "Baldness", "Beard", "Age", "Expression")
+NUM_LIGHT = 9
+VECTOR_SIZE = NUM_LIGHT + len(ATTRIBUTE_NAMES)  # 17, StyleFlow's condition
+# Defaults when a field is configured as "default": the medians of StyleFlow's own
+# training attributes (StyleFlow data/attributes.npy, 1000 faces), except the pose
+# (frontal) -- a neutral, typical face in the flow's units.
+DEFAULTS: dict[str, float] = {"Gender": 0.0, "Glasses": 0.0, "Yaw": 0.0, "Pitch": 0.0, "Baldness": 0.04,
+                              "Beard": 0.0, "Age": 31.0, "Expression": 1.0}
+ALLOWED_SOURCES: dict[str, tuple[str, ...]] = {
+    "Gender": ("deepface", "import", "default"),
+    "Glasses": ("import", "default"),
+    "Yaw": ("pose", "import", "default"),
+    "Pitch": ("pose", "import", "default"),
+    "Baldness": ("import", "default"),
+    "Beard": ("import", "default"),
+    "Age": ("deepface", "import", "default"),
+    "Expression": ("deepface", "import", "default"),
+}
+DEEPFACE_MODEL_OF = {"Gender": "gender", "Age": "age", "Expression": "emotion"}
+DPR_FILE = "dpr_model/trained_model_03.t7"
+MIN_FACE_SIZE = 64  # FFHQ quad side in source pixels below which the face is too small to measure
+
+# Provenance strings.
+FROM_DPR, FROM_ANALYTIC, FROM_POSE, FROM_DEEPFACE = "dpr", "analytic_sh", "mediapipe_pose", "deepface"
+FROM_IMPORT, FROM_DEFAULT, UNAVAILABLE = "import", "default", "unavailable"
+
+# Error codes of this stage (README's error table); no_face / multiple_faces come from
+# stages.face.landmarks, attr_import_* from stages.attributes_import.
+MISSING_INPUT = "attribute_missing_input"
+FACE_TOO_SMALL = "face_too_small"
+LIGHT_FIT_FAILED = "lighting_fit_failed"  # analytic lighting: too little skin visible
+
+
+@dataclass
+class AttributeSettings(StageSettings):
+    input: str = "photo"  # photo (detect + align the source photo) | inversion (the inversion stage's output)
+    aligned_size: int = 1024  # photo input: side of the aligned face, at most (less if the photo's crop is smaller)
+    multiple_faces: str = "largest"  # largest | reject (error multiple_faces)
+    max_faces: int = 4  # faces the detector may report (>1 so that "several faces" is visible)
+    lighting: str = "dpr"  # dpr (needs dpr_model/trained_model_03.t7) | analytic
+    deepface: str = "required"  # required (missing weights = config error) | optional (fields become NaN)
+    face_expand: float = 0.0  # deepface crop: landmark box grown by this fraction per side
+    import_path: Optional[str] = None  # DCGM ffhq-features folder of <id>.json or .jsonl(.gz); any fsspec URL
+    # Source of each attribute (see the module docstring for the allowed values).
+    source_gender: str = "deepface"
+    source_glasses: str = "default"
+    source_yaw: str = "pose"
+    source_pitch: str = "pose"
+    source_baldness: str = "default"
+    source_beard: str = "default"
+    source_age: str = "deepface"
+    source_expression: str = "deepface"
+
+    def sources(self) -> dict[str, str]:
+        """Attribute name -> configured source."""
+        return {name: getattr(self, f"source_{name.lower()}") for name in ATTRIBUTE_NAMES}
+
+
+def deepface_fields(settings: AttributeSettings) -> list[str]:
+    """Attributes configured to come from deepface."""
+    return [name for name, source in settings.sources().items() if source == "deepface"]
+
+
+class AttributeStage(Stage):
+    """Measure the 17-dim StyleFlow condition of each face."""
+
+    name = "attribute"
+    Settings = AttributeSettings
+    manifest_fields = (
+        pa.field("attribute_vector", pa.list_(pa.float32())),  # 17: 9 SH (DPR order) + 8 attributes
+        pa.field("attribute_provenance", pa.list_(pa.string())),  # 17: where each value came from
+        pa.field("attribute_roll", pa.float32()),  # degrees, Face-API sign (counter-clockwise > 0)
+        pa.field("attribute_face_box", pa.list_(pa.float32())),  # x0, y0, x1, y1 pixels of the measured image
+        pa.field("attribute_male_probability", pa.float32()),  # deepface; null when not run
+        pa.field("attribute_emotion", pa.list_(pa.float32())),  # deepface's 7 probabilities; null when not run
+    )
+
+    @classmethod
+    def preflight(cls, settings: StageSettings, config: Any) -> None:
+        """Check options, the DPR file, the deepface weights and the import file, without loading models."""
+        from pathlib import Path
+
+        from stages.face.deepface_models import deepface_home, missing_weights
+        from stages.face.landmarks import MULTI_FACE_POLICIES
+
+        assert isinstance(settings, AttributeSettings)
+        _check_choice("input", settings.input, ("photo", "inversion"))
+        _check_choice("multiple_faces", settings.multiple_faces, MULTI_FACE_POLICIES)
+        _check_choice("lighting", settings.lighting, ("dpr", "analytic"))
+        _check_choice("deepface", settings.deepface, ("required", "optional"))
+        if settings.aligned_size < MIN_FACE_SIZE:
+            raise ConfigError(f"stages.attribute.aligned_size must be at least {MIN_FACE_SIZE}")
+        for name, source in settings.sources().items():
+            _check_choice(f"source_{name.lower()}", source, ALLOWED_SOURCES[name])
+        weights_dir = None if config.models.weights_dir in (None, "") else str(config.models.weights_dir)
+        if settings.lighting == "dpr":
+            path = Path(weights_dir or "<models.weights_dir>") / DPR_FILE
+            if weights_dir is None or not path.is_file():
+                raise ConfigError(f"missing weights file {path} (DPR lighting of the attribute stage); see README "
+                                  "section 'Weights', or set stages.attribute.lighting=analytic")
+        models = tuple(sorted({DEEPFACE_MODEL_OF[n] for n in deepface_fields(settings)}))
+        if models and settings.deepface == "required":
+            missing = missing_weights(deepface_home(weights_dir) if weights_dir else None, models)
+            if missing:
+                raise ConfigError(f"missing weights file(s) {', '.join(missing)} (deepface {'/'.join(models)}); "
+                                  "see README section 'Weights', or take those fields from an import "
+                                  "(stages.attribute.source_<field>=import)")
+        if "import" in settings.sources().values():
+            if not settings.import_path:
+                raise ConfigError("stages.attribute.import_path is required when a field's source is 'import'")
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(settings.import_path)
+            if not fs.exists(root):
+                raise ConfigError(f"stages.attribute.import_path {settings.import_path} does not exist")
+
+    def setup(self) -> None:
+        """Landmarker, DPR or nothing for the light, deepface models, the import table."""
+        from stages.face.deepface_models import DeepfaceModels, deepface_home, missing_weights
+        from stages.face.landmarks import FaceLandmarker
+
+        settings: AttributeSettings = self.settings
+        weights_dir = self.context.weights_dir
+        self.landmarker = FaceLandmarker(max_faces=settings.max_faces)
+        self.relighter = None
+        if settings.lighting == "dpr":
+            from pathlib import Path
+
+            from stages.networks.dpr import DPRRelighter, load_dpr
+
+            self.relighter = DPRRelighter(load_dpr(Path(weights_dir) / DPR_FILE, self.context.device),
+                                          device=self.context.device, fp16=bool(self.context.config.models.fp16))
+        self.deepface = None
+        models = tuple(sorted({DEEPFACE_MODEL_OF[n] for n in deepface_fields(settings)}))
+        home = deepface_home(weights_dir) if weights_dir else None
+        if models and not missing_weights(home, models):
+            self.deepface = DeepfaceModels(home, models, device=self.context.device)
+        elif models and settings.deepface == "required":
+            raise ConfigError(f"missing deepface weights {missing_weights(home, models)}; see README section 'Weights'")
+        self.importer = None
+        if "import" in settings.sources().values():
+            from stages.attributes_import import AttributeImport
+
+            self.importer = AttributeImport(settings.import_path)
+
+    def process(self, sample: Sample) -> StageResult:
+        from stages.face.pose import head_pose
+
+        settings: AttributeSettings = self.settings
+        rgb = self._measured_image(sample)
+        face = self.landmarker.detect_one(rgb, settings.multiple_faces)
+        pose = head_pose(face.points)
+        light, light_source = self._light(rgb, face.points)
+        imported = self.importer.get(sample.id) if self.importer is not None else None
+
+        reading = None
+        if self.deepface is not None:
+            from stages.face.deepface_models import face_input
+
+            reading = self.deepface.analyze([face_input(rgb, face.box, settings.face_expand)])[0]
+        measured = {"Yaw": pose.yaw, "Pitch": pose.pitch}
+        if reading is not None:
+            # FFHQ-UV's Gender is Face-API's label: 1 for male.
+            gender = None if reading.male_probability is None else float(reading.male_probability > 0.5)
+            measured.update({"Gender": gender, "Age": reading.age, "Expression": reading.happy})
+
+        values, provenance = list(map(float, light)), [light_source] * NUM_LIGHT
+        for name, source in settings.sources().items():
+            if source == "import":
+                value, origin = imported.values[name], FROM_IMPORT
+            elif source == "default":
+                value, origin = DEFAULTS[name], FROM_DEFAULT
+            elif source == "pose":
+                value, origin = measured[name], FROM_POSE
+            elif measured.get(name) is not None:
+                value, origin = measured[name], FROM_DEEPFACE
+            else:
+                value, origin = math.nan, UNAVAILABLE
+            values.append(float(value))
+            provenance.append(origin)
+        roll = imported.roll if imported is not None and settings.source_yaw == "import" else pose.roll
+        return StageResult(fields={
+            "attribute_vector": np.asarray(values, dtype=np.float32),
+            "attribute_provenance": provenance,
+            "attribute_roll": float(roll),
+            "attribute_face_box": np.asarray(face.box, dtype=np.float32),
+            "attribute_male_probability": None if reading is None else reading.male_probability,
+            "attribute_emotion": None if reading is None or reading.emotion is None else reading.emotion,
+        })
+
+    def _measured_image(self, sample: Sample) -> np.ndarray:
+        """The (H, W, 3) uint8 RGB image the attributes are measured on (writes ``aligned`` for photos)."""
+        settings: AttributeSettings = self.settings
+        if settings.input == "inversion":
+            if "inversion" not in sample.outputs:
+                raise SampleError(MISSING_INPUT, "no 'inversion' image (enable the inversion stage before attribute)")
+            return self.context.read_image(sample.outputs["inversion"].path)
+        from stages.face.align import align_face, ffhq_quad
+        from stages.face.landmarks import ffhq_points
+
+        photo = self.context.read_source_image(sample)
+        five = ffhq_points(self.landmarker.detect_one(photo, settings.multiple_faces).points)
+        _, qsize = ffhq_quad(five[0], five[1], five[3], five[4])
+        if qsize < MIN_FACE_SIZE:
+            raise SampleError(FACE_TOO_SMALL, f"the face spans {qsize:.0f} px; at least {MIN_FACE_SIZE} needed")
+        aligned = align_face(photo, five, output_size=min(settings.aligned_size, int(round(qsize))))
+        self.context.write_image(sample, "aligned", aligned.image)
+        return aligned.image
+
+    def _light(self, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, str]:
+        """(9,) SH lighting of the face in DPR's order, and its provenance."""
+        if self.relighter is not None:
+            return self.relighter.estimate([np.ascontiguousarray(rgb[:, :, ::-1])])[0], FROM_DPR
+        from stages.lighting.analytic import fit_shading
+
+        try:
+            return fit_shading(rgb, points).sh, FROM_ANALYTIC
+        except ValueError as error:
+            raise SampleError(LIGHT_FIT_FAILED, str(error)) from None
+
+
+def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"stages.attribute.{option} must be one of {', '.join(choices)}, not {value!r}")

@@ -1,0 +1,83 @@
+"""Analytic relighting for machines without DPR: fit 2nd-order SH shading on landmark-mesh normals, divide it out.
+
+Model (DPR's, gray): Lab L / 255 = albedo * shading(normal), with the albedo taken as
+constant over the skin so that it folds into the 9 fitted coefficients. Relighting
+multiplies L by target shading / fitted shading inside the face (the target scaled to
+keep the mean skin brightness), feathered to 1 at the edge of the landmark hull.
+Everything is fitted at a small working resolution: shading is low-frequency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stages.lighting.face_region import FaceRegion, face_region
+from stages.lighting.sh import SH_COEFFS, camera_to_dpr, fit_sh, sh_basis
+
+WORK_SIZE = 256  # longest side of the image the shading is fitted on, in pixels
+RATIO_RANGE = (0.5, 2.0)  # a shading correction beyond 2x is a fitting failure (beard, occluder), not light
+FEATHER_FRACTION = 0.04  # blur of the correction's edge, fraction of the working image side
+MIN_SKIN_PIXELS = 200  # fewer skin pixels at working size: the fit is not trusted
+
+
+@dataclass(frozen=True)
+class ShadingFit:
+    """A fitted face shading at working resolution.
+
+    ``sh`` (9,) in DPR order and L/255 units (albedo folded in); ``region`` the face
+    geometry at working size; ``lum`` (h, w) float L/255; ``scale`` working / input pixels.
+    """
+
+    sh: np.ndarray
+    region: FaceRegion
+    lum: np.ndarray
+    scale: float
+
+
+def fit_shading(rgb: np.ndarray, points: np.ndarray) -> ShadingFit:
+    """Fit SH shading to the skin of an (H, W, 3) uint8 RGB face with its (468, 3) landmarks in pixels.
+
+    Raises ValueError when too little skin is visible to fit 9 coefficients.
+    """
+    import cv2
+
+    height, width = rgb.shape[:2]
+    scale = min(1.0, WORK_SIZE / max(height, width))
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    small = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA) if scale < 1 else rgb
+    lum = cv2.cvtColor(small, cv2.COLOR_RGB2LAB)[:, :, 0].astype(np.float64) / 255.0
+    region = face_region(np.asarray(points, dtype=np.float64) * scale, size[1], size[0])
+    if region.skin.sum() < MIN_SKIN_PIXELS:
+        raise ValueError(f"only {int(region.skin.sum())} skin pixels to fit shading on")
+    normals = camera_to_dpr(region.normals[region.skin])
+    sh = fit_sh(normals, lum[region.skin])
+    return ShadingFit(sh=sh.astype(np.float32), region=region, lum=lum, scale=scale)
+
+
+def divide_shading(rgb: np.ndarray, fit: ShadingFit, target_sh: np.ndarray) -> np.ndarray:
+    """Relight an (H, W, 3) uint8 RGB image from its fit to ``target_sh`` (9,); returns uint8 RGB, same size."""
+    import cv2
+
+    region = fit.region
+    basis = sh_basis(camera_to_dpr(region.normals[region.hull]))
+    before = basis @ fit.sh.astype(np.float64)
+    target = basis @ np.asarray(target_sh, dtype=np.float64).reshape(SH_COEFFS)
+    skin_in_hull = region.skin[region.hull]
+    # Keep the mean skin brightness: only the shading pattern changes, not the exposure.
+    target *= before[skin_in_hull].mean() / max(target[skin_in_hull].mean(), 1e-6)
+    ratio_hull = np.clip(target / np.maximum(before, 1e-6), *RATIO_RANGE)
+
+    ratio = np.ones(region.hull.shape, dtype=np.float64)
+    ratio[region.hull] = ratio_hull
+    sigma = FEATHER_FRACTION * max(region.hull.shape)
+    inner = cv2.erode(region.hull.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, round(sigma)))
+    soft = cv2.GaussianBlur(inner.astype(np.float64), (0, 0), sigma)
+    ratio = 1.0 + (ratio - 1.0) * soft
+    height, width = rgb.shape[:2]
+    ratio = cv2.resize(ratio, (width, height), interpolation=cv2.INTER_LINEAR)
+
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float64)
+    lab[:, :, 0] = np.clip(lab[:, :, 0] * ratio, 0, 255)
+    return cv2.cvtColor(np.round(lab).astype(np.uint8), cv2.COLOR_LAB2RGB)

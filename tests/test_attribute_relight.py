@@ -1,0 +1,194 @@
+"""Attribute and relight stages: in-process on real photos and FFHQ-UV views, then inside the Ray pipeline."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.config import load_config, stage_settings
+from pipeline.storage import open_storage
+from stages.attribute import ATTRIBUTE_NAMES, DEFAULTS, DPR_FILE, AttributeStage
+from stages.base import ConfigError, Sample, SampleError, StageContext
+from stages.face.deepface_models import deepface_home
+from stages.relight import RelightStage
+from tests.tiny_deepface_weights import write_random_deepface_weights
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+EXAMPLE = DATA / "ffhq_uv_example"
+needs_data = pytest.mark.skipif(not EXAMPLE.exists(), reason=f"real data not found at {DATA}")
+INDEX = {name: 9 + i for i, name in enumerate(ATTRIBUTE_NAMES)}
+
+
+def _stage(cls, profile: str, tmp_path: Path, *overrides: str):
+    config = load_config(profile, overrides=(f"output={tmp_path / 'out'}", *overrides))
+    settings = stage_settings(config, cls.name)
+    cls.preflight(settings, config)
+    stage = cls(settings, StageContext(storage=open_storage(str(tmp_path / "out")), config=config,
+                                       stage_name=cls.name))
+    stage.setup()
+    return stage
+
+
+def _sample(uri: Path | str, sample_id: str = "s") -> Sample:
+    return Sample(id=sample_id, uri=str(uri), shard=0, index=0)
+
+
+def _put(stage, sample: Sample, name: str, path: Path) -> None:
+    """Record a real image as an earlier stage's output ``name`` of the sample."""
+    stage.context.write_image(sample, name, np.asarray(Image.open(path).convert("RGB")))
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """A weights folder: the real DPR file (if present) and random deepface emotion weights in deepface's format."""
+    root = tmp_path_factory.mktemp("weights")
+    if (DATA / "dpr" / "trained_model_03.t7").exists():
+        (root / DPR_FILE).parent.mkdir(parents=True)
+        shutil.copy(DATA / "dpr" / "trained_model_03.t7", root / DPR_FILE)
+    write_random_deepface_weights(deepface_home(root), models=("emotion",))
+    return root
+
+
+@needs_data
+def test_photo_profile_without_weights(tmp_path):
+    stage = _stage(AttributeStage, "photo", tmp_path)
+    sample = _sample(DATA / "faces" / "obama.jpg")
+    fields = stage.process(sample).fields
+    vector, provenance = fields["attribute_vector"], fields["attribute_provenance"]
+    assert vector.shape == (17,) and len(provenance) == 17
+    assert provenance[:9] == ["analytic_sh"] * 9 and np.isfinite(vector[:9]).all() and vector[0] > 0
+    for name in ("Gender", "Age", "Expression"):
+        assert provenance[INDEX[name]] == "unavailable" and math.isnan(vector[INDEX[name]])
+    for name in ("Glasses", "Baldness", "Beard"):
+        assert provenance[INDEX[name]] == "default" and vector[INDEX[name]] == pytest.approx(DEFAULTS[name])
+    assert provenance[INDEX["Yaw"]] == provenance[INDEX["Pitch"]] == "mediapipe_pose"
+    assert abs(vector[INDEX["Yaw"]]) < 15 and abs(fields["attribute_roll"]) < 5  # a frontal, aligned portrait
+    aligned = stage.context.read_image(sample.outputs["aligned"].path)
+    assert aligned.shape[0] == aligned.shape[1] and 256 <= aligned.shape[0] <= 1024
+    assert fields["attribute_male_probability"] is None and fields["attribute_emotion"] is None
+
+
+def test_photo_errors_have_their_codes(tmp_path):
+    from skimage import data
+
+    blank, two = tmp_path / "blank.png", tmp_path / "two.png"
+    Image.fromarray(np.full((200, 200, 3), 90, np.uint8)).save(blank)
+    face = data.astronaut()[20:276, 100:356]
+    small = np.asarray(Image.fromarray(face).resize((160, 160)))
+    canvas = np.zeros((256, 416, 3), np.uint8)
+    canvas[:, :256], canvas[48:208, 256:] = face, small
+    Image.fromarray(canvas).save(two)
+    stage = _stage(AttributeStage, "photo", tmp_path, "stages.attribute.multiple_faces=reject")
+    for path, code in ((blank, "no_face"), (two, "multiple_faces")):
+        with pytest.raises(SampleError) as error:
+            stage.process(_sample(path))
+        assert error.value.code == code
+
+
+def test_preflight_names_missing_weights(tmp_path):
+    for overrides, needle in (
+        (("stages.attribute.lighting=dpr",), DPR_FILE),
+        (("stages.attribute.deepface=required",), "age_model_weights.pth"),
+        (("stages.attribute.source_beard=import",), "import_path"),
+    ):
+        config = load_config("photo", overrides=(f"output={tmp_path}", f"models.weights_dir={tmp_path}", *overrides))
+        with pytest.raises(ConfigError, match=needle):
+            AttributeStage.preflight(stage_settings(config, "attribute"), config)
+    config = load_config("photo", overrides=(f"output={tmp_path}", "stages.relight.method=dpr"))
+    with pytest.raises(ConfigError, match="Weights"):
+        RelightStage.preflight(stage_settings(config, "relight"), config)
+
+
+@needs_data
+def test_ffhq_uv_attributes_on_the_inversion(tmp_path, weights):
+    if not (weights / DPR_FILE).exists():
+        pytest.skip("real DPR weights not available")
+    stage = _stage(AttributeStage, "ffhq-uv", tmp_path, "models.device=cpu", f"models.weights_dir={weights}",
+                   f"stages.attribute.import_path={DATA / 'ffhq_features' / 'json'}",
+                   *(f"stages.attribute.source_{f}=import" for f in ("gender", "age", "glasses", "baldness", "beard")))
+    sample = _sample(EXAMPLE / "images" / "01223.png", sample_id="01223")
+    _put(stage, sample, "inversion", EXAMPLE / "inversions" / "01223.png")
+    fields = stage.process(sample).fields
+    vector, provenance = fields["attribute_vector"], fields["attribute_provenance"]
+    reference_light = np.load(EXAMPLE / "lights" / "01223.npy").reshape(9)
+    assert np.abs(vector[:9] - reference_light).max() <= 0.01 and provenance[:9] == ["dpr"] * 9
+    reference = json.loads((EXAMPLE / "attributes" / "01223.json").read_text())
+    assert provenance[INDEX["Gender"]] == "import" and vector[INDEX["Gender"]] == reference["Gender"]
+    assert vector[INDEX["Age"]] == pytest.approx(reference["Age"], abs=2)
+    assert vector[INDEX["Yaw"]] == pytest.approx(reference["Yaw"], abs=3)
+    assert provenance[INDEX["Expression"]] == "deepface" and 0 <= vector[INDEX["Expression"]] <= 1
+    assert len(fields["attribute_emotion"]) == 7
+    # Several faces in the import are their own error, as FFHQ-UV drops them.
+    multi = _sample(EXAMPLE / "images" / "01223.png", sample_id="00471")
+    _put(stage, multi, "inversion", EXAMPLE / "inversions" / "01223.png")
+    faces = len(json.loads((DATA / "ffhq_features" / "json" / "00471.json").read_text()))
+    with pytest.raises(SampleError) as error:
+        stage.process(multi)
+    assert error.value.code == {0: "attr_import_no_face"}.get(faces, "attr_import_multiple_faces")
+
+
+@needs_data
+def test_analytic_relight_of_the_aligned_photo(tmp_path):
+    attribute = _stage(AttributeStage, "photo", tmp_path)
+    relight = _stage(RelightStage, "photo", tmp_path)
+    sample = _sample(DATA / "dpr" / "relit" / "obama_00.jpg")  # DPR's side-lit obama
+    attribute.process(sample)
+    fields = relight.process(sample).fields
+    assert fields["relight_method"] == "analytic" and fields["relight_views"] == ["front"]
+    assert fields["relight_offset_before_front"] > 0.3
+    assert fields["relight_offset_after_front"] < fields["relight_offset_before_front"]
+    assert fields["relight_symmetry_after_front"] < 0.7 * fields["relight_symmetry_before_front"]
+    relit = relight.context.read_image(sample.outputs["relit_front"].path)
+    aligned = relight.context.read_image(sample.outputs["aligned"].path)
+    assert relit.shape == aligned.shape and np.abs(relit.astype(int) - aligned).mean() > 1
+
+
+@needs_data
+def test_dpr_relight_of_ffhq_uv_views(tmp_path, weights):
+    if not (weights / DPR_FILE).exists():
+        pytest.skip("real DPR weights not available")
+    common = ("models.device=cpu", f"models.weights_dir={weights}")
+    sample = _sample(EXAMPLE / "images" / "01223.png", "01223")
+    untouched = _stage(RelightStage, "ffhq-uv", tmp_path, *common, "stages.relight.threshold=10")
+    for view in ("left", "front", "right"):
+        _put(untouched, sample, f"view_{view}", EXAMPLE / "edit" / f"01223_{view}.png")
+    fields = untouched.process(sample).fields
+    assert fields["relight_views"] == []
+    for view in ("left", "front", "right"):
+        assert fields[f"relight_sh_before_{view}"].shape == (9,)
+        np.testing.assert_array_equal(fields[f"relight_sh_after_{view}"], fields[f"relight_sh_before_{view}"])
+        assert 0 <= fields[f"relight_symmetry_before_{view}"] < 0.2
+    relit = _stage(RelightStage, "ffhq-uv", tmp_path, *common, "stages.relight.threshold=0")
+    fields = relit.process(sample).fields
+    assert sorted(fields["relight_views"]) == ["front", "left", "right"]
+    assert {f"relit_{v}" for v in ("left", "front", "right")} <= sample.outputs.keys()
+    for view in ("left", "front", "right"):
+        assert fields[f"relight_offset_after_{view}"] < fields[f"relight_offset_before_{view}"]
+
+
+def test_dpr_relight_tolerates_a_faceless_view(tmp_path):
+    import torch
+
+    from stages.networks.dpr import DPRConfig, HourglassNet
+
+    root = tmp_path / "w"
+    (root / DPR_FILE).parent.mkdir(parents=True)
+    torch.manual_seed(0)
+    torch.save(HourglassNet(DPRConfig(base_filter=4, nc_light=5, nc_light_hidden=8)).state_dict(), root / DPR_FILE)
+    stage = _stage(RelightStage, "tiny", tmp_path, f"models.weights_dir={root}", "stages.relight.threshold=0")
+    sample = _sample(tmp_path / "unused.png")
+    rng = np.random.default_rng(0)
+    stage.context.write_image(sample, "view_front", rng.integers(0, 255, (96, 96, 3), dtype=np.uint8))
+    fields = stage.process(sample).fields
+    assert math.isnan(fields["relight_symmetry_before_front"]) and fields["relight_views"] == ["front"]
+    assert stage.context.read_image(sample.outputs["relit_front"].path).shape == (96, 96, 3)
+    sample.outputs.clear()
+    with pytest.raises(SampleError) as error:
+        stage.process(sample)
+    assert error.value.code == "relight_no_views"
