@@ -18,6 +18,7 @@ from stages.base import ConfigError, Sample, SampleError, StageContext
 from stages.face.deepface_models import deepface_home
 from stages.relight import RelightStage
 from tests.tiny_deepface_weights import write_random_deepface_weights
+from tests.tiny_dpr_weights import write_tiny_dpr
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 EXAMPLE = DATA / "ffhq_uv_example"
@@ -173,14 +174,8 @@ def test_dpr_relight_of_ffhq_uv_views(tmp_path, weights):
 
 
 def test_dpr_relight_tolerates_a_faceless_view(tmp_path):
-    import torch
-
-    from stages.networks.dpr import DPRConfig, HourglassNet
-
     root = tmp_path / "w"
-    (root / DPR_FILE).parent.mkdir(parents=True)
-    torch.manual_seed(0)
-    torch.save(HourglassNet(DPRConfig(base_filter=4, nc_light=5, nc_light_hidden=8)).state_dict(), root / DPR_FILE)
+    write_tiny_dpr(root)
     stage = _stage(RelightStage, "tiny", tmp_path, f"models.weights_dir={root}", "stages.relight.threshold=0")
     sample = _sample(tmp_path / "unused.png")
     rng = np.random.default_rng(0)

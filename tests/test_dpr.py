@@ -11,6 +11,7 @@ import torch
 from stages.base import ConfigError
 from stages.lighting import sh
 from stages.networks.dpr import DEMO_SH_SCALE, DPRConfig, DPRRelighter, HourglassNet, load_dpr
+from tests.tiny_dpr_weights import DPR_FILE, official_format, write_tiny_dpr
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 WEIGHTS = DATA / "dpr" / "trained_model_03.t7"
@@ -59,29 +60,12 @@ def test_relit_image_is_estimated_near_its_target(relighter):
     assert sh.directional_offset(after, sh.EVEN_LIGHT) < 0.75 * sh.directional_offset(before, sh.EVEN_LIGHT)
 
 
-def _official_format(net: HourglassNet) -> dict[str, torch.Tensor]:
-    """A state dict laid out like trained_model_03.t7: top-level aliases of the shared inner blocks."""
-    state = dict(net.state_dict())
-    for key, value in list(state.items()):
-        if key.startswith("HG3.middle."):
-            rest = key[len("HG3."):]
-            depth = 0
-            while rest.startswith("middle."):
-                rest, depth = rest[len("middle."):], depth + 1
-                state[("light." if depth == 4 else f"HG{3 - depth}.") + rest] = value.clone()
-    return state
-
-
 def test_tiny_checkpoint_in_official_format_loads_with_same_code(tmp_path):
-    torch.manual_seed(0)
-    config = DPRConfig(base_filter=4, nc_light=5, nc_light_hidden=8)
-    net = HourglassNet(config).eval()
-    state = _official_format(net)
+    net = write_tiny_dpr(tmp_path)
+    state = torch.load(tmp_path / DPR_FILE, weights_only=True)
     assert any(k.startswith("light.") for k in state) and any(k.startswith("HG0.") for k in state)
-    path = tmp_path / "trained_model_03.t7"
-    torch.save(state, path)
-    loaded = load_dpr(path)
-    assert loaded.config == config
+    loaded = load_dpr(tmp_path / DPR_FILE)
+    assert loaded.config == DPRConfig(base_filter=4, nc_light=5, nc_light_hidden=8)
     lum = torch.rand(1, 1, 64, 64)
     target = torch.randn(1, 9, 1, 1)
     with torch.no_grad():
@@ -94,7 +78,7 @@ def test_tiny_checkpoint_in_official_format_loads_with_same_code(tmp_path):
 
 
 def test_inconsistent_alias_and_missing_file_are_refused(tmp_path):
-    state = _official_format(HourglassNet(DPRConfig(base_filter=4, nc_light=5, nc_light_hidden=8)))
+    state = official_format(HourglassNet(DPRConfig(base_filter=4, nc_light=5, nc_light_hidden=8)))
     state["light.predict_FC1.weight"] = state["light.predict_FC1.weight"] + 1
     path = tmp_path / "bad.t7"
     torch.save(state, path)
