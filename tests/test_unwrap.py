@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
+from stages.base import Sample, SampleError, Stage, StageContext, StageResult
 from stages.geometry.fitting import Fit, ShapeModel, ViewPose, focal_for
 from stages.geometry.rasterize import interpolate, rasterize
 from stages.geometry.uv_topology import load_topology
@@ -160,3 +161,105 @@ def test_single_view_photos_are_pixel_aligned(mediapipe, detector):
         assert uv_faces, f"{name}: no face found on its UV map"
         found = uv_faces[0].points[anchors, :2]
         assert np.linalg.norm(found - expected, axis=1).mean() < 20, name
+
+
+# ---------------------------------------------------------------- the stage: in-process, then in the Ray pipeline
+
+class SourceAsFrontViewStage(Stage):
+    """Edit-stage double for the pipeline test: the input photo itself is the front view."""
+
+    name = "edit"
+
+    def process(self, sample: Sample) -> StageResult:
+        self.context.write_image(sample, "view_front", self.context.read_source_image(sample))
+        return StageResult()
+
+
+def photo_stage(tmp_path: Path, *overrides: str):
+    from pipeline.config import load_config, stage_settings
+    from pipeline.storage import open_storage
+    from stages import stage_class
+
+    config = load_config("photo", overrides=(f"output={tmp_path / 'run'}", *overrides))
+    storage = open_storage(str(tmp_path / "run"))
+    stage = stage_class("unwrap")(stage_settings(config, "unwrap"), StageContext(storage, config, "unwrap"))
+    stage.setup()
+    return stage
+
+
+def test_stage_unwraps_an_aligned_photo_and_reports_fields(tmp_path, cache):
+    from skimage import data
+
+    stage = photo_stage(tmp_path, f"stages.unwrap.cache_dir={cache}")
+    sample = Sample(id="astronaut", uri="astronaut.png", shard=0, index=0)
+    stage.context.write_image(sample, "aligned", data.astronaut())
+    result = stage.process(sample)
+    assert {"uv_front", "uvmask_front"} <= set(sample.outputs)
+    uv = stage.context.read_image(sample.outputs["uv_front"].path)
+    mask = stage.context.read_image(sample.outputs["uvmask_front"].path)[..., 0]
+    assert uv.shape == (1024, 1024, 3) and set(np.unique(mask)) <= {0, 255}
+    assert (uv[mask == 0] == 0).all() and (mask > 0).mean() > 0.2
+    declared = {f.name for f in stage.manifest_fields}
+    assert set(result.fields) <= declared
+    assert result.fields["unwrap_landmark_error_px_front"] < 2.0
+    assert 0 < result.fields["unwrap_landmark_error_front"] < 0.02
+    assert result.fields["unwrap_valid_ratio_front"] > 0.8  # one frontal view plus its mirror image
+    assert abs(result.fields["unwrap_yaw_front"]) < 15
+
+
+def test_stage_errors_have_codes(tmp_path, cache):
+    stage = photo_stage(tmp_path, f"stages.unwrap.cache_dir={cache}")
+    empty = Sample(id="none", uri="none.png", shard=0, index=0)
+    with pytest.raises(SampleError) as error:
+        stage.process(empty)
+    assert error.value.code == "no_views"
+    faceless = Sample(id="noise", uri="noise.png", shard=0, index=1)
+    stage.context.write_image(faceless, "aligned", np.random.default_rng(0).integers(0, 255, (256, 256, 3),
+                                                                                      dtype=np.uint8))
+    with pytest.raises(SampleError) as error:
+        stage.process(faceless)
+    assert error.value.code == "no_face"
+
+
+def test_preflight_rejects_bad_options(tmp_path):
+    from pipeline.config import load_config, stage_settings
+    from stages.base import ConfigError
+    from stages.unwrap import UnwrapStage
+
+    for override, message in (("stages.unwrap.topology=bfm", "topology"),
+                              ("stages.unwrap.rasterizer=opengl", "rasterizer"),
+                              ("stages.unwrap.topology=hifi3dpp", "Weights")):
+        config = load_config("photo", overrides=(f"output={tmp_path}", override))
+        with pytest.raises(ConfigError, match=message):
+            UnwrapStage.preflight(stage_settings(config, "unwrap"), config)
+
+
+def test_unwrap_in_the_ray_pipeline(tmp_path, cache):
+    from PIL import Image
+
+    from pipeline.manifest import read_manifest
+    from tests.conftest import cli_env, run_cli, shared_data
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.open(shared_data("faces/obama.jpg")).save(inputs / "obama.png")
+    Image.open(shared_data("faces/000055.jpg")).save(inputs / "small.png")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(inputs / "noise.png")
+    output = tmp_path / "out"
+    run_cli(["run", "--profile", "photo", "--no-progress", "--input", str(inputs), "--output", str(output),
+             "stages.enabled=[edit,unwrap]", f"stages.unwrap.cache_dir={cache}"],
+            cli_env("edit=tests.test_unwrap:SourceAsFrontViewStage"))
+    rows = {r["id"]: r for r in read_manifest(str(output)).to_pylist()}
+    assert set(rows) == {"obama", "small", "noise"}
+    assert (rows["noise"]["status"], rows["noise"]["failed_stage"], rows["noise"]["error_code"]) == \
+        ("failed", "unwrap", "no_face")
+    for sample_id in ("obama", "small"):
+        row = rows[sample_id]
+        assert row["status"] == "ok", row["error_message"]
+        outputs = dict(row["outputs"])
+        for name in ("uv_front", "uvmask_front"):
+            assert (output / outputs[name]["path"]).stat().st_size == outputs[name]["bytes"]
+        assert row["unwrap_valid_ratio_front"] > 0.5
+        assert row["unwrap_landmark_error_front"] < 0.02
+        assert row["unwrap_valid_ratio_left"] is None  # a single view: no side columns
+        assert row["stage_seconds"]["unwrap"] is not None
