@@ -187,3 +187,38 @@ def test_dpr_relight_tolerates_a_faceless_view(tmp_path):
     with pytest.raises(SampleError) as error:
         stage.process(sample)
     assert error.value.code == "relight_no_views"
+
+
+@needs_data
+def test_photo_profile_in_the_ray_pipeline(tmp_path):
+    """Both stages on local Ray (CPU, no weights): rows, manifest columns, files."""
+    from pipeline.manifest import read_manifest
+    from tests.conftest import run_cli
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(DATA / "faces" / "000007.jpg", inputs / "face7.jpg")
+    shutil.copy(DATA / "dpr" / "relit" / "obama_03.jpg", inputs / "sidelit.jpg")
+    Image.fromarray(np.full((160, 160, 3), 200, np.uint8)).save(inputs / "blank.png")
+    output = tmp_path / "out"
+    run_cli(["run", "--profile", "photo", "--no-progress", "--input", str(inputs), "--output", str(output),
+             "stages.enabled=[attribute,relight]", "stages.attribute.aligned_size=512"])
+    rows = {r["id"]: r for r in read_manifest(str(output)).to_pylist()}
+    assert set(rows) == {"face7", "sidelit", "blank"}
+    blank = rows["blank"]
+    assert (blank["status"], blank["failed_stage"], blank["error_code"]) == ("failed", "attribute", "no_face")
+    for sample_id in ("face7", "sidelit"):
+        row = rows[sample_id]
+        assert row["status"] == "ok", row["error_message"]
+        assert len(row["attribute_vector"]) == 17 and len(row["attribute_provenance"]) == 17
+        assert row["attribute_provenance"][INDEX["Age"]] == "unavailable"
+        assert math.isnan(row["attribute_vector"][INDEX["Age"]])
+        assert row["relight_method"] == "analytic"
+        assert len(row["relight_sh_before_front"]) == 9 and len(row["relight_sh_after_front"]) == 9
+        assert row["relight_sh_before_left"] is None  # the photo profile has one view
+        assert row["relight_symmetry_before_front"] >= 0
+        outputs = dict(row["outputs"])
+        assert "aligned" in outputs and (output / outputs["aligned"]["path"]).exists()
+    assert rows["sidelit"]["relight_views"] == ["front"]
+    assert "relit_front" in dict(rows["sidelit"]["outputs"])
+    assert rows["sidelit"]["relight_offset_after_front"] < rows["sidelit"]["relight_offset_before_front"]
