@@ -239,3 +239,25 @@ def test_inversion_and_edit_in_the_ray_pipeline(tmp_path, tiny_weights):
         left = np.array(row["edit_latent_left"]).reshape(18, 64)
         assert np.array_equal(front[4:], left[4:])
         assert row["stage_seconds"]["inversion"] is not None and row["stage_seconds"]["edit"] is not None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+def test_gpu_fp16_paths_match_cpu(tmp_path, tiny_weights, weights_512):
+    photo = str(shared_data(f"{EXAMPLE}/images/01223.png"))
+    latents = []
+    for device in ("cpu", "cuda"):
+        stage = make_stage(InversionStage, tiny_weights, tmp_path / device, f"models.device={device}",
+                           f"models.fp16={device == 'cuda'}")
+        [result] = stage.process_batch([sample("ffhq", photo)])
+        latents.append(result.fields["inversion_latent"])
+    assert np.abs(latents[0] - latents[1]).max() < 5e-2
+    smile = shared_data("directions/smile.pt")
+    fronts = []
+    for device in ("cpu", "cuda"):
+        stage = make_stage(EditStage, weights_512, tmp_path / f"e{device}", f"models.device={device}",
+                           f"models.fp16={device == 'cuda'}", f"stages.edit.smile_direction={smile}",
+                           "stages.edit.expression_walk=false")
+        [result] = stage.process_batch([sample("01223", inversion_latent=_real_latent(),
+                                               attribute_vector=example_attribute_vector())])
+        fronts.append(result.fields["edit_latent_front"])
+    assert np.abs(fronts[0] - fronts[1]).max() < 1e-2

@@ -91,10 +91,15 @@ def _flatten_module_state(state: dict, prefix: str, out: dict[str, Any]) -> None
 
 
 def _numpy_globals() -> dict[tuple[str, str], Any]:
+    import importlib
+
     import numpy as np
 
-    reconstruct = np.core.multiarray._reconstruct
-    scalar = np.core.multiarray.scalar
+    try:  # numpy >= 2 moved the core package; pickles name either path
+        multiarray = importlib.import_module("numpy._core.multiarray")
+    except ImportError:
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    reconstruct, scalar = multiarray._reconstruct, multiarray.scalar
     found: dict[tuple[str, str], Any] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
     for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
         found[(module, "_reconstruct")] = reconstruct
