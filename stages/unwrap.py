@@ -192,9 +192,9 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
     screen = pose.project(fit.vertices)  # (N, 3): pixels, camera depth
     normals_cam = topology.vertex_normals(fit.vertices) @ pose.rotation.T
     vertex_ok = normal_visible(normals_cam).astype(np.float64)
-    flat, vids, bary = topology.texel_samples()
-    texel_xyz = np.einsum("pk,pkc->pc", bary, screen[vids])  # (P, 3)
-    visible = np.einsum("pk,pk->p", bary, vertex_ok[vids]) > 0.5  # FFHQ-UV: blended vertex flags > 0.5
+    flat = topology.texel_samples()[0]
+    texel_xyz = topology.texel_interpolate(screen)  # (P, 3)
+    visible = topology.texel_interpolate(vertex_ok[:, None])[:, 0] > 0.5  # FFHQ-UV: blended vertex flags > 0.5
     if settings.depth_test:
         zbuf, scale = depth_buffer(screen, topology.triangles, h, w, backend=backend)
         extent = float(np.ptp(screen[:, 2]))

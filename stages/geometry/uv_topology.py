@@ -120,6 +120,7 @@ class Topology:
     cache_dir: Path | None = DEFAULT_CACHE_DIR
     _raster: Raster | None = field(default=None, repr=False)
     _masks: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    _texels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     @property
     def source_hash(self) -> str:
@@ -165,11 +166,21 @@ class Topology:
         return self._masks
 
     def texel_samples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Covered texels: flat indices (P,) into S*S, their vertex ids (P, 3) and barycentrics (P, 3)."""
-        raster = self.uv_raster()
-        flat = np.flatnonzero(raster.triangle_id.ravel() >= 0)
-        tri = raster.triangle_id.ravel()[flat]
-        return flat, self.triangles[tri], raster.barycentrics.reshape(-1, 3)[flat].astype(np.float64)
+        """Covered texels: flat indices (P,) into S*S, their vertex ids (P, 3) and barycentrics (P, 3) (cached)."""
+        if self._texels is None:
+            raster = self.uv_raster()
+            flat = np.flatnonzero(raster.triangle_id.ravel() >= 0)
+            tri = raster.triangle_id.ravel()[flat]
+            self._texels = (flat, self.triangles[tri], raster.barycentrics.reshape(-1, 3)[flat].astype(np.float64))
+        return self._texels
+
+    def texel_interpolate(self, values: np.ndarray) -> np.ndarray:
+        """Per-vertex (N, C) values -> (P, C) at the covered texels of ``texel_samples`` (barycentric blend)."""
+        _, vids, bary = self.texel_samples()
+        out = bary[:, 0:1] * values[vids[:, 0]]
+        out += bary[:, 1:2] * values[vids[:, 1]]
+        out += bary[:, 2:3] * values[vids[:, 2]]
+        return out
 
     def fill_regions(self) -> tuple[FillRegion, ...]:
         """The Poisson-fill boxes: FFHQ-UV's fixed boxes on hifi3dpp, else boxes around the region masks."""
@@ -287,11 +298,11 @@ def build_masks(topology: Topology) -> dict[str, np.ndarray]:
     }
 
     # Per-texel template position and normal, for the hair and per-view masks.
-    flat, vids, bary = topology.texel_samples()
+    flat = topology.texel_samples()[0]
     position = np.zeros((s * s, 3))
-    position[flat] = np.einsum("pk,pkc->pc", bary, topology.vertices[vids])
+    position[flat] = topology.texel_interpolate(topology.vertices)
     normal = np.zeros((s * s, 3))
-    normal[flat] = np.einsum("pk,pkc->pc", bary, topology.vertex_normals()[vids])
+    normal[flat] = topology.texel_interpolate(topology.vertex_normals())
     normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
     position, normal = position.reshape(s, s, 3), normal.reshape(s, s, 3)
 
