@@ -21,6 +21,7 @@ STAGE_CLASSES: dict[str, str] = {
     "edit": "stages.edit:EditStage",
     "relight": "stages.relight:RelightStage",
     "unwrap": "stages.unwrap:UnwrapStage",
+    "complete": "stages.complete:CompleteStage",
 }
 
 # Plugin hook: FFHQ_UV_STAGE_PLUGINS="attribute=mypkg.stages:MyAttributeStage;unwrap=..."
