@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import io
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
+from pipeline.config import load_config, stage_settings
+from pipeline.storage import open_storage
+from stages import stage_class
+from stages.base import Sample, SampleError, StageContext
+from stages.complete import NO_UV_VIEWS, UV_SIZE_MISMATCH, CompleteStage
 from stages.texture.color import rgb_to_yuv
 from stages.texture.masks import hair_weight
 from stages.texture.merge import UVView, complete_texture
 from stages.texture.template import build_template
+from tests.conftest import shared_data
 from tests.test_texture_ops import smooth_image
 from tests.uv_regions import synthetic_regions
 
@@ -126,3 +136,115 @@ def test_single_front_view_completes_with_the_template():
     result_chroma = rgb_to_yuv(result.uv[far].astype(np.float32)).mean(axis=0)[1:]
     template_chroma = rgb_to_yuv(template[far]).mean(axis=0)[1:]
     assert np.abs(result_chroma - view_chroma).max() < 0.5 * np.abs(template_chroma - view_chroma).max()
+
+
+# ---------------------------------------------------------------- the stage, in-process, after the real unwrap
+
+def stage_pair(tmp_path: Path, topology: str, *overrides: str):
+    """(unwrap, complete) stages of one run on a tmp storage, set up; topology caches in ``tmp_path``."""
+    config = load_config("tiny", overrides=(
+        f"output={tmp_path / 'run'}", f"stages.unwrap.topology={topology}",
+        f"stages.unwrap.topology_obj={shared_data('hifi3dpp/head_teaser1.obj')}",
+        f"stages.unwrap.cache_dir={tmp_path / 'cache'}", "stages.complete.preview_size=96", *overrides))
+    storage = open_storage(str(tmp_path / "run"))
+    pair = []
+    for name in ("unwrap", "complete"):
+        stage = stage_class(name)(stage_settings(config, name), StageContext(storage, config, name))
+        stage.setup()
+        pair.append(stage)
+    return pair
+
+
+@pytest.fixture(scope="module")
+def ffhq_uv_run(tmp_path_factory):
+    """FFHQ-UV's real three views of sample 01223, unwrapped on hifi3dpp and completed."""
+    views = {v: shared_data(f"ffhq_uv_example/edit/01223_{v}.png") for v in ("front", "left", "right")}
+    tmp_path = tmp_path_factory.mktemp("complete")
+    unwrap, complete = stage_pair(tmp_path, "hifi3dpp")
+    sample = Sample(id="01223", uri=str(views["front"]), shard=0, index=0)
+    for view, path in views.items():
+        unwrap.context.write_bytes(sample, f"view_{view}", f"view_{view}.png", path.read_bytes())
+    sample.fields.update(unwrap.process(sample).fields)
+    result = complete.process(sample)
+    return tmp_path, complete, sample, result
+
+
+def test_stage_completes_ffhq_uv_example(ffhq_uv_run):
+    _, complete, sample, result = ffhq_uv_run
+    uv = complete.context.read_image(sample.outputs["uv"].path)
+    assert uv.shape == (1024, 1024, 3) and uv.dtype == np.uint8
+    raw = Image.open(io.BytesIO(complete.context.read_bytes(sample.outputs["uv"].path)))
+    assert raw.format == "PNG" and raw.mode == "RGB"
+    preview = complete.context.read_image(sample.outputs["preview"].path)
+    assert preview.shape == (96, 3 * 96, 3)
+    fields = result.fields
+    assert result.filter_reason is None
+    assert fields["complete_views"] == ["left", "right", "front"]
+    assert fields["complete_template"] == "built"
+    assert 0.85 < fields["complete_valid_ratio"] <= 1.0
+    for view in ("front", "left", "right"):
+        assert fields[f"complete_valid_ratio_{view}"] == pytest.approx(sample.fields[f"unwrap_valid_ratio_{view}"],
+                                                                       abs=0.01)
+    assert fields["complete_landmark_error"] == max(sample.fields[f"unwrap_landmark_error_{v}"]
+                                                    for v in ("front", "left", "right"))
+    assert 0.0 < fields["complete_bs_error"] < 20.0
+    # The face comes from the photos: the centre face is skin-coloured and far from the flat template.
+    centre = complete.regions["center_face"] > 0.5
+    assert np.abs(uv[centre].astype(np.float32) - complete.template[centre]).mean() > 3.0
+
+
+def test_stage_fields_match_its_manifest_columns(ffhq_uv_run):
+    _, complete, _, result = ffhq_uv_run
+    declared = {field.name for field in complete.manifest_fields}
+    assert set(result.fields) <= declared
+    assert {"complete_valid_ratio", "complete_bs_error", "complete_landmark_error"} <= declared
+
+
+@pytest.mark.parametrize("override, reason", [
+    ("stages.complete.min_valid_ratio=0.99", "valid_ratio"),
+    ("stages.complete.max_bs_error=0.5", "bs_error"),
+    ("stages.complete.max_landmark_error=0.001", "landmark_error"),
+])
+def test_stage_filters_samples_beyond_thresholds(ffhq_uv_run, override, reason):
+    tmp_path, first, sample, _ = ffhq_uv_run
+    config = load_config("tiny", overrides=(
+        f"output={tmp_path / 'run'}", "stages.unwrap.topology=hifi3dpp",
+        f"stages.unwrap.topology_obj={shared_data('hifi3dpp/head_teaser1.obj')}",
+        f"stages.unwrap.cache_dir={tmp_path / 'cache'}", "stages.complete.preview=false", override))
+    stage = CompleteStage(stage_settings(config, "complete"), StageContext(first.context.storage, config, "complete"))
+    stage.setup()
+    result = stage.process(sample)
+    assert result.filter_reason is not None and result.filter_reason.startswith(reason)
+    assert "uv" in sample.outputs  # a filtered sample keeps its map
+
+
+def test_stage_without_unwrapped_views_fails_with_a_code(ffhq_uv_run):
+    _, complete, _, _ = ffhq_uv_run
+    with pytest.raises(SampleError) as error:
+        complete.process(Sample(id="empty", uri="x", shard=0, index=1))
+    assert error.value.code == NO_UV_VIEWS
+
+
+def test_stage_rejects_unwraps_of_another_size(ffhq_uv_run):
+    _, complete, _, _ = ffhq_uv_run
+    sample = Sample(id="small", uri="x", shard=0, index=2)
+    complete.context.write_image(sample, "uv_front", np.zeros((512, 512, 3), np.uint8))
+    complete.context.write_image(sample, "uvmask_front", np.full((512, 512), 255, np.uint8))
+    with pytest.raises(SampleError) as error:
+        complete.process(sample)
+    assert error.value.code == UV_SIZE_MISMATCH
+
+
+def test_stage_completes_a_single_photo_on_mediapipe468(tmp_path):
+    photo = shared_data("faces/000007.jpg")
+    unwrap, complete = stage_pair(tmp_path, "mediapipe468", "stages.complete.preview=false")
+    sample = Sample(id="000007", uri=str(photo), shard=0, index=0)
+    aligned = np.asarray(Image.open(photo).convert("RGB"))
+    unwrap.context.write_image(sample, "aligned", aligned)
+    sample.fields.update(unwrap.process(sample).fields)
+    result = complete.process(sample)
+    assert result.fields["complete_views"] == ["front"]
+    assert "preview" not in sample.outputs
+    uv = complete.context.read_image(sample.outputs["uv"].path)
+    assert uv.shape == (1024, 1024, 3)
+    assert result.fields["complete_valid_ratio"] > 0.5
