@@ -248,3 +248,32 @@ def test_stage_completes_a_single_photo_on_mediapipe468(tmp_path):
     uv = complete.context.read_image(sample.outputs["uv"].path)
     assert uv.shape == (1024, 1024, 3)
     assert result.fields["complete_valid_ratio"] > 0.5
+
+
+def test_complete_in_the_ray_pipeline(tmp_path):
+    """The photo profile's default stages on a real local Ray: attribute -> relight -> unwrap -> complete."""
+    from pipeline.manifest import read_manifest
+    from tests.conftest import cli_env, run_cli
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.open(shared_data("faces/obama.jpg")).save(inputs / "obama.png")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(inputs / "noise.png")
+    output = tmp_path / "out"
+    run_cli(["run", "--profile", "photo", "--no-progress", "--input", str(inputs), "--output", str(output),
+             f"stages.unwrap.cache_dir={tmp_path / 'cache'}", "stages.complete.preview_size=64"], cli_env())
+    rows = {r["id"]: r for r in read_manifest(str(output)).to_pylist()}
+    assert set(rows) == {"obama", "noise"}
+    assert rows["noise"]["status"] == "failed" and rows["noise"]["complete_valid_ratio"] is None
+    row = rows["obama"]
+    assert row["status"] == "ok", row["error_message"]
+    outputs = dict(row["outputs"])
+    for name in ("uv", "preview"):
+        assert (output / outputs[name]["path"]).stat().st_size == outputs[name]["bytes"]
+    uv = np.asarray(Image.open(output / outputs["uv"]["path"]))
+    assert uv.shape == (1024, 1024, 3) and uv.dtype == np.uint8
+    assert np.asarray(Image.open(output / outputs["preview"]["path"])).shape == (64, 192, 3)
+    assert row["complete_views"] == ["front"]
+    assert row["complete_valid_ratio"] > 0.5 and 0 < row["complete_bs_error"] < 20
+    assert row["complete_landmark_error"] == pytest.approx(row["unwrap_landmark_error_front"])
+    assert row["stage_seconds"]["complete"] is not None
