@@ -40,8 +40,8 @@ from pipeline import layout
 from pipeline.config import enabled_stages, load_config, redacted_yaml, stage_settings
 from pipeline.inputs import Plan, list_inputs, make_plan
 from pipeline.manifest import MANIFEST_VERSION, committed_shards, manifest_dataset, samples_to_table, table_to_bytes
-from pipeline.runner import StageRunner, initial_sample, storage_for
-from pipeline.sample_codec import decode_sample, encode_sample
+from pipeline.runner import PLAN_COLUMNS, StageRunner, initial_states, storage_for
+from pipeline.sample_codec import decode_sample
 from pipeline.storage import Storage
 from stages.base import ConfigError, Sample
 
@@ -142,19 +142,23 @@ def init_ray(config: DictConfig) -> None:
              configure_logging=False, log_to_driver=True, **kwargs)
 
 
-def _build_dataset(config: DictConfig, shard_samples: dict[int, list[Sample]]):
-    """A Ray dataset with one block per shard, mapped through each enabled stage's actor pool."""
+def _build_dataset(config: DictConfig, shard_tables: dict[int, pa.Table]):
+    """A Ray dataset with one block per shard, mapped through each enabled stage's actor pool.
+
+    ``shard_tables`` are slices of the plan (id, uri, index, shard, duplicate); the
+    packed samples are built by a first task on the workers, so the driver holds no
+    per-sample objects whatever the input size.
+    """
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
     context = DataContext.get_current()
     context.enable_progress_bars = False  # the driver prints its own progress line
     context.print_on_execution_start = False
-    blocks = [pa.table({
-        "shard": pa.array([s.shard for s in samples], pa.int32()),
-        "state": pa.array([encode_sample(s) for s in samples], pa.binary()),
-    }) for _, samples in sorted(shard_samples.items())]
-    dataset = ray.data.from_arrow(blocks)
+    blocks = [table.select(PLAN_COLUMNS) for _, table in sorted(shard_tables.items())]
+    # num_cpus=0: a trivial task that must never wait behind the stage pools, which hold every CPU.
+    dataset = ray.data.from_arrow(blocks).map_batches(initial_states, batch_size=None, batch_format="pyarrow",
+                                                      num_cpus=0)
     container = config_container(config)
     cpu_scale = _fit_to_cluster(config)
     for name in enabled_stages(config):
@@ -212,13 +216,13 @@ def _restart_args(max_restarts: int) -> dict:
     return {} if max_restarts == -1 else {"max_restarts": max_restarts, "max_task_retries": max_restarts}
 
 
-def _stream(config: DictConfig, storage: Storage, shard_samples: dict[int, list[Sample]],
+def _stream(config: DictConfig, storage: Storage, shard_tables: dict[int, pa.Table],
             on_shard_done: Callable[[int, list[Sample]], None], progress: bool) -> int:
-    """Run the samples through the stages; call ``on_shard_done`` as each shard completes."""
+    """Run the listed samples through the stages; call ``on_shard_done`` as each shard completes."""
     from tqdm import tqdm
 
-    expected = {shard: {s.index for s in samples} for shard, samples in shard_samples.items()}
-    total = sum(len(v) for v in expected.values())
+    expected = {shard: table.num_rows for shard, table in shard_tables.items()}
+    total = sum(expected.values())
     if total == 0:
         return 0
     init_ray(config)
@@ -226,24 +230,24 @@ def _stream(config: DictConfig, storage: Storage, shard_samples: dict[int, list[
     done = 0
     started = last_beat = time.time()
     bar = tqdm(total=total, unit="sample", disable=not progress, dynamic_ncols=True, desc="ffhq-uv")
-    for batch in _build_dataset(config, shard_samples).iter_batches(batch_size=None, batch_format="numpy"):
+    for batch in _build_dataset(config, shard_tables).iter_batches(batch_size=None, batch_format="numpy"):
         for state in batch["state"]:
             sample = decode_sample(bytes(state))
             buffer = buffers.get(sample.shard)
-            if buffer is None or sample.index in buffer or sample.index not in expected[sample.shard]:
+            if buffer is None or sample.index in buffer:
                 log.warning("ignoring a duplicate result for sample %s (shard %d)", sample.id, sample.shard)
                 continue
             buffer[sample.index] = sample
             done += 1
             bar.update(1)
-            if len(buffer) == len(expected[sample.shard]):
+            if len(buffer) == expected[sample.shard]:
                 on_shard_done(sample.shard, list(buffer.values()))
                 del buffers[sample.shard]
         if time.time() - last_beat > HEARTBEAT_S:
             _heartbeat(storage, started, done, total)
             last_beat = time.time()
     bar.close()
-    missing = {shard: len(expected[shard]) - len(buffer) for shard, buffer in buffers.items()}
+    missing = {shard: expected[shard] - len(buffer) for shard, buffer in buffers.items()}
     if missing:
         raise RuntimeError(f"the pipeline returned no result for some samples of shards {sorted(missing)}; "
                            "run again to resume")
@@ -316,7 +320,7 @@ def run(config: DictConfig, restart: bool = False, progress: bool = True) -> Run
                  plan.num_samples, plan.num_shards, len(done), len(pending), ", ".join(enabled_stages(config)))
         for shard in pending:  # stale files of an unfinished shard are never reused
             storage.delete(layout.shard_dir(shard), recursive=True)
-        shard_samples = {shard: _plan_samples(plan.shard_table(shard)) for shard in pending}
+        shard_tables = {shard: plan.shard_table(shard) for shard in pending}
         summary = RunSummary(output=storage.root_url, shards_total=plan.num_shards, shards_skipped=len(done))
 
         def on_shard_done(shard: int, samples: list[Sample]) -> None:
@@ -324,7 +328,7 @@ def run(config: DictConfig, restart: bool = False, progress: bool = True) -> Run
             summary.shards_committed += 1
             log.info("committed shard %s (%d samples)", layout.shard_name(shard), len(samples))
 
-        summary.samples_processed = _stream(config, storage, shard_samples, on_shard_done, progress)
+        summary.samples_processed = _stream(config, storage, shard_tables, on_shard_done, progress)
         summary.seconds = time.time() - started
         return _summarise(storage, summary)
 
@@ -343,11 +347,11 @@ def retry_failed(config: DictConfig, error_codes: Optional[list[str]] = None, pr
         if error_codes:
             condition = condition & pc.field("error_code").isin(error_codes)
         failed = dataset.to_table(columns=["id", "source_uri", "shard", "input_index"], filter=condition)
-        shard_samples: dict[int, list[Sample]] = {}
-        for row in failed.to_pylist():
-            shard_samples.setdefault(row["shard"], []).append(
-                initial_sample(row["id"], row["source_uri"], row["shard"], row["input_index"], False))
-        log.info("retrying %d failed samples in %d shards", failed.num_rows, len(shard_samples))
+        failed = pa.table({"id": failed["id"], "uri": failed["source_uri"], "index": failed["input_index"],
+                           "shard": failed["shard"], "duplicate": pa.array([False] * failed.num_rows)})
+        shard_tables = {shard: failed.filter(pc.equal(failed["shard"], shard))
+                        for shard in sorted(set(failed["shard"].to_pylist()))}
+        log.info("retrying %d failed samples in %d shards", failed.num_rows, len(shard_tables))
         summary = RunSummary(output=storage.root_url, shards_total=run_meta["num_shards"])
 
         def on_shard_done(shard: int, retried: list[Sample]) -> None:
@@ -361,7 +365,7 @@ def retry_failed(config: DictConfig, error_codes: Optional[list[str]] = None, pr
             summary.shards_committed += 1
             log.info("rewrote shard %s (%d retried)", layout.shard_name(shard), len(retried))
 
-        summary.samples_processed = _stream(config, storage, shard_samples, on_shard_done, progress)
+        summary.samples_processed = _stream(config, storage, shard_tables, on_shard_done, progress)
         summary.seconds = time.time() - started
         return _summarise(storage, summary)
 
@@ -406,10 +410,6 @@ def _walk(value: Any, prefix: str):
 
 def _quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _plan_samples(table: pa.Table) -> list[Sample]:
-    return [initial_sample(r["id"], r["uri"], r["shard"], r["index"], r["duplicate"]) for r in table.to_pylist()]
 
 
 def _sample_from_row(row: dict) -> Sample:

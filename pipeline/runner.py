@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from omegaconf import OmegaConf
 
 import stages
@@ -158,6 +159,16 @@ def failed_input_sample(sample: Sample, code: str, message: str) -> Sample:
     sample.error_code = code
     sample.error_message = message
     return sample
+
+
+PLAN_COLUMNS = ["id", "uri", "index", "shard", "duplicate"]
+
+
+def initial_states(plan: pa.Table) -> pa.Table:
+    """Plan rows -> packed fresh samples (the first task of every run, on the workers)."""
+    states = [encode_sample(initial_sample(r["id"], r["uri"], r["shard"], r["index"], r["duplicate"]))
+              for r in plan.to_pylist()]
+    return pa.table({"shard": plan["shard"], "state": pa.array(states, pa.binary())})
 
 
 def initial_sample(sample_id: str, uri: str, shard: int, index: int, duplicate: bool) -> Sample:
