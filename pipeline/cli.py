@@ -7,6 +7,7 @@
     ffhq-uv retry-failed OUT    re-run only the failed samples and rewrite their shards
     ffhq-uv schema              the manifest columns
     ffhq-uv mesh ...            mesh tools: add-eyeballs, flame-uv, preview (pipeline/mesh_cli.py)
+    ffhq-uv submit|logs|stop|jobs   the pipeline as a Ray job on a cluster (pipeline/jobs.py)
 
 Errors a user can fix print one line and exit with status 2; ``--debug`` shows tracebacks.
 """
@@ -18,6 +19,7 @@ import logging
 import sys
 from typing import Optional
 
+from pipeline.jobs import JOB_COMMANDS, add_job_subcommands, run_job_command
 from pipeline.mesh_cli import add_mesh_subcommands, run_mesh_command, user_errors
 from stages.base import ConfigError
 
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("schema", help="print the manifest columns")
     add_mesh_subcommands(commands)
+    add_job_subcommands(commands)
     return parser
 
 
@@ -91,6 +94,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.command == "mesh":
         return run_mesh_command(args)
+    if args.command in JOB_COMMANDS:
+        return run_job_command(args)
     if args.command == "run":
         overrides = list(args.overrides)
         for flag, key in ((args.input, "input.source"), (args.output, "output"), (args.address, "ray.address")):

@@ -219,7 +219,7 @@ def _restart_args(max_restarts: int) -> dict:
 def _stream(config: DictConfig, storage: Storage, shard_tables: dict[int, pa.Table],
             on_shard_done: Callable[[int, list[Sample]], None], progress: bool) -> int:
     """Run the listed samples through the stages; call ``on_shard_done`` as each shard completes."""
-    from tqdm import tqdm
+    from pipeline.progress import ProgressLine
 
     expected = {shard: table.num_rows for shard, table in shard_tables.items()}
     total = sum(expected.values())
@@ -229,7 +229,8 @@ def _stream(config: DictConfig, storage: Storage, shard_tables: dict[int, pa.Tab
     buffers: dict[int, dict[int, Sample]] = {shard: {} for shard in expected}
     done = 0
     started = last_beat = time.time()
-    bar = tqdm(total=total, unit="sample", disable=not progress, dynamic_ncols=True, desc="ffhq-uv")
+    bar = ProgressLine(total, {name: stage_settings(config, name).pool_size for name in enabled_stages(config)},
+                       enabled=progress)
     for batch in _build_dataset(config, shard_tables).iter_batches(batch_size=None, batch_format="numpy"):
         for state in batch["state"]:
             sample = decode_sample(bytes(state))
@@ -239,10 +240,11 @@ def _stream(config: DictConfig, storage: Storage, shard_tables: dict[int, pa.Tab
                 continue
             buffer[sample.index] = sample
             done += 1
-            bar.update(1)
+            bar.sample_done(sample)
             if len(buffer) == expected[sample.shard]:
                 on_shard_done(sample.shard, list(buffer.values()))
                 del buffers[sample.shard]
+        bar.batch_done()
         if time.time() - last_beat > HEARTBEAT_S:
             _heartbeat(storage, started, done, total)
             last_beat = time.time()
