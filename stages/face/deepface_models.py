@@ -128,7 +128,7 @@ class DeepfaceModels:
                     if name in self.nets:
                         results[name] = self.nets[name](tensor).cpu().numpy()
             if "emotion" in self.nets:
-                results["emotion"] = self.nets["emotion"](self._emotion_input(batch)).cpu().numpy()
+                results["emotion"] = self.nets["emotion"](self.emotion_input(batch)).cpu().numpy()
         ages = np.arange(results["age"].shape[1]) if "age" in results else None
         out = []
         for i in range(len(faces)):
@@ -146,7 +146,7 @@ class DeepfaceModels:
             raise ConfigError("the deepface emotion model is not loaded")
         return float(self.analyze([face_input(rgb, box)])[0].happy)
 
-    def _emotion_input(self, batch: np.ndarray):
+    def emotion_input(self, batch: np.ndarray):
         """deepface's emotion preprocessing: BGR -> gray -> 48x48, as (N, 1, 48, 48) tensor."""
         import cv2
         import torch
