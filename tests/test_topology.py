@@ -150,3 +150,32 @@ def test_hifi3dpp_without_sources_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="Weights"):
         load_topology("hifi3dpp", obj_path=str(tmp_path / "missing.obj"), weights_dir=str(tmp_path))
+
+
+@needs_head
+def test_hifi3dpp_from_official_model_info_and_masks(tmp_path):
+    """FFHQ-UV's topo_assets format: 1-based triangles, (1, 3N) mean shape, 3DMM bases, mask PNGs."""
+    from PIL import Image
+    from scipy.io import savemat
+
+    from stages.geometry.obj import read_obj
+
+    mesh = read_obj(HEAD_OBJ)
+    assets = tmp_path / "weights" / "topo_assets"
+    assets.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    n = len(mesh.vertices)
+    savemat(assets / "hifi3dpp_model_info.mat", {
+        "meanshape": mesh.vertices.reshape(1, -1), "idBase": rng.normal(0, 1e-3, (3 * n, 4)),
+        "exBase": rng.normal(0, 1e-3, (3 * n, 2)), "head_tri": mesh.faces + 1, "head_tri_vt": mesh.face_uvs + 1,
+        "vt_list": mesh.uvs})
+    hair = np.zeros((512, 512), np.uint8)
+    hair[:40] = 255
+    Image.fromarray(hair).save(assets / "hair_mask.png")
+    topology = load_topology("hifi3dpp", weights_dir=str(tmp_path / "weights"), cache_dir=tmp_path / "cache")
+    assert topology.id_basis.shape == (3 * n, 4) and topology.exp_basis.shape == (3 * n, 2)
+    np.testing.assert_allclose(topology.vertices.mean(axis=0), 0, atol=1e-9)  # Deep3D re-centres the mean
+    np.testing.assert_array_equal(topology.triangles, mesh.faces)
+    masks = topology.masks()
+    assert masks["hair"][:79].min() == 1.0 and masks["hair"][81:].max() == 0.0  # the official PNG, resized
+    assert masks["center_face"].sum() > 0  # not in the assets: drawn by us

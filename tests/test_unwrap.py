@@ -143,12 +143,12 @@ def test_single_view_photos_are_pixel_aligned(mediapipe, detector):
     rows, cols = np.divmod(flat, topology.uv_size)
     for name, image in single_photos():
         landmarks = detector.detect_one(image).points[:, :2]
-        out = unwrap_sample(topology, model, {"front": image}, {"front": landmarks}, UnwrapSettings())["front"]
+        fit = fit_views(model, {"front": landmarks}, {"front": image.shape[:2]})
+        out = unwrap_view(topology, fit, "front", image, landmarks, UnwrapSettings(), "cpu", {})
         assert out.valid_ratio > 0.5, name
         assert out.error_px / out.face_width_px < 0.03, name
         # Geometric check: the texel that samples each detected corner's pixel is where the topology puts
         # that corner, for every photo.
-        fit = fit_views(model, {"front": landmarks}, {"front": image.shape[:2]})
         texel_xy = np.einsum("pk,pkc->pc", bary, fit.poses["front"].project(fit.vertices)[vids][:, :, :2])
         for point, target in zip(landmarks[anchors], expected):
             nearest = np.argmin(((texel_xy - point) ** 2).sum(axis=1))

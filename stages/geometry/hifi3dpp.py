@@ -6,6 +6,7 @@ Sources, in order of preference:
 2. any HiFi3D++ OBJ with UVs (``topology_obj``, e.g. ``../shared/data/hifi3dpp/head_teaser1.obj``, or
    ``topo_assets/hifi3dpp_mean_face.obj``): the template and UV layout, no 3DMM basis (fitting then deforms the
    template non-rigidly).
+FFHQ-UV's mask PNGs in ``topo_assets/`` replace our drawn masks of the same meaning when present.
 The landmark embedding comes from ``hifi3dpp_landmarks.json`` (``make_hifi3dpp_landmarks.py``), valid for every
 mesh of this topology, so nothing but the OBJ (or the .mat) is needed at run time.
 """
@@ -23,8 +24,9 @@ from stages.geometry.uv_topology import DEFAULT_CACHE_DIR, UV_SIZE, FillRegion, 
 LANDMARK_FILE = Path(__file__).resolve().parent / "hifi3dpp_landmarks.json"
 NUM_VERTICES = 20481  # HiFi3D++ head (pipeline.md section 3)
 NUM_FACES = 40832
-MODEL_INFO = "topo_assets/hifi3dpp_model_info.mat"
-MEAN_FACE_OBJ = "topo_assets/hifi3dpp_mean_face.obj"
+TOPO_ASSETS = "topo_assets"
+MODEL_INFO = f"{TOPO_ASSETS}/hifi3dpp_model_info.mat"
+MEAN_FACE_OBJ = f"{TOPO_ASSETS}/hifi3dpp_mean_face.obj"
 # FFHQ-UV's fixed Poisson boxes in the 1024 UV map (rows, cols), pipeline.md 2.4(f) step 3.
 FFHQ_UV_FILL_BOXES: tuple[FillRegion, ...] = (
     FillRegion("l_eye", 330, 400, 560, 710),
@@ -54,14 +56,19 @@ def load_hifi3dpp(obj_path: str | None = None, weights_dir: str | None = None,
                   cache_dir: str | Path | None = DEFAULT_CACHE_DIR, uv_size: int = UV_SIZE) -> Topology:
     """The hifi3dpp topology from the official model info (if present) or from a HiFi3D++ OBJ."""
     assets = Path(weights_dir) if weights_dir else None
+    topology = None
     if assets is not None and (assets / MODEL_INFO).exists():
-        return _from_model_info(assets / MODEL_INFO, cache_dir, uv_size)
+        topology = _from_model_info(assets / MODEL_INFO, cache_dir, uv_size)
     candidates = [Path(obj_path)] if obj_path else []
     if assets is not None:
         candidates.append(assets / MEAN_FACE_OBJ)
     for path in candidates:
-        if path.exists():
-            return _from_obj(path, cache_dir, uv_size)
+        if topology is None and path.exists():
+            topology = _from_obj(path, cache_dir, uv_size)
+    if topology is not None:
+        if assets is not None and (assets / TOPO_ASSETS).is_dir():
+            topology.official_masks_dir = assets / TOPO_ASSETS  # official masks win over drawn ones
+        return topology
     tried = ", ".join(str(p) for p in candidates) or "nothing configured"
     raise ConfigError(f"the hifi3dpp topology needs a HiFi3D++ OBJ with UVs (stages.unwrap.topology_obj) or "
                       f"{MODEL_INFO} in models.weights_dir; tried {tried}; see README section 'Weights'")

@@ -118,6 +118,8 @@ class Topology:
     id_basis: np.ndarray | None = None
     exp_basis: np.ndarray | None = None
     cache_dir: Path | None = DEFAULT_CACHE_DIR
+    # FFHQ-UV's official mask PNGs (topo_assets), which replace the drawn masks of the same meaning when present.
+    official_masks_dir: Path | None = None
     _raster: Raster | None = field(default=None, repr=False)
     _masks: dict[str, np.ndarray] | None = field(default=None, repr=False)
     _texels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
@@ -129,7 +131,7 @@ class Topology:
         for array in (self.vertices, self.triangles, self.uvs, self.face_uvs,
                       self.landmarks.triangles, self.landmarks.barycentrics):
             digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
-        digest.update(f"{self.name}:{self.uv_size}".encode())
+        digest.update(f"{self.name}:{self.uv_size}:{self.official_masks_dir}".encode())
         return digest.hexdigest()[:16]
 
     def landmark_points(self, vertices: np.ndarray | None = None) -> np.ndarray:
@@ -219,6 +221,8 @@ class Topology:
                 pass  # a partial or stale cache file is rebuilt below
         self._raster = rasterize_uv(self.uvs, self.face_uvs, self.uv_size)
         self._masks = build_masks(self)
+        if self.official_masks_dir is not None:
+            self._masks.update(read_official_masks(Path(self.official_masks_dir), self.uv_size))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
@@ -226,6 +230,33 @@ class Topology:
                 tmp, triangle_id=self._raster.triangle_id, barycentrics=self._raster.barycentrics,
                 **{f"mask_{n}": np.round(m * 255).astype(np.uint8) for n, m in self._masks.items()})
             os.replace(tmp, path)  # atomic: concurrent actors never read a half-written cache
+
+
+# Our mask names -> FFHQ-UV's topo_assets file names (pipeline.md section 3; "constract" is their spelling).
+OFFICIAL_MASK_FILES: dict[str, str] = {
+    "unwrap_mask": "unwrap_1024_info_mask.png", "center_face": "center_face_mask.png", "hair": "hair_mask.png",
+    "mouth_contrast": "mouth_constract_mask.png", "nosal_base": "nosal_base_mask.png", "nostril": "nostril_mask.png",
+    **{f"{kind}_valid_{view}": f"{kind}_valid_{view}_mask.png"
+       for kind in ("major", "minor") for view in ("front", "left", "right", "whole")},
+}
+
+
+def read_official_masks(folder: Path, size: int) -> dict[str, np.ndarray]:
+    """The FFHQ-UV mask PNGs found in ``folder``, as (S, S) float32 in [0,1] (resized to S if needed)."""
+    import cv2
+
+    masks = {}
+    for name, filename in OFFICIAL_MASK_FILES.items():
+        path = folder / filename
+        if not path.exists():
+            continue
+        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise ValueError(f"{path} is not a readable image")
+        if image.shape != (size, size):
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
+        masks[name] = image.astype(np.float32) / 255.0
+    return masks
 
 
 def _contour_loops(connections) -> list[list[int]]:
