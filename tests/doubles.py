@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
+import tests.faults  # noqa: F401 - registers the faulty:// filesystem in every process that loads the doubles
 from stages.base import Sample, SampleError, Stage, StageResult, StageSettings
 
 
@@ -90,3 +91,15 @@ class MeanFilterStage(_DoubleStage):
 
 PLUGINS = ("attribute=tests.doubles:ThumbnailStage;relight=tests.doubles:InvertStage;"
            "complete=tests.doubles:MeanFilterStage")
+
+
+class NoopStage(Stage):
+    """A zero-cost stage for orchestration benchmarks: touches nothing, returns an empty result."""
+
+    name = "noop"
+
+    def process_batch(self, samples: list[Sample]) -> list[StageResult]:
+        return [StageResult() for _ in samples]
+
+
+NOOP_PLUGINS = ";".join(f"{name}=tests.doubles:NoopStage" for name in ("attribute", "relight", "complete"))
