@@ -115,3 +115,12 @@ def test_camera_to_dpr_is_a_rotation():
     assert np.linalg.det(basis) == pytest.approx(1.0)
     # Facing the camera (mediapipe z towards the viewer is negative) is DPR's -Y.
     np.testing.assert_allclose(sh.camera_to_dpr(np.array([0.0, 0.0, -1.0])), [0, -1, 0])
+
+
+@needs_weights
+def test_cuda_fp16_matches_cpu(relighter):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    image = _bgr(DATA / "ffhq_uv_example" / "inversions" / "01223.png")
+    gpu = DPRRelighter(load_dpr(WEIGHTS, "cuda"), device="cuda", fp16=True)
+    np.testing.assert_allclose(gpu.estimate([image]), relighter.estimate([image]), atol=0.02)
