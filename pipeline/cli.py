@@ -8,6 +8,7 @@
     ffhq-uv schema              the manifest columns
     ffhq-uv mesh ...            mesh tools: add-eyeballs, flame-uv, preview (pipeline/mesh_cli.py)
     ffhq-uv submit|logs|stop|jobs   the pipeline as a Ray job on a cluster (pipeline/jobs.py)
+    ffhq-uv report OUT          a static HTML report: UV gallery, failures, histograms (pipeline/report.py)
 
 Errors a user can fix print one line and exit with status 2; ``--debug`` shows tracebacks.
 """
@@ -21,6 +22,7 @@ from typing import Optional
 
 from pipeline.jobs import JOB_COMMANDS, add_job_subcommands, run_job_command
 from pipeline.mesh_cli import add_mesh_subcommands, run_mesh_command, user_errors
+from pipeline.report import add_report_subcommands, run_report_command
 from stages.base import ConfigError
 
 EXIT_USAGE = 2
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("schema", help="print the manifest columns")
     add_mesh_subcommands(commands)
     add_job_subcommands(commands)
+    add_report_subcommands(commands)
     return parser
 
 
@@ -96,11 +99,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_mesh_command(args)
     if args.command in JOB_COMMANDS:
         return run_job_command(args)
+    if args.command == "report":
+        return run_report_command(args)
     if args.command == "run":
         overrides = list(args.overrides)
         for flag, key in ((args.input, "input.source"), (args.output, "output"), (args.address, "ray.address")):
             if flag:
                 overrides.append(f"{key}={flag}")
+        if args.debug:
+            overrides.append("ray.log_to_driver=true")
         config = load_config(args.profile, tuple(args.config), tuple(overrides))
         summary = driver.run(config, restart=args.restart, progress=not args.no_progress)
         print(_render_summary(summary))

@@ -46,6 +46,9 @@ class RayConfig:
     num_cpus: Optional[int] = None  # local Ray only
     include_dashboard: bool = False  # local Ray only; always bound to 127.0.0.1
     object_store_memory_mb: Optional[int] = None
+    # Stream worker logs to the terminal (--debug sets it). Per-sample errors are in the
+    # manifest either way, and worker logs stay in Ray's session folder.
+    log_to_driver: bool = False
 
 
 @dataclass

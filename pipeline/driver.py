@@ -127,11 +127,14 @@ def init_ray(config: DictConfig) -> None:
     if ray.is_initialized():
         return
     env_vars = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    if not config.ray.log_to_driver:  # mediapipe / TF Lite chatter stays in the worker log files
+        env_vars.update(GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")
     if os.environ.get(stages.PLUGINS_ENV):
         env_vars[stages.PLUGINS_ENV] = os.environ[stages.PLUGINS_ENV]
     runtime_env = {"env_vars": env_vars}
     if config.ray.address:
-        ray.init(address=str(config.ray.address), runtime_env=runtime_env, log_to_driver=True)
+        ray.init(address=str(config.ray.address), runtime_env=runtime_env,
+                 log_to_driver=bool(config.ray.log_to_driver))
         return
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     kwargs: dict[str, Any] = {}
@@ -139,7 +142,7 @@ def init_ray(config: DictConfig) -> None:
         kwargs["object_store_memory"] = int(config.ray.object_store_memory_mb) * 1024 * 1024
     ray.init(num_cpus=config.ray.num_cpus, include_dashboard=bool(config.ray.include_dashboard),
              dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", runtime_env=runtime_env,
-             configure_logging=False, log_to_driver=True, **kwargs)
+             configure_logging=False, log_to_driver=bool(config.ray.log_to_driver), **kwargs)
 
 
 def _build_dataset(config: DictConfig, shard_tables: dict[int, pa.Table]):
@@ -152,8 +155,10 @@ def _build_dataset(config: DictConfig, shard_tables: dict[int, pa.Table]):
     import ray
     from ray.data import ActorPoolStrategy, DataContext
 
+    if not config.ray.log_to_driver:  # Ray Data's own progress chatter; the driver prints its own line
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
     context = DataContext.get_current()
-    context.enable_progress_bars = False  # the driver prints its own progress line
+    context.enable_progress_bars = False
     context.print_on_execution_start = False
     blocks = [table.select(PLAN_COLUMNS) for _, table in sorted(shard_tables.items())]
     # num_cpus=0: a trivial task that must never wait behind the stage pools, which hold every CPU.
