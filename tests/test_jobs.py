@@ -56,7 +56,7 @@ def head_node(tmp_path_factory):
         # SIGTERM lets `ray start --block` shut its node down; then make sure nothing of it is left.
         try:
             os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+            process.wait(timeout=10)
         except (ProcessLookupError, subprocess.TimeoutExpired):
             pass
         kill_process_group(process)
