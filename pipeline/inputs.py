@@ -27,7 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
-from pipeline.storage import Storage
+from pipeline.storage import Storage, describe_storage_error
 from stages.base import ConfigError
 
 PLAN_SCHEMA = pa.schema([
@@ -134,7 +134,7 @@ def _list_folder(source: str, extensions: list[str], storage_options: dict) -> p
     except ConfigError:
         raise
     except Exception as error:  # noqa: BLE001 - permission, credentials, network
-        raise ConfigError(f"cannot list input {source}: {type(error).__name__}: {error}") from None
+        raise ConfigError(f"cannot list input {source}: {describe_storage_error(error)}") from None
     paths = [p for p in paths if p.lower().endswith(wanted)]
     ids = [PurePosixPath(p).stem for p in paths]
     uris = [p if protocol == "file" else f"{protocol}://{p}" for p in paths]

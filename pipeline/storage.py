@@ -33,6 +33,7 @@ class StorageError(Exception):
 # Errors worth retrying: throttling, 5xx, connection resets. Permission and
 # missing-file errors are not transient and are raised at once.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+_NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError")  # botocore: retrying cannot help
 
 
 def _is_disk_full(error: BaseException) -> bool:
@@ -53,7 +54,7 @@ class RetryPolicy:
             except _PERMANENT:
                 raise
             except Exception as error:  # noqa: BLE001 - backends raise many types
-                if _is_disk_full(error) or attempt == self.attempts:
+                if _is_disk_full(error) or type(error).__name__ in _NO_CREDENTIALS or attempt == self.attempts:
                     raise
                 delay = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)) * (0.5 + random.random())
                 log.warning("storage %s failed (%s: %s); retry %d/%d in %.1fs",
@@ -161,7 +162,17 @@ class Storage:
         except StorageError:
             raise
         except Exception as error:  # noqa: BLE001 - turn backend errors into one line
-            raise StorageError(f"cannot write to {self.root_url}: {type(error).__name__}: {error}") from error
+            raise StorageError(f"cannot write to {self.root_url}: {describe_storage_error(error)}") from error
+
+
+def describe_storage_error(error: BaseException) -> str:
+    """One line for a storage error, with what to do for the common cases."""
+    text = f"{type(error).__name__}: {error}".splitlines()[0]
+    lowered = text.lower()
+    if "credentials" in lowered or "accessdenied" in lowered.replace(" ", "") or "invalidaccesskeyid" in lowered:
+        return (f"{text} (set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an instance profile; "
+                "storage.endpoint_url for S3-compatible stores)")
+    return text
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:
