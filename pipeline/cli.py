@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--address", help="join this Ray cluster instead of starting a local one (ray.address)")
     run.add_argument("--restart", action="store_true", help="delete an existing run at the output and start over")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--no-visuals", action="store_true", help="skip the contact sheet and HTML report at the end")
 
     for name, help_text in (("status", "show the state of a run"), ("failed", "list failed samples")):
         sub = commands.add_parser(name, help=help_text)
@@ -111,6 +112,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         config = load_config(args.profile, tuple(args.config), tuple(overrides))
         summary = driver.run(config, restart=args.restart, progress=not args.no_progress)
         print(_render_summary(summary))
+        if not args.no_visuals:
+            _print_visuals(driver.storage_for(config))
         return 0
     if args.command == "retry-failed":
         config = driver.load_run_config(args.output, tuple(args.overrides), args.endpoint_url)
@@ -157,6 +160,19 @@ def _render_summary(summary) -> str:
         lines.append(f"  {count:>6}  {code}")
     lines.append(f"output: {summary.output}  (ffhq-uv status|failed|query {summary.output})")
     return "\n".join(lines)
+
+
+def _print_visuals(storage) -> None:
+    """The end-of-run pictures: a contact sheet of UV maps and the HTML gallery."""
+    from pipeline.contact_sheet import build_contact_sheet
+    from pipeline.report import build_report, default_report_path
+
+    sheet = build_contact_sheet(storage)
+    if sheet:
+        print(f"UV maps: {storage.url('shards')}/*/samples/*/uv.png")
+        print(f"contact sheet: {storage.url(sheet)}")
+    report = build_report(storage, default_report_path(storage))
+    print(f"gallery: {report}")
 
 
 def _is_user_error(error: Exception) -> bool:

@@ -89,3 +89,6 @@ def test_readme_first_command_runs_the_embedded_default(tmp_path):
 
     with Image.open(uv_maps[0]) as image:
         assert image.size == (1024, 1024) and image.mode == "RGB"
+    run_dir = project / "runs" / "photo-demo"
+    assert (run_dir / "contact_sheet.png").stat().st_size > 0 and (run_dir / "report.html").exists()
+    assert "contact sheet:" in result.stdout and "gallery:" in result.stdout
