@@ -7,6 +7,8 @@ attribute and complete stages (``attribute_vector``, ``uv``, ``preview``,
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pyarrow as pa
 
@@ -52,3 +54,15 @@ class UVStage(MeanFilterStage):
 PLUGINS = ("attribute=tests.report_doubles:AttributeVectorStage;relight=tests.doubles:InvertStage;"
            "complete=tests.report_doubles:UVStage")
 STAGES = "stages.enabled=[attribute,relight,complete]"
+
+
+def produce_run(root: Path) -> dict:
+    """A finished local run at ROOT/out: 9 photos and a corrupt file, shard size 3, relight fails img_002."""
+    from tests.conftest import cli_env, run_cli, write_images  # test process only, never the Ray workers
+
+    ids = write_images(root / "in", 9)
+    (root / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    output = root / "out"
+    run_cli(["run", "--profile", "tiny", "--no-progress", "--input", str(root / "in"), "--output", str(output),
+             STAGES, "shard_size=3", "stages.relight.fail_ids=[img_002]"], cli_env(PLUGINS))
+    return {"root": root, "ids": ids, "output": output}

@@ -25,8 +25,8 @@ from PIL import Image
 
 from pipeline.manifest import read_manifest
 from pipeline.report import ATTRIBUTE_LABELS
-from tests.conftest import cli_env, run_cli, write_images
-from tests.report_doubles import PLUGINS, STAGES
+from tests.conftest import cli_env, run_cli
+from tests.report_doubles import produce_run
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -43,14 +43,7 @@ def chromium_binary() -> str:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """9 photos and a corrupt file, shard size 3; relight fails one sample."""
-    root = tmp_path_factory.mktemp("report")
-    ids = write_images(root / "in", 9)
-    (root / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    output = root / "out"
-    run_cli(["run", "--profile", "tiny", "--no-progress", "--input", str(root / "in"), "--output", str(output),
-             STAGES, "shard_size=3", "stages.relight.fail_ids=[img_002]"], cli_env(PLUGINS))
-    return {"root": root, "ids": ids, "output": output}
+    return produce_run(tmp_path_factory.mktemp("report"))
 
 
 class _Page(HTMLParser):
