@@ -23,7 +23,7 @@ import tempfile
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,12 +42,13 @@ from pipeline.inputs import Plan, list_inputs, make_plan
 from pipeline.manifest import MANIFEST_VERSION, committed_shards, manifest_dataset, samples_to_table, table_to_bytes
 from pipeline.runner import PLAN_COLUMNS, StageRunner, initial_states, storage_for
 from pipeline.sample_codec import decode_sample
-from pipeline.storage import Storage
+from pipeline.storage import Storage, StorageError
 from stages.base import ConfigError, Sample
 
 log = logging.getLogger("ffhq_uv")
 
 HEARTBEAT_S = 5.0  # how often the driver refreshes progress.json while running
+OUTPUT_MISSING = "output_missing"  # error code: a stage recorded a file that is not in storage at commit
 
 
 @dataclass
@@ -236,7 +237,7 @@ def _stream(config: DictConfig, storage: Storage, shard_tables: dict[int, pa.Tab
     started = last_beat = time.time()
     bar = ProgressLine(total, {name: stage_settings(config, name).pool_size for name in enabled_stages(config)},
                        enabled=progress)
-    for batch in _build_dataset(config, shard_tables).iter_batches(batch_size=None, batch_format="numpy"):
+    for batch in _explained(_build_dataset(config, shard_tables).iter_batches(batch_size=None, batch_format="numpy")):
         for state in batch["state"]:
             sample = decode_sample(bytes(state))
             buffer = buffers.get(sample.shard)
@@ -262,6 +263,47 @@ def _stream(config: DictConfig, storage: Storage, shard_tables: dict[int, pa.Tab
     return done
 
 
+def _explained(batches: Iterator[dict]) -> Iterator[dict]:
+    """The batches; a failure on a Ray worker is re-raised as the error it stands for."""
+    iterator = iter(batches)
+    while True:
+        try:
+            batch = next(iterator)
+        except StopIteration:
+            return
+        except Exception as error:  # noqa: BLE001 - translated below, original chained
+            translated = _worker_failure(error)
+            if translated is error:
+                raise
+            raise translated from error
+        yield batch
+
+
+def _worker_failure(error: BaseException) -> BaseException:
+    """StorageError from a worker -> a plain StorageError; a dead, unrestartable actor -> a clear RuntimeError."""
+    from ray.exceptions import RayActorError, RayError
+
+    chain, seen = [error], set()
+    while chain:
+        current = chain.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, StorageError) and not isinstance(current, RayError):  # not Ray's wrapper
+            return StorageError(str(current).splitlines()[0])
+        if isinstance(current, RayError):
+            # Ray Data re-raises a UDF's exception without its cause; the traceback text keeps it.
+            marker = f"{StorageError.__module__}.{StorageError.__qualname__}: "
+            lines = [line[len(marker):] for line in str(current).splitlines() if line.startswith(marker)]
+            if lines:
+                return StorageError(lines[-1])
+        if isinstance(current, RayActorError):
+            return RuntimeError("a stage worker died and was not restarted (stages.<name>.max_restarts); "
+                                "committed shards are kept: run the same command again to resume")
+        chain += [getattr(current, "cause", None), current.__cause__, current.__context__]
+    return error
+
+
 def _heartbeat(storage: Storage, started: float, done: int, total: int, finished: bool = False) -> None:
     elapsed = max(time.time() - started, 1e-6)
     rate = done / elapsed
@@ -275,7 +317,8 @@ def _heartbeat(storage: Storage, started: float, done: int, total: int, finished
 
 def commit_shard(storage: Storage, shard: int, samples: list[Sample], revision: int, fingerprint: str,
                  previous_manifest: Optional[str] = None) -> dict:
-    """Write the shard's manifest, then its stats.json (the completion marker) last."""
+    """Check the samples' files, write the shard's manifest, then its stats.json (the completion marker) last."""
+    verify_outputs(storage, shard, samples)
     table = samples_to_table(samples)
     data = table_to_bytes(table)
     manifest = layout.manifest_path(shard, revision)
@@ -297,6 +340,32 @@ def commit_shard(storage: Storage, shard: int, samples: list[Sample], revision: 
     if previous_manifest and previous_manifest != manifest:
         storage.delete(previous_manifest)
     return stats
+
+
+def verify_outputs(storage: Storage, shard: int, samples: list[Sample]) -> int:
+    """Drop output records whose file is not in storage with its recorded size; returns how many.
+
+    One listing of the shard's folder. A sample that lost a file fails with
+    ``output_missing`` (unless it had already failed), so a committed manifest
+    never points at a file that is not there and ``retry-failed`` can redo it.
+    """
+    prefix = layout.shard_dir(shard) + "/"
+    sizes = storage.file_sizes(layout.shard_dir(shard)) if any(s.outputs for s in samples) else {}
+    lost = 0
+    for sample in samples:
+        missing = sorted(name for name, record in sample.outputs.items()
+                         if (sizes.get(record.path) != record.bytes if record.path.startswith(prefix)
+                             else not storage.exists(record.path)))
+        if not missing:
+            continue
+        lost += len(missing)
+        paths = ", ".join(sample.outputs.pop(name).path for name in missing)
+        log.error("sample %s: output file(s) missing or incomplete in storage: %s", sample.id, paths)
+        if sample.status != "failed":
+            sample.status, sample.failed_stage, sample.filter_reason = "failed", "commit", None
+            sample.error_code = OUTPUT_MISSING
+            sample.error_message = f"written output file(s) not found in storage: {paths}"[:500]
+    return lost
 
 
 def _summarise(storage: Storage, summary: RunSummary) -> RunSummary:
@@ -475,6 +544,10 @@ class _run_log:
         if not self.storage.is_local:
             try:
                 self.storage.write_bytes(self.name, Path(self.path).read_bytes())
+            except Exception as error:  # noqa: BLE001 - never hide the error that ended the command
+                if exc[1] is None:
+                    raise
+                log.warning("could not upload the driver log %s: %s", self.name, error)
             finally:
                 os.unlink(self.path)
 

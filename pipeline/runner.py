@@ -8,12 +8,22 @@ through untouched. Isolation rules:
 - any other exception from a batch makes the runner retry each sample alone, so
   only the culprit fails (code ``stage_exception``, message = exception type + text);
 - with ``sample_timeout_s`` set, a sample that runs longer fails with ``timeout``
-  and the batch goes on (the stuck thread is abandoned; its result is ignored).
+  and the batch goes on. The stage then runs on copies of the samples in a watchdog
+  thread; a thread that overruns is abandoned (it cannot touch the samples that are
+  returned, and its late files are never listed in the manifest) and the stage is
+  rebuilt, since the stuck call may hold its locks or half-updated state. An actor
+  holding ``MAX_ABANDONED_THREADS`` stuck threads exits before its next batch, so
+  Ray replaces it with a clean process and resubmits that batch;
+- a StorageError (disk full, permission denied on the output) is not a sample's
+  fault: it fails the task, and so the run, with that one-line message.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+import sys
 import threading
 import time
 import traceback
@@ -27,13 +37,17 @@ from omegaconf import OmegaConf
 import stages
 from pipeline.config import stage_settings
 from pipeline.sample_codec import decode_sample, encode_sample
-from pipeline.storage import RetryPolicy, Storage, open_storage
+from pipeline.storage import RetryPolicy, Storage, StorageError, open_storage
 from stages.base import Sample, SampleError, StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
 STAGE_EXCEPTION = "stage_exception"
 TIMEOUT = "timeout"
+
+# Stuck (timed-out, still running) stage threads an actor tolerates before it exits so
+# that Ray restarts it; each one may pin memory, a lock or a CPU core.
+MAX_ABANDONED_THREADS = 3
 
 
 def storage_for(config: Any) -> Storage:
@@ -55,11 +69,17 @@ class StageRunner:
         OmegaConf.set_readonly(self.config, True)
         self.stage_name = stage_name
         self.settings = stage_settings(self.config, stage_name)
-        context = StageContext(storage=storage_for(self.config), config=self.config, stage_name=stage_name)
-        self.stage = stages.stage_class(stage_name)(self.settings, context)
-        self.stage.setup()
+        self.abandoned: list[threading.Thread] = []
+        self.stage = self._build_stage()
+
+    def _build_stage(self):
+        context = StageContext(storage=storage_for(self.config), config=self.config, stage_name=self.stage_name)
+        stage = stages.stage_class(self.stage_name)(self.settings, context)
+        stage.setup()
+        return stage
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self._recycle_if_wedged()
         samples = [decode_sample(bytes(state)) for state in batch["state"]]
         self.process(samples)
         out = dict(batch)
@@ -77,13 +97,15 @@ class StageRunner:
             if timeout is None:
                 results = self.stage.process_batch(active)
             else:
-                results = _call_with_timeout(lambda: self.stage.process_batch(active), timeout * len(active))
+                results = self._guarded(active, timeout * len(active))
             if len(results) != len(active):
                 raise RuntimeError(f"{self.stage_name}.process_batch returned {len(results)} results "
                                    f"for {len(active)} samples")
             seconds = (time.perf_counter() - started) / len(active)
             for sample, result in zip(active, results):
                 self._record(sample, result, seconds)
+        except StorageError:
+            raise
         except Exception as error:  # noqa: BLE001 - isolate the culprit below
             if len(active) > 1 or not isinstance(error, _Timeout):
                 log.warning("stage %s: batch of %d raised %s; retrying samples one by one",
@@ -98,17 +120,42 @@ class StageRunner:
         timeout = self.settings.sample_timeout_s
         started = time.perf_counter()
         try:
-            call = lambda: self.stage.process_batch([sample])  # noqa: E731 - a thunk for the timeout helper
-            results = call() if timeout is None else _call_with_timeout(call, timeout)
+            results = self.stage.process_batch([sample]) if timeout is None else self._guarded([sample], timeout)
             self._record(sample, results[0], time.perf_counter() - started)
         except _Timeout:
             self._fail(sample, SampleError(TIMEOUT, f"exceeded {timeout:g} s"), time.perf_counter() - started)
+        except StorageError:
+            raise
         except SampleError as error:
             self._fail(sample, error, time.perf_counter() - started)
         except Exception as error:  # noqa: BLE001 - becomes the sample's failure record
             log.error("stage %s failed on sample %s:\n%s", self.stage_name, sample.id, traceback.format_exc())
             message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
             self._fail(sample, SampleError(STAGE_EXCEPTION, message), time.perf_counter() - started)
+
+    def _guarded(self, samples: list[Sample], seconds: float) -> list[StageResult | SampleError]:
+        """``process_batch`` on copies of ``samples`` under a time limit; adopt the files only if in time."""
+        copies = [copy.deepcopy(sample) for sample in samples]
+        try:
+            results = _call_with_timeout(lambda: self.stage.process_batch(copies), seconds)
+        except _Timeout as timeout:
+            self.abandoned.append(timeout.thread)
+            log.warning("stage %s: abandoned a call running over %.1f s; rebuilding the stage", self.stage_name,
+                        seconds)
+            self.stage = self._build_stage()
+            raise
+        for sample, done in zip(samples, copies):
+            sample.outputs = done.outputs
+        return results
+
+    def _recycle_if_wedged(self) -> None:
+        """Exit the actor (Ray restarts it and resubmits the batch) once too many threads are stuck."""
+        self.abandoned = [thread for thread in self.abandoned if thread.is_alive()]
+        if len(self.abandoned) >= MAX_ABANDONED_THREADS and self.settings.max_restarts != 0:
+            log.error("stage %s: %d timed-out calls are still running; restarting this worker",
+                      self.stage_name, len(self.abandoned))
+            sys.stderr.flush()
+            os._exit(1)
 
     def _record(self, sample: Sample, result: StageResult | SampleError, seconds: float) -> None:
         if isinstance(result, SampleError):
@@ -129,7 +176,9 @@ class StageRunner:
 
 
 class _Timeout(Exception):
-    pass
+    def __init__(self, thread: threading.Thread):
+        super().__init__("time limit exceeded")
+        self.thread = thread  # still running
 
 
 def _call_with_timeout(fn: Callable[[], Any], seconds: float) -> Any:
@@ -146,7 +195,7 @@ def _call_with_timeout(fn: Callable[[], Any], seconds: float) -> Any:
     thread.start()
     thread.join(seconds)
     if thread.is_alive():
-        raise _Timeout()
+        raise _Timeout(thread)
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]

@@ -117,6 +117,20 @@ class Storage:
         prefix = self.root.rstrip("/") + "/"
         return sorted(p[len(prefix):] if p.startswith(prefix) else p for p in (_strip_protocol(x) for x in found))
 
+    def file_sizes(self, relprefix: str) -> dict[str, int]:
+        """Run-relative path -> size in bytes of every file under a folder (one listing; {} if absent)."""
+        path = self.full_path(relprefix)
+
+        def find() -> dict:
+            return self.fs.find(path, detail=True) if self.fs.exists(path) else {}
+        found = self.retry.call(f"list {relprefix}", find)
+        prefix = self.root.rstrip("/") + "/"
+        sizes = {}
+        for name, info in found.items():
+            name = _strip_protocol(name)
+            sizes[name[len(prefix):] if name.startswith(prefix) else name] = int(info.get("size") or 0)
+        return sizes
+
     # -- writes ------------------------------------------------------------
     def write_bytes(self, relpath: str, data: bytes) -> None:
         """Write a whole file; atomic on local disks, a single PUT on object stores."""
