@@ -137,7 +137,13 @@ def init_ray(config: DictConfig) -> None:
         ray.init(address=str(config.ray.address), runtime_env=runtime_env,
                  log_to_driver=bool(config.ray.log_to_driver))
         return
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Loopback only: with this flag off Ray binds every server (GCS, raylet, agents) to
+    # 127.0.0.1 instead of the machine's external address. Ray reads it when it is
+    # imported, so set the module constant too; the processes Ray spawns read the variable.
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
     kwargs: dict[str, Any] = {}
     if config.ray.object_store_memory_mb:
         kwargs["object_store_memory"] = int(config.ray.object_store_memory_mb) * 1024 * 1024
