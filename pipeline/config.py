@@ -10,6 +10,7 @@ with anything that looks like a secret redacted.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +142,18 @@ def stage_settings(config: DictConfig, name: str) -> StageSettings:
     settings_cls = stages.stage_class(name).Settings
     values = OmegaConf.to_container(config.stages[name], resolve=True)
     return settings_cls(**values)
+
+
+def as_overrides(container: Any, prefix: str = "") -> list[str]:
+    """A (nested) plain config container as ``key=value`` dotlist overrides, one per leaf.
+
+    Values are written as JSON, which is YAML flow syntax, so omegaconf reads back the
+    same types (``${...}`` interpolations stay interpolations).
+    """
+    if isinstance(container, dict) and container:
+        return [item for key, value in container.items()
+                for item in as_overrides(value, f"{prefix}.{key}" if prefix else str(key))]
+    return [f"{prefix}={json.dumps(container)}"]
 
 
 _SECRET_KEY = re.compile(r"(secret|password|token|credential|access_key|private)", re.IGNORECASE)

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 import pipeline
 import stages
 from pipeline import layout
-from pipeline.config import enabled_stages, load_config, redacted_yaml, stage_settings
+from pipeline.config import as_overrides, enabled_stages, load_config, redacted_yaml, stage_settings
 from pipeline.inputs import Plan, list_inputs, make_plan
 from pipeline.manifest import MANIFEST_VERSION, committed_shards, manifest_dataset, samples_to_table, table_to_bytes
 from pipeline.runner import PLAN_COLUMNS, StageRunner, initial_states, storage_for
@@ -467,31 +467,11 @@ def load_run_config(output: str, overrides: tuple[str, ...] = (), endpoint_url: 
     finally:
         os.unlink(handle.name)
     # The run may have been moved or copied since: the folder given is the output.
-    pinned = [f"output={_quote(output)}"]
-    if endpoint_url:
-        pinned.append(f"storage.endpoint_url={_quote(endpoint_url)}")
-    return load_config(str(saved.profile), files=(), overrides=tuple(_flatten(saved)) + tuple(pinned) + overrides)
-
-
-def _flatten(config: DictConfig) -> list[str]:
-    items = []
-    for key, value in _walk(OmegaConf.to_container(config, resolve=True), ""):
-        if key == "profile":
-            continue
-        items.append(f"{key}={json.dumps(value) if not isinstance(value, str) else _quote(value)}")
-    return items
-
-
-def _walk(value: Any, prefix: str):
-    if isinstance(value, dict) and value:
-        for key, item in value.items():
-            yield from _walk(item, f"{prefix}.{key}" if prefix else str(key))
-    else:
-        yield prefix, value
-
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    pinned = {"output": output, **({"storage": {"endpoint_url": endpoint_url}} if endpoint_url else {})}
+    saved_values = OmegaConf.to_container(saved, resolve=True)
+    saved_values.pop("profile", None)
+    return load_config(str(saved.profile), files=(),
+                       overrides=tuple(as_overrides(saved_values) + as_overrides(pinned)) + overrides)
 
 
 def _sample_from_row(row: dict) -> Sample:
