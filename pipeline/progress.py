@@ -15,6 +15,7 @@ so logs stay readable.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -132,8 +133,14 @@ class ProgressLine:
 
 
 def _is_terminal(stream: TextIO) -> bool:
+    """A terminal with a width: a pseudo-terminal without a window size (0 columns) gets plain lines."""
     isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty())
+    if not (isatty and isatty()):
+        return False
+    try:
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        return False
 
 
 def _clock(seconds: float) -> str:

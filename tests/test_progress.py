@@ -78,3 +78,57 @@ def test_disabled_prints_nothing():
     line.batch_done()
     line.close()
     assert out.getvalue() == "" and line.done == 1
+
+
+def _run_in_terminal(code: str, columns: int) -> str:
+    """Run ``code`` with stdout/stderr on a pseudo-terminal of the given width; return what it drew."""
+    import fcntl
+    import os
+    import pty
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    from tests.conftest import ROOT
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=slave, stderr=slave, stdin=slave, cwd=ROOT)
+    os.close(slave)
+    output = b""
+    while select.select([master], [], [], 30)[0]:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(master)
+    assert process.wait(timeout=30) == 0, output.decode(errors="replace")
+    return output.decode(errors="replace")
+
+
+TERMINAL_CODE = """
+from pipeline.progress import ProgressLine
+from stages.base import Sample
+line = ProgressLine(3, {"attribute": 1, "relight": 2})
+for i in range(3):
+    line.sample_done(Sample(id=str(i), uri="u", shard=0, index=i, stage_seconds={"attribute": 0.5, "relight": 2.0}))
+    line.batch_done()
+line.close()
+"""
+
+
+def test_live_bar_on_a_terminal():
+    drawn = _run_in_terminal(TERMINAL_CODE, columns=160).replace("\r", "\n")
+    last = [line for line in drawn.splitlines() if line.strip()][-1]
+    assert last.startswith("ffhq-uv: 100%") and "3/3" in last
+    assert last.rstrip().endswith("attribute 2/s | relight 1/s | slowest: relight]")
+
+
+def test_terminal_without_a_size_gets_plain_lines():
+    drawn = _run_in_terminal(TERMINAL_CODE, columns=0)
+    assert "ffhq-uv 3/3 [00:00, " in drawn and drawn.rstrip().endswith("slowest: relight")
