@@ -22,6 +22,7 @@ import json
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +52,7 @@ MAX_FAILURE_ROWS = 500
 MAX_CARD_METRICS = 8
 METRIC_PREFIXES = ("complete_", "unwrap_", "relight_", "edit_", "inversion_")  # card order: final quality first
 HIST_BINS = 20
+READ_THREADS = 8  # concurrent image reads for the gallery
 
 
 @dataclass
@@ -207,15 +209,11 @@ def _gallery(storage: Storage, data: ReportData) -> str:
     if not data.gallery:
         return "<section id=\"gallery\"><h2>UV maps</h2><p>No samples to show.</p></section>\n"
     metric_names = _metric_columns(data.rows.schema)
+    # Reading photos and maps is I/O (S3 round trips): fetch the cards' images concurrently.
+    with ThreadPoolExecutor(max_workers=READ_THREADS) as pool:
+        figures = list(pool.map(lambda row: _card_figures(storage, row), data.gallery))
     cards = []
-    for row in data.gallery:
-        outputs = dict(row.get("outputs") or [])
-        source = _thumbnail_of_source(storage, row, outputs)
-        uv_name = next((name for name in UV_OUTPUTS if name in outputs), None)
-        uv = _thumbnail(storage.read_bytes(outputs[uv_name]["path"])) if uv_name else None
-        images = [_figure(source, "source photo"), _figure(uv, uv_name or "no image output")]
-        if "preview" in outputs:
-            images.append(_figure(_thumbnail(storage.read_bytes(outputs["preview"]["path"])), "preview"))
+    for row, images in zip(data.gallery, figures):
         metrics = [(name, row.get(name)) for name in metric_names if _finite(row.get(name))][:MAX_CARD_METRICS]
         seconds = sum(v for v in (row.get("stage_seconds") or {}).values() if v is not None)
         metrics.append(("seconds (all stages)", seconds))
@@ -230,13 +228,33 @@ def _gallery(storage: Storage, data: ReportData) -> str:
             f"<div class=\"cards\">{''.join(cards)}</div></section>\n")
 
 
+def _card_figures(storage: Storage, row: dict[str, Any]) -> list[str]:
+    """The source photo, the UV map (or latest image) and the preview of one sample, as <img> blocks."""
+    outputs = dict(row.get("outputs") or [])
+    figures = [_figure(_thumbnail_of_source(storage, row, outputs), "source photo")]
+    uv_name = next((name for name in UV_OUTPUTS if name in outputs), None)
+    figures.append(_figure(_thumbnail_of_output(storage, outputs, uv_name), uv_name or "no image output"))
+    if "preview" in outputs:
+        figures.append(_figure(_thumbnail_of_output(storage, outputs, "preview"), "preview"))
+    return figures
+
+
+def _thumbnail_of_output(storage: Storage, outputs: dict[str, Any], name: Optional[str]) -> Optional[str]:
+    if name is None:
+        return None
+    try:
+        return _thumbnail(storage.read_bytes(outputs[name]["path"]))
+    except FileNotFoundError:  # deleted since the manifest was written: the card says "unavailable"
+        return None
+
+
 def _thumbnail_of_source(storage: Storage, row: dict[str, Any], outputs: dict[str, Any]) -> Optional[str]:
     try:
         return _thumbnail(storage.read_source(row["source_uri"]))
     except Exception:  # noqa: BLE001 - the input may have moved or be unreadable: fall back to the aligned crop
         for name in SOURCE_OUTPUTS:
             if name in outputs:
-                return _thumbnail(storage.read_bytes(outputs[name]["path"]))
+                return _thumbnail_of_output(storage, outputs, name)
     return None
 
 

@@ -106,6 +106,9 @@ def test_submit_wait_logs_and_outputs(head_node, tmp_path):
     for stage in ("attribute", "relight", "complete"):
         assert f"{stage} " in progress_lines[-1]
 
+    followed = run_cli(["logs", "ffhq-uv-test-ok", "--follow", "--address", head_node], env).stdout
+    assert "run total: 5 ok, 1 failed, 0 filtered" in followed  # a finished job's log streams to its end
+
     listing = run_cli(["jobs", "--address", head_node], env).stdout
     assert any(line.startswith("ffhq-uv-test-ok  SUCCEEDED") and str(output) in line for line in listing.splitlines())
 

@@ -144,6 +144,7 @@ def test_report_gallery_where_and_size(finished_run, tmp_path):
 def test_report_of_an_s3_run_is_written_locally(finished_run, s3_bucket, tmp_path):
     endpoint, bucket, fs = s3_bucket
     fs.put(str(finished_run["output"]) + "/", f"{bucket}/runs/r1/", recursive=True)
+    fs.rm(f"{bucket}/runs/r1/shards/00000/samples/img_000/uv.png")  # a map deleted after the run
     env = cli_env(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
     out = tmp_path / "s3-report.html"
     result = run_cli(["report", f"s3://{bucket}/runs/r1", "--endpoint-url", endpoint, "--out", str(out)], env)
@@ -152,6 +153,8 @@ def test_report_of_an_s3_run_is_written_locally(finished_run, s3_bucket, tmp_pat
         else None
     page = _parse(out)
     assert len(page.cards) == 8 and all(src.startswith("data:") for _, _, src in page.images)
+    assert len(page.images) == 3 * 8 - 1 and "uv: unavailable" in page.text
+    assert {alt for card, alt, _ in page.images if card == "img_000"} == {"source photo", "preview"}
     if local is not None:
         assert page.cards == local.cards
     assert f"s3://{bucket}/runs/r1" in " ".join(page.text)
