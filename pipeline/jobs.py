@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shlex
 import sys
@@ -101,23 +100,11 @@ def job_entrypoint(profile: str, config_files: tuple[str, ...] = (), overrides: 
 
 def _file_as_overrides(path: str) -> list[str]:
     """A YAML config file as ``key=value`` overrides (leaves only; interpolations kept for the job to resolve)."""
+    from pipeline.config import as_overrides
+
     if not Path(path).exists():
         raise ConfigError(f"config file {path} does not exist")
-    container = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    return [f"{key}={_yaml_value(value)}" for key, value in _leaves(container, "")]
-
-
-def _leaves(value: Any, prefix: str):
-    if isinstance(value, dict) and value:
-        for key, item in value.items():
-            yield from _leaves(item, f"{prefix}.{key}" if prefix else str(key))
-    else:
-        yield prefix, value
-
-
-def _yaml_value(value: Any) -> str:
-    """A value in omegaconf's dotlist syntax: JSON is flow-style YAML (``${...}`` stays an interpolation)."""
-    return json.dumps(value)
+    return as_overrides(OmegaConf.to_container(OmegaConf.load(path), resolve=False))
 
 
 def runtime_env(upload: bool = True, pip: Optional[list[str]] = None) -> dict[str, Any]:
