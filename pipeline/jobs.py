@@ -92,7 +92,9 @@ def job_entrypoint(profile: str, config_files: tuple[str, ...] = (), overrides: 
     if "://" not in output and not os.path.isabs(output):
         raise ConfigError(f"output {output!r} is relative: a job needs an s3:// URL or an absolute path on storage "
                           "that every node mounts (output=s3://bucket/runs/name)")
-    command = ["python", "-m", "pipeline.cli", "run", "--profile", profile, *job_overrides]
+    # --no-visuals: the contact sheet and gallery would land in the job's scratch folder;
+    # `ffhq-uv report OUT` makes them where the user wants them.
+    command = ["python", "-m", "pipeline.cli", "run", "--profile", profile, "--no-visuals", *job_overrides]
     if not progress:
         command.append("--no-progress")
     return shlex.join(command), output

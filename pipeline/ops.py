@@ -93,7 +93,7 @@ def query(storage: Storage, sql: str) -> pa.Table:
 
     connection = duckdb.connect()
     connection.register("manifest", manifest_dataset(storage))
-    return connection.execute(sql).to_arrow_table()
+    return connection.sql(sql).to_arrow_table()
 
 
 def format_table(table: pa.Table, max_rows: int = 200, max_width: int = 60) -> str:
