@@ -109,3 +109,12 @@ def s3_bucket(s3_server):
     bucket = f"test-{uuid.uuid4().hex[:10]}"
     fs.mkdir(bucket)
     return s3_server, bucket, fs
+
+
+@pytest.fixture(scope="session")
+def random_deepface_home(tmp_path_factory) -> Path:
+    """A DEEPFACE_HOME with deepface's age, gender and emotion models at random weights (about 1 GB),
+    written once per test session."""
+    from tests.tiny_deepface_weights import write_random_deepface_weights
+
+    return write_random_deepface_weights(tmp_path_factory.mktemp("deepface_home"))

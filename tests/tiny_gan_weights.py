@@ -14,7 +14,7 @@ import pickle
 import sys
 import types
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -306,14 +306,18 @@ def write_styleflow(path: str | Path, flow: StyleFlow) -> None:
 
 
 def write_weights_dir(weights_dir: str | Path, seed: int = 0, w_dim: int = TINY_W_DIM,
-                      resolution: int = TINY_RESOLUTION) -> dict[str, Path]:
+                      resolution: int = TINY_RESOLUTION,
+                      prepare_generator: Callable[[Generator], object] | None = None) -> dict[str, Path]:
     """Write the tiny GAN checkpoints under FFHQ-UV's file names; returns name -> path.
 
     One generator is written twice, as the e4e decoder and as the TF pickle, as FFHQ-UV
-    uses the same config-f weights in steps 1 and 3.
+    uses the same config-f weights in steps 1 and 3. ``prepare_generator`` may change
+    that generator in place before it is written (e.g. ``tests.face_drawing_gan``).
     """
     root = Path(weights_dir)
     generator = tiny_generator(seed, w_dim, resolution)
+    if prepare_generator is not None:
+        prepare_generator(generator)
     encoder = tiny_encoder(seed + 1, w_dim, generator.num_ws)
     paths = {"e4e": root / E4E_FILE, "stylegan": root / TF_PICKLE_FILE, "styleflow": root / STYLEFLOW_FILE,
              "expression_direction": root / EXPRESSION_FILE}

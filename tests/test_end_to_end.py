@@ -1,0 +1,308 @@
+"""The faithful ``ffhq-uv`` profile end to end: all six stages streaming in one local Ray run (the CLI in a
+subprocess) with a weights folder of tiny checkpoints under FFHQ-UV's file names, on FFHQ-UV's example photo
+and the sample faces; then the manifest, column by column, and every output file.
+
+Weights: tiny random e4e / StyleGAN2 (TF pickle) / StyleFlow in their official formats, the generator set to
+draw a fixed reference face (``tests/face_drawing_gan.py``: the geometry stages need a face, a random GAN
+draws none), deepface's three models at random weights, and the real DPR file. Because that generator draws
+the same face for every latent, the photos differ in their latents and attributes, while their views, UV
+maps and metrics are near-identical; the yaw edits show only as a colour cast, so every fitted view is frontal.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from stages import STAGE_ORDER, stage_class
+from tests import tiny_gan_weights as tiny
+from tests.conftest import cli_env, run_cli, shared_data
+from tests.face_drawing_gan import draw_fixed_face_
+
+VIEWS = ("front", "left", "right")
+MERGE_ORDER = ["left", "right", "front"]  # FFHQ-UV's merge order, the complete stage's ``complete_views``
+VIEW_YAW = {"front": 0.0, "left": 30.0, "right": -30.0}  # StyleFlow yaw of each view's condition
+W_DIM, NUM_WS, NUM_ATTRIBUTES = tiny.TINY_W_DIM, 18, 17
+INDEX = {name: 9 + i for i, name in enumerate(("Gender", "Glasses", "Yaw", "Pitch", "Baldness", "Beard", "Age",
+                                               "Expression"))}
+PROVENANCE = ["dpr"] * 9 + ["deepface", "default", "mediapipe_pose", "mediapipe_pose", "default", "default",
+                            "deepface", "deepface"]
+DEFAULT_BALDNESS = 0.04  # stages.attribute.DEFAULTS
+RELIGHT_THRESHOLD = 0.1  # below DPR's reading of the drawn face (about 0.2), so every view is relit
+SHARD_SIZE = 3
+# Samples allowed not to end ``ok``, with (status, failed stage, error code) and why. Every photo has one clear
+# face and the tiny generator draws one, so none is expected.
+EXPECTED_NOT_OK: dict[str, tuple[str, str | None, str | None]] = {}
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory, random_deepface_home) -> Path:
+    """FFHQ-UV's weights folder: face-drawing tiny GAN checkpoints, random deepface, the real DPR file."""
+    face = shared_data("ffhq_uv_example/edit/01223_front.png")
+    dpr = shared_data("dpr/trained_model_03.t7")
+    root = tmp_path_factory.mktemp("weights")
+    tiny.write_weights_dir(root, prepare_generator=functools.partial(draw_fixed_face_, face_path=face))
+    (root / "deepface").symlink_to(random_deepface_home, target_is_directory=True)
+    (root / "dpr_model").mkdir()
+    shutil.copy(dpr, root / "dpr_model" / "trained_model_03.t7")
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, weights_dir) -> dict:
+    """One ``ffhq-uv run`` over FFHQ-UV's example photo and the sample faces."""
+    topology = shared_data("hifi3dpp/head_teaser1.obj")
+    photos = [shared_data("ffhq_uv_example/images/01223.png"), *sorted(shared_data("faces").glob("*.jpg"))]
+    root = tmp_path_factory.mktemp("e2e")
+    inputs = root / "in"
+    inputs.mkdir()
+    for photo in photos:
+        shutil.copy(photo, inputs / photo.name)
+    output = root / "out"
+    overrides = [f"models.weights_dir={weights_dir}", "models.device=cpu", f"shard_size={SHARD_SIZE}",
+                 *(f"stages.{name}.num_gpus=0" for name in STAGE_ORDER),
+                 "stages.unwrap.topology=hifi3dpp", f"stages.unwrap.topology_obj={topology}",
+                 f"stages.unwrap.cache_dir={root / 'topology_cache'}",
+                 "stages.edit.noise_seed=null",  # keep the checkpoint's noise buffers: they hold the drawn face
+                 f"stages.relight.threshold={RELIGHT_THRESHOLD}"]
+    result = run_cli(["run", "--profile", "ffhq-uv", "--no-progress", "--no-visuals", "--input", str(inputs),
+                      "--output", str(output), *overrides], cli_env(), timeout=900)
+    from pipeline.manifest import read_manifest
+
+    table = read_manifest(str(output))
+    return {"output": output, "inputs": inputs, "ids": sorted(p.stem for p in photos), "table": table,
+            "rows": {row["id"]: row for row in table.to_pylist()}, "stdout": result.stdout}
+
+
+def _png(output: Path, record: dict) -> np.ndarray:
+    """A PNG output of the run after checking its size and sha256 against the manifest record."""
+    data = (output / record["path"]).read_bytes()
+    assert len(data) == record["bytes"] and hashlib.sha256(data).hexdigest() == record["sha256"], record["path"]
+    image = Image.open(output / record["path"])
+    assert image.format == "PNG"
+    return np.asarray(image)
+
+
+def _finite(values, length: int | None = None) -> np.ndarray:
+    array = np.asarray(values, dtype=np.float64)
+    assert length is None or array.shape == (length,), array.shape
+    assert np.isfinite(array).all()
+    return array
+
+
+def _ok_rows(run: dict) -> list[dict]:
+    return [row for row in run["rows"].values() if row["status"] == "ok"]
+
+
+def test_the_tiny_generators_draw_a_face(weights_dir):
+    """Precondition of the run: the e4e decoder and the TF pickle, read by the official loaders, draw a face."""
+    import torch
+
+    from stages.face.landmarks import FaceLandmarker
+    from stages.networks.e4e import load_e4e
+    from stages.networks.stylegan2 import load_generator, to_uint8
+
+    decoder = load_e4e(str(weights_dir / tiny.E4E_FILE)).decoder
+    generator = load_generator(str(weights_dir / tiny.TF_PICKLE_FILE))
+    ws = torch.randn(2, NUM_WS, W_DIM, generator=torch.Generator().manual_seed(0)) * 0.3
+    with torch.no_grad():
+        from_e4e = to_uint8(decoder.synthesis(ws[:1]), rounding="e4e")[0]
+        from_tf = to_uint8(generator.synthesis(ws), rounding="tf")
+    assert from_tf.shape == (2, 1024, 1024, 3)
+    assert np.abs(from_e4e.astype(int) - from_tf[0]).max() <= 1  # one generator in both formats
+    assert np.abs(from_tf[0].astype(int) - from_tf[1]).mean() > 0.1  # still depends on w
+    with FaceLandmarker() as landmarker:
+        for image in (from_e4e, *from_tf):
+            [face] = landmarker.detect(image)
+            x0, y0, x1, y1 = face.box
+            assert x1 - x0 > 300 and y1 - y0 > 300
+
+
+def test_every_sample_ends_ok_in_its_shard(run):
+    rows = run["rows"]
+    assert sorted(rows) == run["ids"]
+    not_ok = {i: (r["status"], r["failed_stage"], r["error_code"]) for i, r in rows.items() if r["status"] != "ok"}
+    assert not_ok == EXPECTED_NOT_OK, {i: rows[i]["error_message"] or rows[i]["filter_reason"] for i in not_ok}
+    for row in rows.values():
+        if row["status"] == "ok":
+            assert row["failed_stage"] is row["error_code"] is row["error_message"] is row["filter_reason"] is None
+    # Shards: sorted ids cut into SHARD_SIZE; inputs indexed once each; the source is the input file.
+    for position, sample_id in enumerate(run["ids"]):
+        row = rows[sample_id]
+        assert row["shard"] == position // SHARD_SIZE
+        assert Path(row["source_uri"]).resolve().parent == run["inputs"].resolve()
+        assert Path(row["source_uri"]).stem == sample_id
+    assert sorted(r["input_index"] for r in rows.values()) == list(range(len(rows)))
+    counts = {status: sum(r["status"] == status for r in rows.values()) for status in ("ok", "failed", "filtered")}
+    assert f"{counts['ok']} ok, {counts['failed']} failed, {counts['filtered']} filtered" in run["stdout"]
+
+
+def test_manifest_schema_has_every_stage_column(run):
+    schema: pa.Schema = run["table"].schema
+    for name in STAGE_ORDER:
+        for field in stage_class(name).manifest_fields:
+            assert schema.field(field.name).type == field.type, field.name
+    assert schema.field("stage_seconds").type == pa.struct([(name, pa.float64()) for name in STAGE_ORDER])
+    for row in _ok_rows(run):
+        for name in STAGE_ORDER:
+            seconds = row["stage_seconds"][name]
+            assert seconds is not None and math.isfinite(seconds) and seconds >= 0, (row["id"], name)
+
+
+def test_output_files(run):
+    import cv2
+
+    output = run["output"]
+    for row in _ok_rows(run):
+        outputs = dict(row["outputs"])
+        expected = {"inversion", "uv", "preview", *(f"{kind}_{view}" for kind in ("view", "uv", "uvmask")
+                                                     for view in VIEWS)}
+        expected |= {f"relit_{view}" for view in row["relight_views"]}
+        assert set(outputs) == expected, row["id"]
+        images = {}
+        for name, record in outputs.items():
+            assert record["path"] == f"shards/{row['shard']:05d}/samples/{row['id']}/{name}.png"
+            images[name] = _png(output, record)
+        for name, image in images.items():
+            if name == "preview":
+                assert image.shape == (512, 3 * 512, 3)  # front and +-45 degrees at preview_size 512
+            elif name.startswith("uvmask_"):
+                assert image.shape == (1024, 1024) and set(np.unique(image)) <= {0, 255}
+            else:
+                assert image.shape == (1024, 1024, 3) and image.dtype == np.uint8, name
+        # The yaw edits reach the images (as the drawn face's colour cast): three different views.
+        assert len({outputs[f"view_{view}"]["sha256"] for view in VIEWS}) == 3
+        # The final map is built from the views: where the front view's unwrap is valid (away from its edge),
+        # the completed map is that unwrap.
+        front_mask = cv2.erode(images["uvmask_front"], np.ones((41, 41), np.uint8)) > 127
+        assert front_mask.mean() > 0.1
+        difference = np.abs(images["uv"].astype(int) - images["uv_front"])[front_mask]
+        assert difference.mean() < 3, difference.mean()
+        # Outside every view the template fills the map: no black holes in the face's square.
+        assert (images["uv"][256:768, 256:768].sum(axis=2) > 0).mean() > 0.99
+
+
+def test_inversion_columns(run, weights_dir):
+    import torch
+
+    from stages.networks.e4e import load_e4e
+    from stages.networks.stylegan2 import to_uint8
+
+    rows = _ok_rows(run)
+    latents = {row["id"]: _finite(row["inversion_latent"], NUM_WS * W_DIM) for row in rows}
+    for row in rows:
+        quad = _finite(row["inversion_quad"], 8).reshape(4, 2)
+        side = np.linalg.norm(quad[1] - quad[0])
+        assert side > 64 and abs(np.linalg.norm(quad[2] - quad[1]) - side) < 1e-2 * side  # a square
+    # Different photos, different e4e codes.
+    values = list(latents.values())
+    assert all(not np.allclose(a, b) for i, a in enumerate(values) for b in values[i + 1:])
+    # The stored 1024 inversion is the checkpoint's decoder applied to the stored latent.
+    row = run["rows"]["01223"]
+    decoder = load_e4e(str(weights_dir / tiny.E4E_FILE)).decoder
+    with torch.no_grad():
+        expected = to_uint8(decoder.synthesis(torch.from_numpy(latents["01223"]).float().reshape(1, NUM_WS, W_DIM)),
+                            rounding="e4e")[0]
+    stored = _png(run["output"], dict(row["outputs"])["inversion"])
+    assert np.abs(stored.astype(int) - expected).max() <= 1
+
+
+def test_attribute_columns(run):
+    for row in _ok_rows(run):
+        vector = _finite(row["attribute_vector"], NUM_ATTRIBUTES)
+        assert row["attribute_provenance"] == PROVENANCE
+        assert vector[0] > 0  # DPR's DC light of a lit face
+        male = row["attribute_male_probability"]
+        assert 0 <= male <= 1 and vector[INDEX["Gender"]] == float(male > 0.5)
+        emotion = _finite(row["attribute_emotion"], 7)
+        assert (emotion >= 0).all() and abs(emotion.sum() - 1) < 1e-4
+        assert vector[INDEX["Expression"]] == pytest.approx(emotion[3], abs=1e-6)  # P(happy), deepface's order
+        assert 0 < vector[INDEX["Age"]] < 101
+        assert vector[INDEX["Glasses"]] == 0 and vector[INDEX["Beard"]] == 0
+        assert vector[INDEX["Baldness"]] == pytest.approx(DEFAULT_BALDNESS)
+        # The drawn face looks at the camera: mediapipe's pose is near frontal.
+        assert abs(vector[INDEX["Yaw"]]) < 10 and abs(vector[INDEX["Pitch"]]) < 15
+        assert abs(row["attribute_roll"]) < 10
+        x0, y0, x1, y1 = _finite(row["attribute_face_box"], 4)
+        assert 0 <= x0 < x1 <= 1024 and 0 <= y0 < y1 <= 1024 and x1 - x0 > 300
+
+
+def test_edit_columns(run):
+    for row in _ok_rows(run):
+        attributes = np.asarray(row["attribute_vector"])
+        latents = {view: _finite(row[f"edit_latent_{view}"], NUM_WS * W_DIM).reshape(NUM_WS, W_DIM)
+                   for view in VIEWS}
+        for view in VIEWS:
+            condition = _finite(row[f"edit_attribute_{view}"], NUM_ATTRIBUTES)
+            # FFHQ-UV's set_normal: even light, no glasses, frontal, bald, neutral expression; kept beard and age.
+            assert condition[:9].tolist() == [1.0] + [0.0] * 8
+            assert condition[INDEX["Glasses"]] == 0 and condition[INDEX["Pitch"]] == 0
+            assert condition[INDEX["Baldness"]] == 1 and condition[INDEX["Expression"]] == 0
+            assert condition[INDEX["Yaw"]] == VIEW_YAW[view]
+            for kept in ("Gender", "Beard", "Age"):
+                assert condition[INDEX[kept]] == pytest.approx(attributes[INDEX[kept]], abs=1e-4)
+        for view in ("left", "right"):  # the yaw edit replaces W+ rows 0-3 only
+            assert np.array_equal(latents[view][4:], latents["front"][4:])
+            assert np.abs(latents[view][:4] - latents["front"][:4]).max() > 1e-3
+        assert not np.allclose(latents["front"], np.asarray(row["inversion_latent"]).reshape(NUM_WS, W_DIM))
+        assert 0 <= row["edit_expression_steps"] <= 5 and isinstance(row["edit_expression_happy"], bool)
+
+
+def test_edit_views_are_the_checkpoint_generator_of_the_latents(run, weights_dir):
+    """With ``noise_seed=null`` the views come from the TF pickle with its own noise buffers."""
+    import torch
+
+    from stages.networks.stylegan2 import load_generator, to_uint8
+
+    row = run["rows"]["01223"]
+    generator = load_generator(str(weights_dir / tiny.TF_PICKLE_FILE))
+    w = torch.from_numpy(np.asarray(row["edit_latent_left"], dtype=np.float32)).reshape(1, NUM_WS, W_DIM)
+    with torch.no_grad():
+        expected = to_uint8(generator.synthesis(w), rounding="tf")[0]
+    stored = _png(run["output"], dict(row["outputs"])["view_left"])
+    assert np.abs(stored.astype(int) - expected).max() <= 1
+
+
+def test_relight_columns(run):
+    from stages.lighting.sh import directional_offset
+
+    even = np.array([1.0] + [0.0] * 8)
+    for row in _ok_rows(run):
+        assert row["relight_method"] == "dpr"
+        assert sorted(row["relight_views"]) == sorted(VIEWS)  # every view is above the lowered threshold
+        for view in VIEWS:
+            before = _finite(row[f"relight_sh_before_{view}"], 9)
+            after = _finite(row[f"relight_sh_after_{view}"], 9)
+            offset_before, offset_after = row[f"relight_offset_before_{view}"], row[f"relight_offset_after_{view}"]
+            assert offset_before == pytest.approx(directional_offset(before, even), abs=1e-5)
+            assert offset_after == pytest.approx(directional_offset(after, even), abs=1e-5)
+            assert offset_before > RELIGHT_THRESHOLD
+            assert offset_after < offset_before  # DPR moved the view's light towards even
+            for when in ("before", "after"):
+                symmetry = row[f"relight_symmetry_{when}_{view}"]
+                assert math.isfinite(symmetry) and 0 <= symmetry < 0.5
+
+
+def test_unwrap_and_complete_columns(run):
+    for row in _ok_rows(run):
+        for view in VIEWS:
+            error_px, error = row[f"unwrap_landmark_error_px_{view}"], row[f"unwrap_landmark_error_{view}"]
+            assert math.isfinite(error_px) and 0 <= error_px < 20
+            assert 0 <= error < 0.05 and error_px / error > 300  # fraction of a face 300+ px wide
+            assert 0.5 < row[f"unwrap_valid_ratio_{view}"] <= 1
+            assert abs(row[f"unwrap_yaw_{view}"]) < 15  # the drawn face is frontal in every view
+            assert row[f"complete_valid_ratio_{view}"] == pytest.approx(row[f"unwrap_valid_ratio_{view}"], abs=2e-3)
+        assert 0.5 <= row["complete_valid_ratio"] <= 1  # the profile's min_valid_ratio
+        assert math.isfinite(row["complete_bs_error"]) and 0 <= row["complete_bs_error"] <= 20  # max_bs_error
+        assert row["complete_landmark_error"] == pytest.approx(
+            max(row[f"unwrap_landmark_error_{view}"] for view in VIEWS), rel=1e-6)
+        assert row["complete_views"] == MERGE_ORDER
+        assert row["complete_template"] == "built"  # no topo_assets in the weights folder
