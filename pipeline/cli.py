@@ -163,16 +163,21 @@ def _render_summary(summary) -> str:
 
 
 def _print_visuals(storage) -> None:
-    """The end-of-run pictures: a contact sheet of UV maps and the HTML gallery."""
+    """The end-of-run pictures, written into the run: a contact sheet of UV maps and the HTML gallery."""
+    import tempfile
+    from pathlib import Path
+
     from pipeline.contact_sheet import build_contact_sheet
-    from pipeline.report import build_report, default_report_path
+    from pipeline.report import build_report
 
     sheet = build_contact_sheet(storage)
     if sheet:
         print(f"UV maps: {storage.url('shards')}/*/samples/*/uv.png")
         print(f"contact sheet: {storage.url(sheet)}")
-    report = build_report(storage, default_report_path(storage))
-    print(f"gallery: {report}")
+    with tempfile.TemporaryDirectory() as tmp:  # the report is self-contained: build locally, then store
+        report = build_report(storage, Path(tmp) / "report.html")
+        storage.write_bytes("report.html", report.read_bytes())
+    print(f"gallery: {storage.url('report.html')}")
 
 
 def _is_user_error(error: Exception) -> bool:
