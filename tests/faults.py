@@ -157,9 +157,18 @@ class FaultyS3App:
             return self.app(environ, start_response)
         body = (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message>'
                 f"<Resource>{path}</Resource><RequestId>injected</RequestId></Error>").encode()
-        environ["wsgi.input"].read()  # drain the request body as a real server would
+        _drain(environ)
         start_response(status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
         return [body]
+
+
+def _drain(environ: dict) -> None:
+    """Read the request body (exactly Content-Length bytes: the socket stays open) so keep-alive works."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    if length:
+        environ["wsgi.input"].read(length)
+    elif environ.get("wsgi.input_terminated"):
+        environ["wsgi.input"].read()
 
 
 class FaultyS3Server:
@@ -191,3 +200,26 @@ class FaultyS3Server:
         if self._server is not None:
             self._server.shutdown()
             self._thread.join(timeout=10)
+
+
+# -- processes --------------------------------------------------------------------------------
+
+STAGE_WORKER_TITLE = "StageRunner"  # Ray titles an actor process "ray::MapWorker(MapBatches(StageRunner))"
+
+
+def stage_worker_processes(root_pid: int) -> list:
+    """psutil processes of the stage actors that ``root_pid`` (a driver that started a local Ray) spawned."""
+    import psutil
+
+    found = []
+    try:
+        children = psutil.Process(root_pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+    for process in children:
+        try:
+            if STAGE_WORKER_TITLE in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:  # exited meanwhile
+            continue
+    return found
