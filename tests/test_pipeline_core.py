@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -148,10 +149,12 @@ def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path):
     process = subprocess.Popen(CLI + args, env=cli_env(PLUGINS), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).parents[1])
     deadline = time.time() + 240
-    while len(list(output.glob("shards/*/stats.json"))) < 3:
+    while len(list(output.glob("shards/*/stats.json"))) < 3 or not (output / "progress.json").exists():
         assert process.poll() is None, "the run finished before it could be killed"
         assert time.time() < deadline, "no shard was committed in time"
         time.sleep(0.2)
+    live = run_cli(["status", str(output)]).stdout  # while the driver is alive: throughput and ETA
+    assert re.search(r"running +[0-9.]+ samples/s, ETA \d+m\d+s", live), live
     kill_process_group(process)  # SIGKILL: no cleanup handlers run
     committed = _stats_bytes(output)
     assert 3 <= len(committed) < 10
