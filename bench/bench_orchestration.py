@@ -35,24 +35,30 @@ def write_list(path: Path, count: int) -> None:
             writer.writerow([f"{i:05d}", f"/nonexistent/ffhq/{i // 1000:02d}000/{i:05d}.png"])
 
 
-def run_driver(args: list[str]) -> tuple[float, float]:
-    """Run ``ffhq-uv ARGS``; return (seconds, peak RSS of the driver process in MB)."""
+def run_driver(args: list[str]) -> tuple[float, float, float]:
+    """Run ``ffhq-uv ARGS``; return (seconds, peak RSS, peak USS of the driver process in MB).
+
+    RSS counts the pages of Ray's shared-memory object store that the driver has
+    touched (they grow with the number of result blocks read and belong to the
+    store, not the driver); USS is the driver's own private memory.
+    """
     env = dict(os.environ, PYTHONPATH=str(ROOT), FFHQ_UV_STAGE_PLUGINS=NOOP_PLUGINS)
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=env, cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     driver = psutil.Process(process.pid)
-    peak = 0
+    peak = peak_private = 0
     while process.poll() is None:
         try:
-            peak = max(peak, driver.memory_info().rss)
+            memory = driver.memory_full_info()
+            peak, peak_private = max(peak, memory.rss), max(peak_private, memory.uss)
         except psutil.NoSuchProcess:
             break
-        time.sleep(0.05)
+        time.sleep(0.1)
     seconds = time.perf_counter() - started
     if process.returncode != 0:
         raise SystemExit(f"run failed:\n{process.stderr.read()[-3000:]}")
-    return seconds, peak / 2**20
+    return seconds, peak / 2**20, peak_private / 2**20
 
 
 def main() -> None:
@@ -70,16 +76,16 @@ def main() -> None:
             args = ["run", "--profile", "tiny", "--no-progress", "--input", str(listing), "--output", str(output),
                     "stages.enabled=[attribute,relight,complete]", f"shard_size={options.shard_size}"]
             args += [f"stages.{s}.batch_size={options.batch_size}" for s in ("attribute", "relight", "complete")]
-            seconds, peak_mb = run_driver(args)
-            resume_seconds, resume_mb = run_driver(args)
-            results[size] = (seconds, peak_mb, resume_seconds)
+            seconds, peak_mb, private_mb = run_driver(args)
+            resume_seconds, resume_mb, _ = run_driver(args)
+            results[size] = (seconds, peak_mb, private_mb)
             print(f"{size:>7} inputs: {seconds:7.1f} s end to end ({size / seconds:7.0f} samples/s incl. Ray start), "
-                  f"driver peak {peak_mb:6.0f} MB; resume of the committed run planned and checked in "
-                  f"{resume_seconds:5.1f} s (peak {resume_mb:.0f} MB)")
+                  f"driver peak RSS {peak_mb:6.0f} MB, private (USS) {private_mb:6.0f} MB; resume of the committed "
+                  f"run planned and checked in {resume_seconds:5.1f} s (peak RSS {resume_mb:.0f} MB)")
     if len(results) >= 2:
         small, large = min(results), max(results)
-        print(f"driver peak memory ratio {large}/{small} inputs: {results[large][1] / results[small][1]:.2f} "
-              f"(input grew {large / small:.0f}x)")
+        print(f"driver peak memory ratio {large}/{small} inputs (input grew {large / small:.0f}x): "
+              f"RSS {results[large][1] / results[small][1]:.2f}, private {results[large][2] / results[small][2]:.2f}")
 
 
 if __name__ == "__main__":

@@ -155,15 +155,14 @@ def _read_list_file(source: str, storage_options: dict) -> pa.Table:
     except (KeyError, pa.ArrowInvalid) as error:
         raise ConfigError(f"input list file {source} must have columns id,uri: {error}") from None
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    base = posixpath.dirname(path)
-    uris = []
-    for uri in table["uri"].to_pylist():
-        if "://" in uri or uri.startswith("/"):
-            uris.append(uri)
-        else:
-            joined = posixpath.normpath(posixpath.join(base, uri))
-            uris.append(joined if protocol == "file" else f"{protocol}://{joined}")
-    return pa.table({"id": table["id"], "uri": pa.array(uris, pa.string())})
+    base = posixpath.dirname(path) + "/"
+    if protocol != "file":
+        base = f"{protocol}://{base}"
+    # Vectorised (no Python string per row): relative URIs are resolved against the list's folder.
+    uri = table["uri"]
+    absolute = pc.or_(pc.match_substring(uri, "://"), pc.starts_with(uri, "/"))
+    resolved = pc.if_else(absolute, uri, pc.binary_join_element_wise(pa.scalar(base), uri, ""))
+    return pa.table({"id": table["id"], "uri": resolved})
 
 
 def _check_ffhq_ids(table: pa.Table, source: str) -> None:
