@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stages.base import ConfigError
+from stages.networks.checkpoint import load_strict, read_state_dict
 
 # DPR's 512 model: HG3 > HG2 > HG1 > HG0 > lighting net, each level halving the resolution.
 HOURGLASS_DEPTH = 4
@@ -184,23 +185,8 @@ def infer_config(state: dict[str, torch.Tensor]) -> DPRConfig:
 
 def load_dpr(path: Union[str, Path], device: str = "cpu") -> HourglassNet:
     """Build the HourglassNet from a DPR ``.t7`` state dict (weights_only load; untrusted file), in eval mode."""
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"DPR weights {path} not found; see README section 'Weights'") from None
-    except Exception as error:  # torch raises UnpicklingError/RuntimeError subclasses for bad files
-        raise ConfigError(f"DPR weights {path} could not be read as a tensor-only state dict: {error}") from error
-    if not isinstance(state, dict):
-        raise ConfigError(f"DPR weights {path} hold a {type(state).__name__}, expected a state dict")
-    state = canonical_state_dict(state)
-    net = HourglassNet(infer_config(state))
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    # BatchNorm's num_batches_tracked is optional in old files; anything else must match exactly.
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ConfigError(f"DPR weights {path} do not match the network: missing {missing[:5]}, "
-                          f"unexpected {unexpected[:5]}")
-    return net.eval().to(device)
+    state = canonical_state_dict(read_state_dict(path, "DPR"))
+    return load_strict(HourglassNet(infer_config(state)), state, f"DPR weights {path}").to(device)
 
 
 def lab_luminance(bgr: np.ndarray, size: int = INPUT_SIZE) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.networks.stylegan2 import CheckpointError, Generator, convert_rosinality, generator_from_state_dict
+from stages.networks.checkpoint import CheckpointError, load_strict
+from stages.networks.stylegan2 import Generator, convert_rosinality, generator_from_state_dict
 
 STYLE_LRELU_SLOPE = 0.01  # GradualStyleBlock uses nn.LeakyReLU() default slope
 SE_REDUCTION = 16
@@ -184,16 +185,7 @@ def encoder_from_state_dict(state: dict[str, torch.Tensor]) -> Encoder4Editing:
     if len(infer_encoder_config(state).stages) < 3:
         raise CheckpointError("encoder backbone needs at least 3 stages for its feature taps")
     encoder = Encoder4Editing(infer_encoder_config(state))
-    expected = encoder.state_dict()
-    bad = [k for k in expected if k in state and tuple(expected[k].shape) != tuple(state[k].shape)]
-    if bad:
-        raise CheckpointError(f"encoder shape mismatch at {bad[0]}: expected {tuple(expected[bad[0]].shape)}, "
-                              f"got {tuple(state[bad[0]].shape)}")
-    result = encoder.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"encoder state dict mismatch: missing {result.missing_keys[:6]}, "
-                              f"unexpected {result.unexpected_keys[:6]}")
-    return encoder.eval().requires_grad_(False)
+    return load_strict(encoder, state, "encoder")
 
 
 @dataclass

@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from stages.networks.stylegan2 import CheckpointError
+from stages.networks.checkpoint import CheckpointError, load_strict
 
 NUM_ATTRIBUTES = 17  # 9 DPR SH lighting values + 8 Face-API attributes
 BN_EPS = 1e-4  # StyleFlow's MovingBatchNorm1d eps
@@ -156,11 +156,7 @@ def flow_from_state_dict(state: dict[str, torch.Tensor]) -> StyleFlow:
             else:
                 raise CheckpointError(f"StyleFlow shape mismatch at {key}: expected {tuple(expected[key].shape)}, "
                                       f"got {tuple(value.shape)}")
-    result = flow.load_state_dict(state, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise CheckpointError(f"StyleFlow state dict mismatch: missing {result.missing_keys[:6]}, "
-                              f"unexpected {result.unexpected_keys[:6]}")
-    return flow.eval().requires_grad_(False)
+    return load_strict(flow, state, "StyleFlow")
 
 
 def load_styleflow(path: str) -> StyleFlow:

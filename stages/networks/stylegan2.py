@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stages.networks import safe_pickle
+from stages.networks.checkpoint import CheckpointError
 
 SQRT2 = math.sqrt(2.0)
 LRELU_SLOPE = 0.2
@@ -282,10 +283,6 @@ def to_uint8(images: torch.Tensor, rounding: str = "tf") -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # Loading: every format is converted to the canonical (ADA) state dict, then loaded strictly.
-
-class CheckpointError(ValueError):
-    """A checkpoint file does not have the structure of its declared format."""
-
 
 def _as_tensor(value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
