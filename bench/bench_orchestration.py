@@ -73,8 +73,9 @@ def main() -> None:
             listing = Path(tmp) / f"inputs-{size}.csv"
             write_list(listing, size)
             output = Path(tmp) / f"run-{size}"
-            args = ["run", "--profile", "tiny", "--no-progress", "--input", str(listing), "--output", str(output),
-                    "stages.enabled=[attribute,relight,complete]", f"shard_size={options.shard_size}"]
+            args = ["run", "--profile", "tiny", "--no-progress", "--no-visuals", "--input", str(listing),
+                    "--output", str(output), "stages.enabled=[attribute,relight,complete]",
+                    f"shard_size={options.shard_size}"]
             args += [f"stages.{s}.batch_size={options.batch_size}" for s in ("attribute", "relight", "complete")]
             seconds, peak_mb, private_mb = run_driver(args)
             resume_seconds, resume_mb, _ = run_driver(args)

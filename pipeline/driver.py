@@ -168,9 +168,10 @@ def _build_dataset(config: DictConfig, shard_tables: dict[int, pa.Table]):
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     blocks = [table.select(PLAN_COLUMNS) for _, table in sorted(shard_tables.items())]
-    # num_cpus=0: a trivial task that must never wait behind the stage pools, which hold every CPU.
+    # num_cpus=0: a trivial task that must never wait behind the stage pools, which hold every CPU;
+    # concurrency caps how many run at once (zero-CPU tasks would otherwise each start a worker process).
     dataset = ray.data.from_arrow(blocks).map_batches(initial_states, batch_size=None, batch_format="pyarrow",
-                                                      num_cpus=0)
+                                                      num_cpus=0, concurrency=2)
     container = config_container(config)
     cpu_scale = _fit_to_cluster(config)
     for name in enabled_stages(config):
