@@ -1,10 +1,12 @@
 """The unwrap stage: fit the topology to every view of a sample and sample each view into the UV map.
 
-FFHQ-UV step 4 (a)-(d) (pipeline.md 2.4): landmarks per view (mediapipe 468), one shared identity shape and a
+FFHQ-UV step 4 (a)-(d) (pipeline.md 2.4): landmarks per view (mediapipe 468, or dlib 68 with ``landmarks: dlib``;
+a dlib fit draws the face region from the fitted mesh's mediapipe contours), one shared identity shape and a
 camera pose per view (``stages/geometry/fitting.py``), visibility by FFHQ-UV's normal test plus a z-buffer depth
 test (``stages/geometry/visibility.py``), then bilinear sampling of the view at every texel's projected position.
-The face region comes from the landmarks (face oval, minus the eyes and the inside of the mouth, as FFHQ-UV's
-parsing mask does). A single view (photo profile) borrows the mirror image of its visible side for texels it
+The face region comes from FFHQ-UV's face parser (BiSeNet, ``stages/networks/bisenet.py``) when
+``face_parser`` is set, otherwise from the landmarks (face oval, minus the eyes and the inside of the mouth, as
+FFHQ-UV's parsing mask does). A single view (photo profile) borrows the mirror image of its visible side for texels it
 cannot see. Outputs ``uv_<view>`` (RGB, zero outside the mask) and ``uvmask_<view>`` (gray, 255 = valid).
 """
 
@@ -26,8 +28,6 @@ TOPOLOGY_CHOICES = ("hifi3dpp", "mediapipe468")
 RASTERIZERS = ("auto", "cpu", "nvdiffrast")
 # FFHQ-UV's parsing mask dilates the eye holes by about 5 px at 1024 (box-blur 11 then >= 1, pipeline.md 2.4(a)).
 EYE_DILATE_1024 = 5
-# The landmark detector's face width: the face-oval points in front of the ears.
-FACE_WIDTH_POINTS = (234, 454)
 
 
 @dataclass
@@ -37,9 +37,14 @@ class UnwrapSettings(StageSettings):
     cache_dir: Optional[str] = None  # topology cache (UV raster, masks); None = ~/.cache/ffhq-uv-rebuild
     rasterizer: str = "auto"  # auto (nvdiffrast on cuda, else cpu) | cpu | nvdiffrast
     multiple_faces: str = "largest"  # largest | reject
+    landmarks: str = "mediapipe"  # landmarks fitted per view: mediapipe (468) | dlib (68, optional package)
+    dlib_predictor: Optional[str] = None  # dlib's 68-point model, as stages.inversion.dlib_predictor
     exclude_eyes_mouth: bool = True  # drop eyes and mouth opening from the mask, like FFHQ-UV's parsing
     depth_test: bool = True  # z-buffer test on top of FFHQ-UV's normal test
     symmetric_fill: bool = True  # single view: fill unseen texels from the mirrored visible side
+    # FFHQ-UV's BiSeNet checkpoint (parsing_model/79999_iter.pth), relative to models.weights_dir or absolute;
+    # None = the face region comes from the landmarks.
+    face_parser: Optional[str] = None
 
 
 def _float_fields() -> tuple[pa.Field, ...]:
@@ -51,7 +56,21 @@ def _float_fields() -> tuple[pa.Field, ...]:
             pa.field(f"unwrap_valid_ratio_{view}", pa.float32()),  # share of the centre face the view fills
             pa.field(f"unwrap_yaw_{view}", pa.float32()),  # fitted head yaw, degrees
         ]
-    return tuple(fields)
+    # Where the face region came from: "parser" (BiSeNet labels) or "landmarks" (face oval).
+    return tuple(fields) + (pa.field("unwrap_face_region", pa.string()),)
+
+
+def face_parser_path(settings: UnwrapSettings, config: Any):
+    """The configured face parser checkpoint as a Path (absolute, or under models.weights_dir), or None."""
+    from pathlib import Path
+
+    if not settings.face_parser:
+        return None
+    path = Path(settings.face_parser)
+    weights = config.models.weights_dir
+    if path.is_absolute() or weights in (None, ""):
+        return path
+    return Path(str(weights)) / path
 
 
 class UnwrapStage(Stage):
@@ -70,6 +89,11 @@ class UnwrapStage(Stage):
             raise ConfigError(f"stages.unwrap.topology must be one of {TOPOLOGY_CHOICES}, not {settings.topology!r}")
         if settings.rasterizer not in RASTERIZERS:
             raise ConfigError(f"stages.unwrap.rasterizer must be one of {RASTERIZERS}, not {settings.rasterizer!r}")
+        from stages.face.landmarks import check_backend
+
+        weights_dir = config.models.weights_dir
+        check_backend("stages.unwrap", settings.landmarks, settings.dlib_predictor,
+                      None if weights_dir in (None, "") else str(weights_dir))
         if settings.topology == "hifi3dpp":
             from stages.geometry.hifi3dpp import MEAN_FACE_OBJ, MODEL_INFO
 
@@ -80,20 +104,33 @@ class UnwrapStage(Stage):
             if not any(p.exists() for p in candidates):
                 raise ConfigError("the hifi3dpp topology needs stages.unwrap.topology_obj (a HiFi3D++ OBJ with UVs) "
                                   f"or models.weights_dir/{MODEL_INFO}; see README section 'Weights'")
+        parser = face_parser_path(settings, config)
+        if parser is not None and not parser.is_file():
+            raise ConfigError(f"missing weights file {parser} (stages.unwrap.face_parser, the BiSeNet face parser); "
+                              "see README section 'Weights', or unset it to take the face region from the landmarks")
 
     def setup(self) -> None:
         """Load the topology (cached UV products), its shape model and the landmark detector."""
-        from stages.face.landmarks import FaceLandmarker
+        from stages.face.landmarks import make_detector
         from stages.geometry.fitting import ShapeModel
+        from stages.geometry.landmark_schemes import SCHEMES
         from stages.geometry.rasterize import backend_for_device
         from stages.geometry.uv_topology import topology_from_config
 
         self.topology = topology_from_config(self.context.config)
         self.topology.masks()  # build or load the cache now, not inside the first sample's time
-        self.shape_model = ShapeModel(self.topology)
-        self.detector = FaceLandmarker(max_faces=4)
+        self.detector = make_detector(self.settings.landmarks, 4, self.settings.dlib_predictor,
+                                      self.context.weights_dir)
+        self.shape_model = ShapeModel(self.topology, SCHEMES[self.detector.scheme])
         choice = self.settings.rasterizer
         self.backend = backend_for_device(self.context.device) if choice == "auto" else choice
+        self.parser = None
+        parser_path = face_parser_path(self.settings, self.context.config)
+        if parser_path is not None:
+            from stages.networks.bisenet import FaceParser, load_bisenet
+
+            self.parser = FaceParser(load_bisenet(parser_path, self.context.device), device=self.context.device,
+                                     fp16=bool(self.context.config.models.fp16))
 
     def process(self, sample: Sample) -> StageResult:
         """Unwrap every current view of the sample into ``uv_<view>`` / ``uvmask_<view>``."""
@@ -103,8 +140,14 @@ class UnwrapStage(Stage):
         images = {view: self.context.read_image(path) for view, path in views.items()}
         landmarks = {view: self.detector.detect_one(image, self.settings.multiple_faces).points[:, :2]
                      for view, image in images.items()}
-        result = unwrap_sample(self.topology, self.shape_model, images, landmarks, self.settings, self.backend)
-        fields: dict[str, Any] = {}
+        regions = None
+        if self.parser is not None:
+            labels = self.parser.parse(list(images.values()))  # all views of the sample in one batch
+            regions = {view: parsed_face_region(label, self.settings.exclude_eyes_mouth)
+                       for view, label in zip(images, labels)}
+        result = unwrap_sample(self.topology, self.shape_model, images, landmarks, self.settings, self.backend,
+                               regions=regions)
+        fields: dict[str, Any] = {"unwrap_face_region": "landmarks" if regions is None else "parser"}
         for view, out in result.items():
             self.context.write_image(sample, f"uv_{view}", out.texture)
             self.context.write_image(sample, f"uvmask_{view}", out.mask)
@@ -151,10 +194,21 @@ def face_region(landmarks: np.ndarray, height: int, width: int, exclude_eyes_mou
     return region
 
 
+def parsed_face_region(labels: np.ndarray, exclude_eyes_mouth: bool) -> np.ndarray:
+    """(H, W) bool face region from (H, W) BiSeNet labels: FFHQ-UV's parsing mask, its eye box scaled to the view."""
+    from stages.networks.bisenet import face_parsing_mask
+
+    radius = max(1, round(EYE_DILATE_1024 * max(labels.shape) / 1024))
+    return face_parsing_mask(labels, exclude_eyes_mouth, eye_box=2 * radius + 1)
+
+
 def unwrap_sample(topology, shape_model, images: dict[str, np.ndarray], landmarks: dict[str, np.ndarray],
                   settings: UnwrapSettings, backend: str = "cpu", timings: dict[str, float] | None = None,
-                  ) -> dict[str, ViewUnwrap]:
-    """Fit all views together and unwrap each: view name -> ViewUnwrap. ``timings`` collects seconds per step."""
+                  regions: dict[str, np.ndarray] | None = None) -> dict[str, ViewUnwrap]:
+    """Fit all views together and unwrap each: view name -> ViewUnwrap. ``timings`` collects seconds per step.
+
+    ``regions``: per view an (H, W) bool face region (e.g. from the face parser); None = from the landmarks.
+    """
     import time
 
     from stages.geometry.fitting import fit_views
@@ -168,7 +222,8 @@ def unwrap_sample(topology, shape_model, images: dict[str, np.ndarray], landmark
     timings["fit"] = timings.get("fit", 0.0) + time.perf_counter() - start
     out = {}
     for view, image in images.items():
-        out[view] = unwrap_view(topology, fit, view, image, landmarks[view], settings, backend, timings)
+        region = None if regions is None else regions[view]
+        out[view] = unwrap_view(topology, fit, view, image, landmarks[view], settings, backend, timings, region)
     if len(out) == 1 and settings.symmetric_fill:
         start = time.perf_counter()
         (only,) = out.values()
@@ -178,12 +233,18 @@ def unwrap_sample(topology, shape_model, images: dict[str, np.ndarray], landmark
 
 
 def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarray, settings: UnwrapSettings,
-                backend: str, timings: dict[str, float]) -> ViewUnwrap:
-    """Sample one (H, W, 3) uint8 view into the topology's UV map using the fitted shape and pose."""
+                backend: str, timings: dict[str, float], region: np.ndarray | None = None) -> ViewUnwrap:
+    """Sample one (H, W, 3) uint8 view into the topology's UV map using the fitted shape and pose.
+
+    ``landmarks``: the view's (468, 2) or (68, 2) detected pixel landmarks.
+
+    ``region``: the view's (H, W) bool face region; None = from the landmarks.
+    """
     import time
 
     import cv2
 
+    from stages.geometry.landmark_schemes import scheme_of
     from stages.geometry.visibility import DEPTH_TOLERANCE, depth_buffer, depth_visible, normal_visible
 
     h, w = image.shape[:2]
@@ -208,7 +269,9 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
     map_x[flat], map_y[flat] = texel_xyz[:, 0], texel_xyz[:, 1]
     map_x, map_y = map_x.reshape(s, s), map_y.reshape(s, s)
     texture = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    region = face_region(landmarks, h, w, settings.exclude_eyes_mouth).astype(np.uint8)
+    if region is None:
+        region = face_region(_mediapipe_points(topology, fit, view, landmarks), h, w, settings.exclude_eyes_mouth)
+    region = region.astype(np.uint8)
     seg = cv2.remap(region * 255, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) > 127
     inside = (texel_xyz[:, 0] >= 0) & (texel_xyz[:, 0] <= w - 1) & (texel_xyz[:, 1] >= 0) & (texel_xyz[:, 1] <= h - 1)
     valid = np.zeros(s * s, dtype=bool)
@@ -218,7 +281,7 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
     centre = topology.masks()["center_face"] > 0.5
     timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - start
 
-    a, b = FACE_WIDTH_POINTS
+    a, b = scheme_of(len(landmarks)).face_width
     return ViewUnwrap(
         texture=texture.astype(np.uint8),
         mask=(mask * 255).astype(np.uint8),
@@ -227,6 +290,15 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
         valid_ratio=float(mask[centre].mean()) if centre.any() else 0.0,
         yaw_degrees=pose.yaw_degrees(),
     )
+
+
+def _mediapipe_points(topology, fit, view: str, landmarks: np.ndarray) -> np.ndarray:
+    """(468, 2) pixel points whose contours outline the face: the detection, or the fitted mesh's projection."""
+    if len(landmarks) == topology.landmarks.triangles.shape[0]:
+        return landmarks
+    # A 68-point fit (dlib) has no face-oval or eyelid contours; the fitted surface's embedded mediapipe points
+    # projected into the view give them, forehead included.
+    return fit.poses[view].project(topology.landmark_points(fit.vertices))[:, :2]
 
 
 def symmetric_fill(topology, unwrap: ViewUnwrap) -> None:
