@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 import pipeline
 import stages
 from pipeline import layout
-from pipeline.config import as_overrides, enabled_stages, load_config, redacted_yaml, stage_settings
+from pipeline.config import as_overrides, enabled_stages, load_config, redact_text, redacted_yaml, stage_settings
 from pipeline.inputs import Plan, list_inputs, make_plan
 from pipeline.manifest import MANIFEST_VERSION, committed_shards, manifest_dataset, samples_to_table, table_to_bytes
 from pipeline.runner import PLAN_COLUMNS, StageRunner, initial_states, storage_for
@@ -515,6 +515,7 @@ class _run_log:
             os.close(handle)
         self.handler = logging.FileHandler(self.path)
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        self.handler.addFilter(_RedactFilter())
         self.handler.setLevel(logging.INFO)
         root = logging.getLogger()
         root.addHandler(self.handler)
@@ -537,6 +538,17 @@ class _run_log:
                 log.warning("could not upload the driver log %s: %s", self.name, error)
             finally:
                 os.unlink(self.path)
+
+
+class _RedactFilter(logging.Filter):
+    """Strip user:password@ from URLs in log records before they reach the run log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact_text(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        return True
 
 
 def _now() -> str:

@@ -253,3 +253,13 @@ def test_saved_config_redacts_credentials_in_urls_and_secret_keys():
                                             "input.source=s3://AKIDX:hunter2-key@bucket/photos"))
     saved = redacted_yaml(config)
     assert "hunter2" not in saved and "minio.example:9000" in saved and "bucket/photos" in saved
+
+
+def test_run_log_strips_credentials_from_urls(tmp_path):
+    from pipeline import driver
+
+    storage = open_storage(str(tmp_path / "out"))
+    with driver._run_log(storage) as run_log:
+        driver.log.warning("cannot list %s", "s3://AKIDX:hunter2-key@bucket/photos")
+    text = Path(run_log.path).read_text()
+    assert "cannot list s3://<redacted>@bucket/photos" in text and "hunter2" not in text
