@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stages.base import ConfigError
+from stages.networks.checkpoint import load_strict, read_state_dict
 
 # CelebAMask-HQ label order used by the released checkpoint (face-parsing.PyTorch / FFHQ-UV's FaceParsing_API).
 LABELS = ("background", "skin", "l_brow", "r_brow", "l_eye", "r_eye", "eye_g", "l_ear", "r_ear", "ear_r",
@@ -220,25 +221,10 @@ def infer_config(state: dict[str, torch.Tensor]) -> BiSeNetConfig:
 
 def load_bisenet(path: Union[str, Path], device: str = "cpu") -> BiSeNet:
     """Build BiSeNet from a ``79999_iter.pth``-style state dict (weights_only load; untrusted file), in eval mode."""
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ConfigError(f"face parser weights {path} not found; see README section 'Weights'") from None
-    except Exception as error:  # torch raises UnpicklingError/RuntimeError subclasses for bad files
-        raise ConfigError(f"face parser weights {path} could not be read as a tensor-only state dict: "
-                          f"{error}") from error
-    if not isinstance(state, dict):
-        raise ConfigError(f"face parser weights {path} hold a {type(state).__name__}, expected a state dict")
+    state = read_state_dict(path, "face parser")
     # Checkpoints saved from nn.DataParallel prefix every key with "module.".
     state = {key.removeprefix("module."): value for key, value in state.items()}
-    net = BiSeNet(infer_config(state))
-    missing, unexpected = net.load_state_dict(state, strict=False)
-    # BatchNorm's num_batches_tracked is absent from files written before PyTorch 0.4.1; nothing else may differ.
-    missing = [key for key in missing if not key.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ConfigError(f"face parser weights {path} do not match BiSeNet: missing {missing[:5]}, "
-                          f"unexpected {unexpected[:5]}")
-    return net.eval().to(device)
+    return load_strict(BiSeNet(infer_config(state)), state, f"face parser weights {path}").to(device)
 
 
 class FaceParser:
