@@ -122,7 +122,7 @@ def _check_run(output: str, ids: list[str], endpoint: str | None = None) -> dict
 
 
 def test_killed_stage_workers_are_restarted_and_each_sample_is_processed_once(local_ray, tmp_path):
-    ids = write_images(tmp_path / "in", 48, seed=3)
+    ids = write_images(tmp_path / "in", 36, seed=3)
     output = tmp_path / "out"
     config = _config(tmp_path / "in", str(output), "stages.attribute.sleep_s=0.1", "stages.relight.sleep_s=0.1",
                      "stages.complete.sleep_s=0.1", "stages.attribute.max_restarts=4")
@@ -144,7 +144,23 @@ def test_killed_stage_workers_are_restarted_and_each_sample_is_processed_once(lo
     assert not survivors & set(killed)
     rows = _check_run(str(output), ids)
     assert all(r["status"] == "ok" for r in rows.values())
-    assert run.summary.samples_processed == len(ids) and run.summary.shards_committed == 12
+    assert run.summary.samples_processed == len(ids) and run.summary.shards_committed == 9
+
+
+def test_a_worker_that_may_not_restart_stops_the_run_with_a_clear_error(local_ray, tmp_path):
+    ids = write_images(tmp_path / "in", 12, seed=10)
+    config = _config(tmp_path / "in", str(tmp_path / "out"), "stages.relight.max_restarts=0",
+                     "stages.relight.exit_ids=[img_009]", f"stages.relight.marker_dir={tmp_path}")
+    with pytest.raises(RuntimeError, match="stage worker died and was not restarted") as caught:
+        driver.run(config, progress=False)
+    assert "\n" not in str(caught.value)
+    committed, shards_before = _committed_files(tmp_path / "out"), len(_committed_shards(tmp_path / "out"))
+    summary = driver.run(config, progress=False)  # the marker says img_009 already killed a worker once
+    assert (summary.shards_skipped, summary.shards_committed) == (shards_before, 3 - shards_before)
+    after = _committed_files(tmp_path / "out")
+    assert {path: after.get(path) for path in committed} == committed
+    rows = _check_run(str(tmp_path / "out"), ids)
+    assert all(r["status"] == "ok" for r in rows.values())
 
 
 def test_stragglers_fail_with_timeout_and_the_run_finishes(local_ray, tmp_path):
@@ -207,9 +223,9 @@ def test_s3_slowdown_and_internal_errors_are_retried(local_ray, s3_bucket, tmp_p
 
 
 def test_disk_full_mid_run_stops_with_a_clear_error_and_keeps_committed_shards(local_ray, tmp_path):
-    ids = write_images(tmp_path / "in", 40, seed=7)
+    ids = write_images(tmp_path / "in", 28, seed=7)
     output = tmp_path / "out"
-    config = _config(tmp_path / "in", f"faulty://{output}", "stages.relight.sleep_s=0.2")
+    config = _config(tmp_path / "in", f"faulty://{output}", "stages.relight.sleep_s=0.15")
     run = _Background(config)
     while run.thread.is_alive() and len(_committed_shards(output)) < 2:
         time.sleep(0.05)
@@ -222,7 +238,7 @@ def test_disk_full_mid_run_stops_with_a_clear_error_and_keeps_committed_shards(l
     message = str(run.error)
     assert message.startswith("no space left on device writing faulty://") and "\n" not in message
     committed = _committed_files(output)
-    assert 2 <= len(_committed_shards(output)) < 10
+    assert 2 <= len(_committed_shards(output)) < 7
 
     summary = driver.run(config, progress=False)  # space freed: resume
     assert summary.shards_skipped == len(_committed_shards(output)) - summary.shards_committed
@@ -271,27 +287,27 @@ def test_a_shard_never_names_files_that_are_not_in_storage(tmp_path):
 
 
 def test_killed_driver_resumes_with_committed_shards_byte_identical(tmp_path):
-    ids = write_images(tmp_path / "in", 30, seed=8)
+    ids = write_images(tmp_path / "in", 21, seed=8)
     output = tmp_path / "out"
     args = ["run", "--profile", "tiny", "--no-progress", "--input", str(tmp_path / "in"), "--output", str(output),
             STAGES, "shard_size=3", "stages.relight.sleep_s=0.15"]
     process = subprocess.Popen(CLI + args, env=cli_env(PLUGINS), start_new_session=True, cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while len(_committed_shards(output)) < 3 or not faults.stage_worker_processes(process.pid):
+    while len(_committed_shards(output)) < 2 or not faults.stage_worker_processes(process.pid):
         assert process.poll() is None, "the run finished before it could be killed"
         assert time.time() < deadline, "no shard was committed in time"
         time.sleep(0.05)
     kill_process_group(process)  # SIGKILL the driver and its local Ray: no cleanup runs
     committed = _committed_files(output)
     committed_shards = _committed_shards(output)
-    assert 3 <= len(committed_shards) < 10
+    assert 2 <= len(committed_shards) < 7
 
     result = run_cli(args, cli_env(PLUGINS))
     after = _committed_files(output)
     assert {path: after.get(path) for path in committed} == committed
-    assert len(_committed_shards(output)) == 10
+    assert len(_committed_shards(output)) == 7
     rows = _check_run(str(output), ids)
     assert all(r["status"] == "ok" for r in rows.values())
     resumed = re.search(r"(\d+) shards committed \((\d+) already done\)", result.stdout)
-    assert resumed and (int(resumed[1]), int(resumed[2])) == (10 - len(committed_shards), len(committed_shards))
+    assert resumed and (int(resumed[1]), int(resumed[2])) == (7 - len(committed_shards), len(committed_shards))
