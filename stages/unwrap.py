@@ -1,6 +1,7 @@
 """The unwrap stage: fit the topology to every view of a sample and sample each view into the UV map.
 
-FFHQ-UV step 4 (a)-(d) (pipeline.md 2.4): landmarks per view (mediapipe 468), one shared identity shape and a
+FFHQ-UV step 4 (a)-(d) (pipeline.md 2.4): landmarks per view (mediapipe 468, or dlib 68 with ``landmarks: dlib``;
+a dlib fit draws the face region from the fitted mesh's mediapipe contours), one shared identity shape and a
 camera pose per view (``stages/geometry/fitting.py``), visibility by FFHQ-UV's normal test plus a z-buffer depth
 test (``stages/geometry/visibility.py``), then bilinear sampling of the view at every texel's projected position.
 The face region comes from FFHQ-UV's face parser (BiSeNet, ``stages/networks/bisenet.py``) when
@@ -27,8 +28,6 @@ TOPOLOGY_CHOICES = ("hifi3dpp", "mediapipe468")
 RASTERIZERS = ("auto", "cpu", "nvdiffrast")
 # FFHQ-UV's parsing mask dilates the eye holes by about 5 px at 1024 (box-blur 11 then >= 1, pipeline.md 2.4(a)).
 EYE_DILATE_1024 = 5
-# The landmark detector's face width: the face-oval points in front of the ears.
-FACE_WIDTH_POINTS = (234, 454)
 
 
 @dataclass
@@ -38,6 +37,8 @@ class UnwrapSettings(StageSettings):
     cache_dir: Optional[str] = None  # topology cache (UV raster, masks); None = ~/.cache/ffhq-uv-rebuild
     rasterizer: str = "auto"  # auto (nvdiffrast on cuda, else cpu) | cpu | nvdiffrast
     multiple_faces: str = "largest"  # largest | reject
+    landmarks: str = "mediapipe"  # landmarks fitted per view: mediapipe (468) | dlib (68, optional package)
+    dlib_predictor: Optional[str] = None  # dlib's 68-point model, as stages.inversion.dlib_predictor
     exclude_eyes_mouth: bool = True  # drop eyes and mouth opening from the mask, like FFHQ-UV's parsing
     depth_test: bool = True  # z-buffer test on top of FFHQ-UV's normal test
     symmetric_fill: bool = True  # single view: fill unseen texels from the mirrored visible side
@@ -88,6 +89,11 @@ class UnwrapStage(Stage):
             raise ConfigError(f"stages.unwrap.topology must be one of {TOPOLOGY_CHOICES}, not {settings.topology!r}")
         if settings.rasterizer not in RASTERIZERS:
             raise ConfigError(f"stages.unwrap.rasterizer must be one of {RASTERIZERS}, not {settings.rasterizer!r}")
+        from stages.face.landmarks import check_backend
+
+        weights_dir = config.models.weights_dir
+        check_backend("stages.unwrap", settings.landmarks, settings.dlib_predictor,
+                      None if weights_dir in (None, "") else str(weights_dir))
         if settings.topology == "hifi3dpp":
             from stages.geometry.hifi3dpp import MEAN_FACE_OBJ, MODEL_INFO
 
@@ -105,15 +111,17 @@ class UnwrapStage(Stage):
 
     def setup(self) -> None:
         """Load the topology (cached UV products), its shape model and the landmark detector."""
-        from stages.face.landmarks import FaceLandmarker
+        from stages.face.landmarks import make_detector
         from stages.geometry.fitting import ShapeModel
+        from stages.geometry.landmark_schemes import SCHEMES
         from stages.geometry.rasterize import backend_for_device
         from stages.geometry.uv_topology import topology_from_config
 
         self.topology = topology_from_config(self.context.config)
         self.topology.masks()  # build or load the cache now, not inside the first sample's time
-        self.shape_model = ShapeModel(self.topology)
-        self.detector = FaceLandmarker(max_faces=4)
+        self.detector = make_detector(self.settings.landmarks, 4, self.settings.dlib_predictor,
+                                      self.context.weights_dir)
+        self.shape_model = ShapeModel(self.topology, SCHEMES[self.detector.scheme])
         choice = self.settings.rasterizer
         self.backend = backend_for_device(self.context.device) if choice == "auto" else choice
         self.parser = None
@@ -228,12 +236,15 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
                 backend: str, timings: dict[str, float], region: np.ndarray | None = None) -> ViewUnwrap:
     """Sample one (H, W, 3) uint8 view into the topology's UV map using the fitted shape and pose.
 
+    ``landmarks``: the view's (468, 2) or (68, 2) detected pixel landmarks.
+
     ``region``: the view's (H, W) bool face region; None = from the landmarks.
     """
     import time
 
     import cv2
 
+    from stages.geometry.landmark_schemes import scheme_of
     from stages.geometry.visibility import DEPTH_TOLERANCE, depth_buffer, depth_visible, normal_visible
 
     h, w = image.shape[:2]
@@ -259,7 +270,7 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
     map_x, map_y = map_x.reshape(s, s), map_y.reshape(s, s)
     texture = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if region is None:
-        region = face_region(landmarks, h, w, settings.exclude_eyes_mouth)
+        region = face_region(_mediapipe_points(topology, fit, view, landmarks), h, w, settings.exclude_eyes_mouth)
     region = region.astype(np.uint8)
     seg = cv2.remap(region * 255, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) > 127
     inside = (texel_xyz[:, 0] >= 0) & (texel_xyz[:, 0] <= w - 1) & (texel_xyz[:, 1] >= 0) & (texel_xyz[:, 1] <= h - 1)
@@ -270,7 +281,7 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
     centre = topology.masks()["center_face"] > 0.5
     timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - start
 
-    a, b = FACE_WIDTH_POINTS
+    a, b = scheme_of(len(landmarks)).face_width
     return ViewUnwrap(
         texture=texture.astype(np.uint8),
         mask=(mask * 255).astype(np.uint8),
@@ -279,6 +290,15 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
         valid_ratio=float(mask[centre].mean()) if centre.any() else 0.0,
         yaw_degrees=pose.yaw_degrees(),
     )
+
+
+def _mediapipe_points(topology, fit, view: str, landmarks: np.ndarray) -> np.ndarray:
+    """(468, 2) pixel points whose contours outline the face: the detection, or the fitted mesh's projection."""
+    if len(landmarks) == topology.landmarks.triangles.shape[0]:
+        return landmarks
+    # A 68-point fit (dlib) has no face-oval or eyelid contours; the fitted surface's embedded mediapipe points
+    # projected into the view give them, forehead included.
+    return fit.poses[view].project(topology.landmark_points(fit.vertices))[:, :2]
 
 
 def symmetric_fill(topology, unwrap: ViewUnwrap) -> None:

@@ -1,4 +1,8 @@
-"""Dense face landmarks: mediapipe 0.10.21 FaceMesh (468 points) on still images.
+"""Face landmark detectors behind one interface, and the default backend: mediapipe 0.10.21 FaceMesh (468 points).
+
+Two backends, chosen by a stage setting ``landmarks`` (``LANDMARK_BACKENDS``): ``mediapipe`` (468 points, the
+default) and ``dlib`` (iBUG's 68 points, FFHQ-UV's own detector, ``stages/face/dlib68.py``). Both are
+``LandmarkDetector``s returning ``FaceLandmarks`` in y-down pixels with a box, largest face first.
 
 mediapipe's legacy ``solutions.face_mesh`` ships its detector and landmark models in
 the wheel, so this runs offline on a bare CPU machine. One ``FaceLandmarker`` is
@@ -9,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Self
+from typing import Optional, Self
 
 import numpy as np
 
@@ -22,6 +26,9 @@ NO_FACE = "no_face"
 MULTIPLE_FACES = "multiple_faces"
 
 MULTI_FACE_POLICIES = ("largest", "reject")
+LANDMARK_BACKENDS = ("mediapipe", "dlib")
+# Landmark layouts (FaceLandmarks.scheme): mediapipe's face mesh and iBUG's 68 points (dlib).
+MEDIAPIPE468, DLIB68 = "mediapipe468", "ibug68"
 
 # Landmark indices of mediapipe's face mesh (the contours in
 # mediapipe/python/solutions/face_mesh_connections.py). "Image-left" is the
@@ -37,14 +44,15 @@ NOSE_TIP = 1
 class FaceLandmarks:
     """One detected face.
 
-    ``points``: (468, 3) float32; x, y in pixels of the input image (y down), z the
-    relative depth in the same pixel scale (smaller = nearer the camera, origin near
-    the head centre, as mediapipe defines it). ``box``: (x0, y0, x1, y1) pixels, the
-    tight box around the landmarks.
+    ``points``: x, y in pixels of the input image (y down). mediapipe468: (468, 3) float32,
+    z the relative depth in the same pixel scale (smaller = nearer the camera, origin near
+    the head centre, as mediapipe defines it); ibug68: (68, 2) float32. ``box``: (x0, y0,
+    x1, y1) pixels, the tight box around the landmarks.
     """
 
     points: np.ndarray
     box: tuple[float, float, float, float]
+    scheme: str = MEDIAPIPE468
 
     @property
     def area(self) -> float:
@@ -54,14 +62,18 @@ class FaceLandmarks:
 
 
 def ffhq_points(points: np.ndarray) -> np.ndarray:
-    """The 5 points FFHQ alignment uses, from (468, 2+) landmarks -> (5, 2) pixels.
+    """The 5 points FFHQ alignment uses, from (468, 2+) or (68, 2+) landmarks -> (5, 2) pixels.
 
     Rows: image-left eye centre, image-right eye centre, nose tip, image-left mouth
     corner, image-right mouth corner (the order of dlib's 68-point recipe:
     eye_left = mean(lm[36:42]), eye_right = mean(lm[42:48]), lm[48], lm[54]).
     """
+    from stages.face.dlib68 import NUM_POINTS, ffhq_points68
+
+    if points.shape[0] == NUM_POINTS:
+        return ffhq_points68(points)
     if points.shape[0] != NUM_LANDMARKS:
-        raise ValueError(f"expected {NUM_LANDMARKS} landmarks, got {points.shape[0]}")
+        raise ValueError(f"expected {NUM_LANDMARKS} or {NUM_POINTS} landmarks, got {points.shape[0]}")
     xy = np.asarray(points, dtype=np.float64)[:, :2]
     return np.stack([
         xy[list(EYE_IMAGE_LEFT)].mean(axis=0),
@@ -72,13 +84,75 @@ def ffhq_points(points: np.ndarray) -> np.ndarray:
     ]).astype(np.float32)
 
 
-class FaceLandmarker:
+class LandmarkDetector:
+    """A face landmark backend: ``detect`` (all faces) from the subclass, the several-faces policy here."""
+
+    scheme: str
+
+    def detect(self, rgb: np.ndarray) -> list[FaceLandmarks]:
+        """All faces in an (H, W, 3) uint8 RGB image, largest box first."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the backend's resources (idempotent)."""
+        raise NotImplementedError
+
+    def detect_one(self, rgb: np.ndarray, policy: str = "largest") -> FaceLandmarks:
+        """The single face of an image under a several-faces ``policy`` (largest | reject).
+
+        Raises SampleError ``no_face`` or, with ``reject``, ``multiple_faces``.
+        """
+        if policy not in MULTI_FACE_POLICIES:
+            raise ConfigError(f"multiple-face policy must be one of {MULTI_FACE_POLICIES}, not {policy!r}")
+        faces = self.detect(rgb)
+        if not faces:
+            raise SampleError(NO_FACE, f"no face found in the {rgb.shape[1]}x{rgb.shape[0]} image")
+        if len(faces) > 1 and policy == "reject":
+            raise SampleError(MULTIPLE_FACES, f"{len(faces)} faces found and the policy is 'reject'")
+        return faces[0]
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def check_backend(option: str, backend: str, dlib_predictor: Optional[str], weights_dir: Optional[str]) -> None:
+    """Preflight of a stage's ``landmarks`` setting: a known backend, and dlib installed with its model file.
+
+    ``option`` is the config section quoted in errors (e.g. ``stages.inversion``). Raises ConfigError.
+    """
+    if backend not in LANDMARK_BACKENDS:
+        raise ConfigError(f"{option}.landmarks must be one of {LANDMARK_BACKENDS}, not {backend!r}")
+    if backend == "dlib":
+        from stages.face.dlib68 import resolve_predictor
+
+        resolve_predictor(dlib_predictor, weights_dir, f"{option}.dlib_predictor")
+
+
+def make_detector(backend: str, max_faces: int = 4, dlib_predictor: Optional[str] = None,
+                  weights_dir: Optional[str] = None) -> LandmarkDetector:
+    """The ``backend`` detector (``LANDMARK_BACKENDS``); dlib's model is found by ``dlib68.resolve_predictor``."""
+    if backend == "dlib":
+        from stages.face.dlib68 import Dlib68Landmarker, resolve_predictor
+
+        path = resolve_predictor(dlib_predictor, weights_dir, "dlib_predictor")
+        return Dlib68Landmarker(path, max_faces=max_faces)
+    if backend != "mediapipe":
+        raise ConfigError(f"landmarks must be one of {LANDMARK_BACKENDS}, not {backend!r}")
+    return FaceLandmarker(max_faces=max_faces)
+
+
+class FaceLandmarker(LandmarkDetector):
     """A mediapipe FaceMesh graph for still images; create once per actor, then call ``detect``.
 
     The graph is not re-entrant, so calls are serialised with a lock (Ray actors run
     one batch at a time anyway; the lock makes thread pools safe too). Use as a
     context manager or call ``close()`` to free the graph.
     """
+
+    scheme = MEDIAPIPE468
 
     def __init__(self, max_faces: int = 4, refine_landmarks: bool = False, min_confidence: float = 0.5):
         from mediapipe.python.solutions import face_mesh
@@ -118,30 +192,9 @@ class FaceLandmarker:
             faces.append(FaceLandmarks(points=points, box=(float(x0), float(y0), float(x1), float(y1))))
         return sorted(faces, key=lambda f: f.area, reverse=True)
 
-    def detect_one(self, rgb: np.ndarray, policy: str = "largest") -> FaceLandmarks:
-        """The single face of an image under a several-faces ``policy`` (largest | reject).
-
-        Raises SampleError ``no_face`` or, with ``reject``, ``multiple_faces``.
-        """
-        if policy not in MULTI_FACE_POLICIES:
-            raise ConfigError(f"multiple-face policy must be one of {MULTI_FACE_POLICIES}, not {policy!r}")
-        faces = self.detect(rgb)
-        if not faces:
-            raise SampleError(NO_FACE, f"no face found in the {rgb.shape[1]}x{rgb.shape[0]} image")
-        if len(faces) > 1 and policy == "reject":
-            raise SampleError(MULTIPLE_FACES, f"{len(faces)} faces found and the policy is 'reject'")
-        return faces[0]
-
     def close(self) -> None:
         """Release the mediapipe graph (idempotent)."""
         with self._lock:
             if not self._closed:
                 self._mesh.close()
                 self._closed = True
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stages.geometry.landmark_schemes import IBUG68_SCHEME, MEDIAPIPE468_SCHEME, LandmarkScheme
 from stages.geometry.uv_topology import Topology
 
 # Deep3D's camera (FFHQ-UV): focal 1015 px at a 224 px crop, i.e. a 12.6 degree field of view.
@@ -27,12 +28,15 @@ DEEP3D_FOCAL, DEEP3D_CROP = 1015.0, 224.0
 # landmark controls a wide Gaussian (width in outer-eye-corner distances), strongly regularised, so the head
 # keeps its template shape away from the face.
 RBF_SIGMA, RBF_CONTROL_STRIDE, RIDGE_RBF = 0.35, 3, 0.05
+# iBUG's 68 points are sparse already: each controls one of those wide Gaussians.
+IBUG68_CONTROL_STRIDE = 1
 # On a mesh made of the landmarks themselves (mediapipe468) every landmark controls a narrow Gaussian with a
 # light ridge: the mesh follows the detection almost exactly, which keeps single photos pixel-aligned in UV.
 DENSE_RBF_SIGMA, DENSE_RBF_CONTROL_STRIDE, DENSE_RIDGE_RBF = 0.1, 1, 0.001
 RIDGE_3DMM = 1e-3  # ridge weight on 3DMM coefficients
 ROUNDS = 4  # pose/shape alternations
-# Landmarks of mediapipe's face oval are silhouette-like and noisier: half weight in the shape solve.
+# Contour landmarks (mediapipe's face oval, iBUG's jaw) are silhouette-like and noisier: half weight in the shape
+# solve.
 FACE_OVAL_WEIGHT = 0.5
 
 
@@ -78,21 +82,27 @@ def focal_for(width: int, height: int) -> float:
 
 
 class ShapeModel:
-    """The linear shape space of a topology: template plus basis, and its restriction to the landmarks."""
+    """The linear shape space of a topology: template plus basis, and its restriction to a scheme's landmarks."""
 
-    def __init__(self, topology: Topology):
+    def __init__(self, topology: Topology, scheme: LandmarkScheme = MEDIAPIPE468_SCHEME):
         self.topology = topology
-        lm = topology.landmark_points()
-        eye = float(np.linalg.norm(lm[263] - lm[33]))
+        self.scheme = scheme
+        embedding = scheme.embedding(topology.landmarks)
+        lm = embedding.points(topology.vertices, topology.triangles)
+        left, right = scheme.outer_eyes
+        eye = float(np.linalg.norm(lm[right] - lm[left]))
         if topology.id_basis is not None:
             parts = [topology.id_basis] + ([topology.exp_basis] if topology.exp_basis is not None else [])
             self.basis = np.concatenate(parts, axis=1)  # (3N, K), rows x0, y0, z0, x1, ...
             self.ridge = RIDGE_3DMM
             self.pose_rounds = ROUNDS
         else:
-            dense = topology.landmarks.on_vertices
+            # Dense: the mesh is made of the landmarks themselves (mediapipe468 fitted to its own 468 points).
+            dense = embedding.on_vertices and len(lm) == len(topology.vertices)
             sigma, stride, ridge = ((DENSE_RBF_SIGMA, DENSE_RBF_CONTROL_STRIDE, DENSE_RIDGE_RBF) if dense
                                     else (RBF_SIGMA, RBF_CONTROL_STRIDE, RIDGE_RBF))
+            if scheme is IBUG68_SCHEME:
+                stride = IBUG68_CONTROL_STRIDE
             controls = lm[::stride]
             d2 = ((topology.vertices[:, None, :] - controls[None, :, :]) ** 2).sum(-1)
             phi = np.exp(-d2 / (2 * (sigma * eye) ** 2))  # (N, C)
@@ -104,11 +114,11 @@ class ShapeModel:
             self.ridge = ridge * eye**2
             # The dense basis can mimic a small head rotation, so poses are fixed after the first (template) round.
             self.pose_rounds = 1 if dense else ROUNDS
-        tri = topology.triangles[topology.landmarks.triangles]  # (L, 3)
-        bary = topology.landmarks.barycentrics
+        tri = topology.triangles[embedding.triangles]  # (L, 3)
+        bary = embedding.barycentrics
         b3 = self.basis.reshape(len(topology.vertices), 3, -1)
         self.landmark_basis = np.einsum("lk,lkaj->laj", bary, b3[tri])  # (L, 3, K)
-        self.landmark_template = topology.landmark_points()
+        self.landmark_template = lm
 
     def vertices(self, coeffs: np.ndarray) -> np.ndarray:
         """(N, 3) vertices for shape coefficients (K,)."""
@@ -138,12 +148,10 @@ def _solve_pose(points3d: np.ndarray, points2d: np.ndarray, focal: float, centre
 
 def fit_views(model: ShapeModel, landmarks: dict[str, np.ndarray], image_sizes: dict[str, tuple[int, int]],
               rounds: int = ROUNDS) -> Fit:
-    """Fit poses per view and one shape to (L, 2) pixel landmarks (y-down) of views of sizes (H, W)."""
-    from stages.geometry.uv_topology import FACE_OVAL_LANDMARKS
-
+    """Fit poses per view and one shape to (L, 2) y-down pixel landmarks (``model.scheme``) of (H, W) views."""
     num = model.landmark_template.shape[0]
     weights = np.ones(num)
-    weights[list(FACE_OVAL_LANDMARKS)] = FACE_OVAL_WEIGHT
+    weights[list(model.scheme.contour)] = FACE_OVAL_WEIGHT
     coeffs = np.zeros(model.basis.shape[1])
     poses: dict[str, ViewPose] = {}
     for round_index in range(rounds):
