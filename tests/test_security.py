@@ -103,6 +103,12 @@ def _load_dpr(path: str):
     return load_dpr(path)
 
 
+def _load_bisenet(path: str):
+    from stages.networks.bisenet import load_bisenet
+
+    return load_bisenet(path)
+
+
 # format -> (checkpoint file name, writer of a checkpoint carrying the payload, the product loader)
 CHECKPOINTS = {
     "tf_pickle": ("stylegan2-ffhq-config-f.pkl", _tf_pickle_with, _load_generator),
@@ -111,6 +117,7 @@ CHECKPOINTS = {
     "torch_zip_e4e": ("e4e_ffhq_encode.pt", lambda p: _torch_zip(p, {"state_dict": {}}), _load_e4e),
     "torch_zip_styleflow": ("modellarge10k.pt", lambda p: _torch_zip(p, {}), _load_styleflow),
     "torch_legacy_dpr": ("trained_model_03.t7", lambda p: _torch_legacy(p, {}), _load_dpr),
+    "torch_zip_bisenet": ("79999_iter.pth", lambda p: _torch_zip(p, {}), _load_bisenet),
 }
 
 
