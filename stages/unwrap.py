@@ -1,7 +1,7 @@
 """The unwrap stage: fit the topology to every view of a sample and sample each view into the UV map.
 
 FFHQ-UV step 4 (a)-(d) (pipeline.md 2.4): landmarks per view (mediapipe 468, or dlib 68 with ``landmarks: dlib``;
-a dlib fit draws the face region from the fitted mesh's mediapipe contours), one shared identity shape and a
+see ``landmark_region`` for the face region of a dlib fit), one shared identity shape and a
 camera pose per view (``stages/geometry/fitting.py``), visibility by FFHQ-UV's normal test plus a z-buffer depth
 test (``stages/geometry/visibility.py``), then bilinear sampling of the view at every texel's projected position.
 The face region comes from FFHQ-UV's face parser (BiSeNet, ``stages/networks/bisenet.py``) when
@@ -270,7 +270,7 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
     map_x, map_y = map_x.reshape(s, s), map_y.reshape(s, s)
     texture = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if region is None:
-        region = face_region(_mediapipe_points(topology, fit, view, landmarks), h, w, settings.exclude_eyes_mouth)
+        region = landmark_region(topology, fit, view, landmarks, h, w, settings.exclude_eyes_mouth)
     region = region.astype(np.uint8)
     seg = cv2.remap(region * 255, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) > 127
     inside = (texel_xyz[:, 0] >= 0) & (texel_xyz[:, 0] <= w - 1) & (texel_xyz[:, 1] >= 0) & (texel_xyz[:, 1] <= h - 1)
@@ -292,13 +292,27 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
     )
 
 
-def _mediapipe_points(topology, fit, view: str, landmarks: np.ndarray) -> np.ndarray:
-    """(468, 2) pixel points whose contours outline the face: the detection, or the fitted mesh's projection."""
+def landmark_region(topology, fit, view: str, landmarks: np.ndarray, height: int, width: int,
+                    exclude_eyes_mouth: bool) -> np.ndarray:
+    """(H, W) bool face region of a view from its (468, 2) or (68, 2) detected pixel landmarks.
+
+    468 points: their own contours (``face_region``). 68 points (dlib) have no face-oval or eyelid contours: the
+    fitted surface's embedded mediapipe points projected into the view give them, forehead included, and the
+    region is clipped to dlib's jaw, the face's silhouette below the ears, closed through the image's top edge.
+    """
+    import cv2
+
+    from stages.geometry.landmark_schemes import scheme_of
+
     if len(landmarks) == topology.landmarks.triangles.shape[0]:
-        return landmarks
-    # A 68-point fit (dlib) has no face-oval or eyelid contours; the fitted surface's embedded mediapipe points
-    # projected into the view give them, forehead included.
-    return fit.poses[view].project(topology.landmark_points(fit.vertices))[:, :2]
+        return face_region(landmarks, height, width, exclude_eyes_mouth)
+    projected = fit.poses[view].project(topology.landmark_points(fit.vertices))[:, :2]
+    region = face_region(projected, height, width, exclude_eyes_mouth)
+    jaw = landmarks[list(scheme_of(len(landmarks)).contour)]
+    outline = np.concatenate([jaw, [[jaw[-1, 0], 0.0], [jaw[0, 0], 0.0]]])
+    clip = np.zeros((height, width), dtype=np.uint8)
+    cv2.fillPoly(clip, [np.round(outline * 16).astype(np.int32)], 1, shift=4)
+    return region & clip.astype(bool)
 
 
 def symmetric_fill(topology, unwrap: ViewUnwrap) -> None:

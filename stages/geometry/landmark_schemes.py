@@ -5,11 +5,14 @@ are a fixed subset of those: ``MEDIAPIPE_TO_IBUG68[k]`` is the mediapipe landmar
 68-point embedding of any topology is the 468-point one restricted to these rows.
 
 Origin of the table: the widely used mediapipe-to-dlib correspondence (as in PeizhiYan/Mediapipe_2_Dlib_Landmarks,
-where a few points average two mediapipe landmarks; here each is one landmark), checked on real photos by
-``tests/test_dlib_landmarks.py``: on ``shared/data/faces/*.jpg`` and skimage's astronaut, dlib's eye, brow, nose
-and mouth points lie within a few percent of the eye distance of the mapped mediapipe points. The jaw is a
-silhouette in both detectors and differs more (dlib's runs lower on the cheek), which is why the fitting
-down-weights contour points.
+where a few points average two mediapipe landmarks; here each is one landmark), with six mirror pairs replaced
+after comparing dlib's 68 points with mediapipe's 468 on ``shared/data/faces/*.jpg``, FFHQ 01223 (photo and
+front view) and skimage's astronaut: for each iBUG pair the mirror-symmetric mediapipe pair nearest dlib's points
+(mean distance in eye-distance units). The replaced pairs are the jaw points 3/13, 4/12, 6/10 and 7/9, where
+the common table follows mediapipe's outer face oval while dlib's jaw runs lower on the cheek (mean 0.15 -> 0.07),
+and the inner eye corners 39/42 (0.034 -> 0.018). The remaining points differ from dlib's by 0.01-0.08 eye
+distances. ``tests/test_dlib_landmarks.py`` checks the table's symmetry and, with dlib installed, the agreement.
+The jaw is a silhouette in both detectors, which is why the fitting down-weights contour points.
 """
 
 from __future__ import annotations
@@ -30,13 +33,14 @@ from stages.geometry.uv_topology import (
 # iBUG 68 point k (0-based) -> mediapipe face-mesh landmark. Image-left = the subject's right.
 MEDIAPIPE_TO_IBUG68: tuple[int, ...] = (
     # 0-16 jaw, image-left ear to image-right ear through the chin (8)
-    127, 234, 93, 132, 58, 136, 150, 176, 152, 400, 379, 365, 288, 361, 323, 454, 356,
+    127, 234, 93, 215, 172, 136, 149, 148, 152, 377, 378, 365, 397, 435, 323, 454, 356,
     # 17-21 image-left brow, 22-26 image-right brow (outer to inner, inner to outer)
     70, 63, 105, 66, 107, 336, 296, 334, 293, 300,
     # 27-30 nose bridge down to the tip, 31-35 nostrils image-left to image-right
     168, 197, 5, 4, 75, 97, 2, 326, 305,
-    # 36-41 image-left eye, 42-47 image-right eye (clockwise from the outer / inner corner)
-    33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
+    # 36-41 image-left eye, 42-47 image-right eye (clockwise from the outer / inner corner; dlib's inner corners
+    # sit on mediapipe's lower lid next to the corner landmarks 133 / 362)
+    33, 160, 158, 155, 153, 144, 382, 385, 387, 263, 373, 380,
     # 48-59 outer lips from the image-left corner, 60-67 inner lips
     61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181, 78, 82, 13, 312, 308, 317, 14, 87,
 )
