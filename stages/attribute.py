@@ -32,6 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
+from stages.networks import dpr_weights
 
 ATTRIBUTE_NAMES: tuple[str, ...] = ("Gender", "Glasses", "Yaw", "Pitch", "Baldness", "Beard", "Age", "Expression")
 NUM_LIGHT = 9
@@ -52,7 +53,6 @@ ALLOWED_SOURCES: dict[str, tuple[str, ...]] = {
     "Expression": ("deepface", "import", "default"),
 }
 DEEPFACE_MODEL_OF = {"Gender": "gender", "Age": "age", "Expression": "emotion"}
-DPR_FILE = "dpr_model/trained_model_03.t7"
 MIN_FACE_SIZE = 64  # FFHQ quad side in source pixels below which the face is too small to measure
 
 # Provenance strings.
@@ -115,7 +115,6 @@ class AttributeStage(Stage):
     @classmethod
     def preflight(cls, settings: StageSettings, config: Any) -> None:
         """Check options, the DPR file, the deepface weights and the import file, without loading models."""
-        from pathlib import Path
 
         from stages.face.deepface_models import deepface_home, missing_weights
         from stages.face.landmarks import MULTI_FACE_POLICIES, check_backend
@@ -132,10 +131,7 @@ class AttributeStage(Stage):
         weights_dir = None if config.models.weights_dir in (None, "") else str(config.models.weights_dir)
         check_backend("stages.attribute", settings.landmarks, settings.dlib_predictor, weights_dir)
         if settings.lighting == "dpr":
-            path = Path(weights_dir or "<models.weights_dir>") / DPR_FILE
-            if weights_dir is None or not path.is_file():
-                raise ConfigError(f"missing weights file {path} (DPR lighting of the attribute stage); see README "
-                                  "section 'Weights', or set stages.attribute.lighting=analytic")
+            dpr_weights(weights_dir, "stages.attribute.lighting=dpr")
         models = tuple(sorted({DEEPFACE_MODEL_OF[n] for n in deepface_fields(settings)}))
         if models and settings.deepface == "required":
             missing = missing_weights(deepface_home(weights_dir) if weights_dir else None, models)
@@ -167,11 +163,11 @@ class AttributeStage(Stage):
             self.aligner = make_detector(settings.landmarks, settings.max_faces, settings.dlib_predictor, weights_dir)
         self.relighter = None
         if settings.lighting == "dpr":
-            from pathlib import Path
-
+            from stages.networks import local_weight_file
             from stages.networks.dpr import DPRRelighter, load_dpr
 
-            self.relighter = DPRRelighter(load_dpr(Path(weights_dir) / DPR_FILE, self.context.device),
+            location = dpr_weights(weights_dir, "stages.attribute.lighting=dpr")
+            self.relighter = DPRRelighter(load_dpr(local_weight_file(location), self.context.device),
                                           device=self.context.device, fp16=bool(self.context.config.models.fp16))
         self.deepface = None
         models = tuple(sorted({DEEPFACE_MODEL_OF[n] for n in deepface_fields(settings)}))

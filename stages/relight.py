@@ -27,9 +27,9 @@ import pyarrow as pa
 
 from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
 from stages.face.landmarks import NO_FACE
+from stages.networks import dpr_weights
 from stages.views import VIEW_NAMES
 
-DPR_FILE = "dpr_model/trained_model_03.t7"
 # FFHQ-UV's delight target (pipeline.md 2.3), DPR's SH order.
 EVEN_LIGHT = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 
@@ -68,7 +68,6 @@ class RelightStage(Stage):
     @classmethod
     def preflight(cls, settings: StageSettings, config: Any) -> None:
         """Options and, for DPR, its weights file."""
-        from pathlib import Path
 
         from stages.face.landmarks import MULTI_FACE_POLICIES
 
@@ -83,10 +82,7 @@ class RelightStage(Stage):
             raise ConfigError("stages.relight.threshold must be non-negative")
         if settings.method == "dpr":
             weights_dir = None if config.models.weights_dir in (None, "") else str(config.models.weights_dir)
-            path = Path(weights_dir or "<models.weights_dir>") / DPR_FILE
-            if weights_dir is None or not path.is_file():
-                raise ConfigError(f"missing weights file {path} (DPR relighting); see README section 'Weights', "
-                                  "or set stages.relight.method=analytic")
+            dpr_weights(weights_dir, "stages.relight.method=dpr")
 
     def setup(self) -> None:
         """Landmarker (for the face region) and, for DPR, the network."""
@@ -95,11 +91,11 @@ class RelightStage(Stage):
         self.landmarker = FaceLandmarker(max_faces=4)
         self.relighter = None
         if self.settings.method == "dpr":
-            from pathlib import Path
-
+            from stages.networks import local_weight_file
             from stages.networks.dpr import DPRRelighter, load_dpr
 
-            self.relighter = DPRRelighter(load_dpr(Path(self.context.weights_dir) / DPR_FILE, self.context.device),
+            location = dpr_weights(self.context.weights_dir, "stages.relight.method=dpr")
+            self.relighter = DPRRelighter(load_dpr(local_weight_file(location), self.context.device),
                                           device=self.context.device, fp16=bool(self.context.config.models.fp16))
 
     def process(self, sample: Sample) -> StageResult:

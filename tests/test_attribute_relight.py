@@ -13,9 +13,10 @@ from PIL import Image
 
 from pipeline.config import load_config, stage_settings
 from pipeline.storage import open_storage
-from stages.attribute import ATTRIBUTE_NAMES, DEFAULTS, DPR_FILE, AttributeStage
+from stages.attribute import ATTRIBUTE_NAMES, DEFAULTS, AttributeStage
 from stages.base import ConfigError, Sample, SampleError, StageContext
 from stages.face.deepface_models import deepface_home
+from stages.networks import DPR_FILE
 from stages.relight import RelightStage
 from tests.tiny_deepface_weights import write_random_deepface_weights
 from tests.tiny_dpr_weights import write_tiny_dpr

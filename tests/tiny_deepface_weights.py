@@ -20,7 +20,7 @@ def write_random_deepface_weights(home: Path, models: tuple[str, ...] = tuple(WE
     builders = {"age": Age.base_model, "gender": Gender.base_model, "emotion": Emotion.base_model}
     torch.manual_seed(seed)
     for name in models:
-        path = weight_path(home, name)
+        path = Path(weight_path(home, name))
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save(builders[name]().state_dict(), path)
     return home

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DPR_FILE = "dpr_model/trained_model_03.t7"  # FFHQ-UV's name under models.weights_dir
+from stages.networks import DPR_FILE  # noqa: F401 - FFHQ-UV's name under models.weights_dir, for the tests
 
 
 def official_format(net) -> dict:

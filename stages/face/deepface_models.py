@@ -11,6 +11,7 @@ box, resized with deepface's black-padded ``resize_image`` to 224, BGR in [0,1],
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -31,21 +32,23 @@ HAPPY = EMOTION_LABELS.index("happy")
 MAN = 1  # deepface's GENDER_LABELS = ["Woman", "Man"]
 
 
-def deepface_home(weights_dir: Union[str, Path]) -> Path:
-    """DEEPFACE_HOME for a weights folder."""
-    return Path(weights_dir) / DEEPFACE_SUBDIR
+def deepface_home(weights_dir: Union[str, Path]) -> str:
+    """DEEPFACE_HOME for a weights folder (a local path or an fsspec URL)."""
+    return posixpath.join(str(weights_dir), DEEPFACE_SUBDIR)
 
 
-def weight_path(home: Union[str, Path], model: str) -> Path:
+def weight_path(home: Union[str, Path], model: str) -> str:
     """Where deepface keeps the weights of ``model`` (age | gender | emotion) under DEEPFACE_HOME."""
-    return Path(home) / ".deepface" / "weights" / WEIGHT_FILES[model]
+    return posixpath.join(str(home), ".deepface", "weights", WEIGHT_FILES[model])
 
 
 def missing_weights(home: Optional[Union[str, Path]], models: tuple[str, ...]) -> list[str]:
-    """The weight files (as paths) of ``models`` that do not exist; all of them when ``home`` is None."""
+    """The weight files (as paths or URLs) of ``models`` that do not exist; all of them when ``home`` is None."""
+    from stages.networks import weight_exists
+
     if home is None:
         return [f"<models.weights_dir>/{DEEPFACE_SUBDIR}/.deepface/weights/{WEIGHT_FILES[m]}" for m in models]
-    return [str(weight_path(home, m)) for m in models if not weight_path(home, m).is_file()]
+    return [weight_path(home, m) for m in models if not weight_exists(weight_path(home, m))]
 
 
 def face_input(rgb: np.ndarray, box: Optional[tuple[float, float, float, float]] = None,
@@ -99,6 +102,8 @@ class DeepfaceModels:
         from deepface.models.demography.pytorch import Age, Emotion, Gender
         from deepface.models.facial_recognition.pytorch.TorchFacialRecognition import load_model_weights
 
+        from stages.networks import local_weight_file
+
         unknown = sorted(set(models) - set(WEIGHT_FILES))
         if unknown:
             raise ConfigError(f"unknown deepface model(s) {unknown}; known: {sorted(WEIGHT_FILES)}")
@@ -110,7 +115,7 @@ class DeepfaceModels:
         self.nets = {}
         for name in models:
             try:
-                net = load_model_weights(model=builders[name](), weight_file=str(weight_path(home, name)))
+                net = load_model_weights(model=builders[name](), weight_file=local_weight_file(weight_path(home, name)))
             except (ValueError, RuntimeError) as error:
                 raise ConfigError(f"deepface {name} weights {weight_path(home, name)} do not load: {error}") from error
             self.nets[name] = net.to(self.device).eval()

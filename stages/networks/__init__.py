@@ -11,9 +11,23 @@ from typing import Optional
 
 from stages.base import ConfigError
 
+# FFHQ-UV's checkpoints/ layout for the DPR network (attribute and relight stages).
+DPR_FILE = "dpr_model/trained_model_03.t7"
+
 
 def _is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
+
+
+def weight_exists(location: str) -> bool:
+    """Whether a weights file exists, on local disk or behind an fsspec URL."""
+    location = location[len("file://"):] if location.startswith("file://") else location
+    if not _is_url(location):
+        return os.path.isfile(location)
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(location)
+    return fs.exists(path)
 
 
 def weight_location(weights_dir: Optional[str], relative: str, option: str) -> str:
@@ -29,16 +43,17 @@ def weight_location(weights_dir: Optional[str], relative: str, option: str) -> s
     else:
         location = f"{weights_dir.rstrip('/')}/{relative}"
     location = location[len("file://"):] if location.startswith("file://") else location
-    if _is_url(location):
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(location)
-        exists = fs.exists(path)
-    else:
-        exists = os.path.isfile(location)
-    if not exists:
+    if not weight_exists(location):
         raise ConfigError(f"missing weights file {location} ({option}); see README section 'Weights'")
     return location
+
+
+def dpr_weights(weights_dir: Optional[str], option: str) -> str:
+    """Location of DPR's weights for a stage whose ``option`` chose DPR; ConfigError naming the way out."""
+    try:
+        return weight_location(weights_dir, DPR_FILE, option)
+    except ConfigError as error:
+        raise ConfigError(f"{error}, or use the analytic method instead of {option}") from None
 
 
 def local_weight_file(location: str) -> str:
