@@ -16,7 +16,7 @@ from typing import Optional
 import numpy as np
 
 from stages.base import ConfigError
-from stages.face.landmarks import DLIB68, FaceLandmarks, LandmarkDetector
+from stages.face.landmarks import DLIB68, FaceLandmarks, LandmarkDetector, five_points
 
 NUM_POINTS = 68
 # FFHQ-UV's file name under models.weights_dir.
@@ -41,14 +41,8 @@ def ffhq_points68(points: np.ndarray) -> np.ndarray:
     """
     if points.shape[0] != NUM_POINTS:
         raise ValueError(f"expected {NUM_POINTS} landmarks, got {points.shape[0]}")
-    xy = np.asarray(points, dtype=np.float64)[:, :2]
-    return np.stack([
-        xy[list(EYE_IMAGE_LEFT)].mean(axis=0),
-        xy[list(EYE_IMAGE_RIGHT)].mean(axis=0),
-        xy[NOSE_TIP],
-        xy[MOUTH_CORNER_IMAGE_LEFT],
-        xy[MOUTH_CORNER_IMAGE_RIGHT],
-    ]).astype(np.float32)
+    return five_points(points, EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, NOSE_TIP, MOUTH_CORNER_IMAGE_LEFT,
+                       MOUTH_CORNER_IMAGE_RIGHT)
 
 
 def dlib_available() -> bool:

@@ -12,6 +12,7 @@ created per actor (the graph takes ~100 ms to build) and reused for every image.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Optional, Self
 
@@ -74,14 +75,16 @@ def ffhq_points(points: np.ndarray) -> np.ndarray:
         return ffhq_points68(points)
     if points.shape[0] != NUM_LANDMARKS:
         raise ValueError(f"expected {NUM_LANDMARKS} or {NUM_POINTS} landmarks, got {points.shape[0]}")
+    return five_points(points, EYE_IMAGE_LEFT, EYE_IMAGE_RIGHT, NOSE_TIP, MOUTH_CORNER_IMAGE_LEFT,
+                       MOUTH_CORNER_IMAGE_RIGHT)
+
+
+def five_points(points: np.ndarray, eye_left: Sequence[int], eye_right: Sequence[int], nose: int,
+                mouth_left: int, mouth_right: int) -> np.ndarray:
+    """(N, 2+) landmarks -> (5, 2) float32: the two eye centres (means of their contours), nose, mouth corners."""
     xy = np.asarray(points, dtype=np.float64)[:, :2]
-    return np.stack([
-        xy[list(EYE_IMAGE_LEFT)].mean(axis=0),
-        xy[list(EYE_IMAGE_RIGHT)].mean(axis=0),
-        xy[NOSE_TIP],
-        xy[MOUTH_CORNER_IMAGE_LEFT],
-        xy[MOUTH_CORNER_IMAGE_RIGHT],
-    ]).astype(np.float32)
+    return np.stack([xy[list(eye_left)].mean(axis=0), xy[list(eye_right)].mean(axis=0), xy[nose],
+                     xy[mouth_left], xy[mouth_right]]).astype(np.float32)
 
 
 class LandmarkDetector:
