@@ -25,7 +25,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -504,7 +504,7 @@ class _run_log:
 
     def __init__(self, storage: Storage):
         self.storage = storage
-        self.name = f"{layout.LOGS}/driver-{datetime.now(timezone.utc).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}.log"
+        self.name = f"{layout.LOGS}/driver-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{os.getpid()}.log"
 
     def __enter__(self) -> _run_log:
         if self.storage.is_local:
@@ -552,4 +552,4 @@ class _RedactFilter(logging.Filter):
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

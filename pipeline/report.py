@@ -24,7 +24,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Optional
 
@@ -152,7 +152,7 @@ def render(storage: Storage, data: ReportData) -> str:
         _timing_section(data),
         _throughput_section(data),
     ]
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
             f"<title>{_e(title)}</title><style>{CSS}</style></head><body>\n"
@@ -376,7 +376,7 @@ def _throughput_section(data: ReportData) -> str:
     span = commits[-1][0] - start
     rate = (total - commits[0][1]) / span if span > 0 else math.nan
     chart = line_svg(points, x_label="minutes since the first shard was committed", y_label="samples committed")
-    started = datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    started = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     return (f"<section id=\"throughput\"><h2>Throughput</h2><p>{len(commits)} shards committed from {started}; "
             f"{rate * 60:.3g} samples/min between the first and the last commit "
             f"(resumed runs show their pauses as flat steps).</p>{chart}</section>\n")
