@@ -63,7 +63,6 @@ FROM_IMPORT, FROM_DEFAULT, UNAVAILABLE = "import", "default", "unavailable"
 # stages.face.landmarks, attr_import_* from stages.attributes_import.
 MISSING_INPUT = "attribute_missing_input"
 FACE_TOO_SMALL = "face_too_small"
-LIGHT_FIT_FAILED = "lighting_fit_failed"  # analytic lighting: too little skin visible
 
 
 @dataclass
@@ -250,12 +249,9 @@ class AttributeStage(Stage):
         """(9,) SH lighting of the face in DPR's order, and its provenance."""
         if self.relighter is not None:
             return self.relighter.estimate([np.ascontiguousarray(rgb[:, :, ::-1])])[0], FROM_DPR
-        from stages.lighting.analytic import fit_shading
+        from stages.lighting.analytic import fit_shading_or_fail
 
-        try:
-            return fit_shading(rgb, points).sh, FROM_ANALYTIC
-        except ValueError as error:
-            raise SampleError(LIGHT_FIT_FAILED, str(error)) from None
+        return fit_shading_or_fail(rgb, points).sh, FROM_ANALYTIC
 
 
 def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:

@@ -36,7 +36,6 @@ EVEN_LIGHT = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
 # Error codes of this stage (README's error table); no_face / multiple_faces come from stages.face.landmarks
 # (no_face is tolerated with DPR: only the symmetry score needs the face).
 NO_VIEWS = "relight_no_views"
-LIGHT_FIT_FAILED = "lighting_fit_failed"
 
 
 @dataclass
@@ -163,12 +162,9 @@ class RelightStage(Stage):
 
 def _fit(rgb: np.ndarray, points: np.ndarray):
     """The analytic shading fit (also the skin mask and L of the symmetry score) or SampleError."""
-    from stages.lighting.analytic import fit_shading
+    from stages.lighting.analytic import fit_shading_or_fail
 
-    try:
-        return fit_shading(rgb, points)
-    except ValueError as error:
-        raise SampleError(LIGHT_FIT_FAILED, str(error)) from None
+    return fit_shading_or_fail(rgb, points)
 
 
 def _symmetry(fit, points: np.ndarray | None) -> float:

@@ -19,6 +19,7 @@ from stages.lighting.sh import SH_COEFFS, camera_to_dpr, fit_sh, sh_basis
 WORK_SIZE = 256  # longest side of the image the shading is fitted on, in pixels
 RATIO_RANGE = (0.5, 2.0)  # a shading correction beyond 2x is a fitting failure (beard, occluder), not light
 FEATHER_FRACTION = 0.04  # blur of the correction's edge, fraction of the working image side
+LIGHT_FIT_FAILED = "lighting_fit_failed"  # error code: too little skin visible for the analytic fit
 MIN_SKIN_PIXELS = 200  # fewer skin pixels at working size: the fit is not trusted
 
 
@@ -54,6 +55,16 @@ def fit_shading(rgb: np.ndarray, points: np.ndarray) -> ShadingFit:
     normals = camera_to_dpr(region.normals[region.skin])
     sh = fit_sh(normals, lum[region.skin])
     return ShadingFit(sh=sh.astype(np.float32), region=region, lum=lum, scale=scale)
+
+
+def fit_shading_or_fail(rgb: np.ndarray, points: np.ndarray) -> ShadingFit:
+    """``fit_shading`` for a stage: a failed fit becomes the sample's ``lighting_fit_failed`` error."""
+    from stages.base import SampleError
+
+    try:
+        return fit_shading(rgb, points)
+    except ValueError as error:
+        raise SampleError(LIGHT_FIT_FAILED, str(error)) from None
 
 
 def divide_shading(rgb: np.ndarray, fit: ShadingFit, target_sh: np.ndarray) -> np.ndarray:
