@@ -17,7 +17,6 @@ Data passed between stages:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
@@ -214,11 +213,3 @@ class Stage:
                 results.append(error)
         return results
 
-
-def settings_from_dict(cls: type[StageSettings], values: dict[str, Any]) -> StageSettings:
-    """Build a stage's settings dataclass from a plain dict (unknown keys rejected)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ConfigError(f"unknown option(s) for {cls.__name__}: {', '.join(unknown)}")
-    return cls(**values)
