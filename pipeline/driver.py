@@ -40,6 +40,7 @@ from pipeline import layout
 from pipeline.config import as_overrides, enabled_stages, load_config, redact_text, redacted_yaml, stage_settings
 from pipeline.inputs import Plan, list_inputs, make_plan
 from pipeline.manifest import MANIFEST_VERSION, committed_shards, manifest_dataset, samples_to_table, table_to_bytes
+from pipeline.progress import ProgressLine
 from pipeline.runner import PLAN_COLUMNS, StageRunner, initial_states, storage_for
 from pipeline.sample_codec import decode_sample
 from pipeline.storage import Storage, StorageError
@@ -232,8 +233,6 @@ def _restart_args(max_restarts: int) -> dict:
 def _stream(config: DictConfig, storage: Storage, shard_tables: dict[int, pa.Table],
             on_shard_done: Callable[[int, list[Sample]], None], progress: bool) -> int:
     """Run the listed samples through the stages; call ``on_shard_done`` as each shard completes."""
-    from pipeline.progress import ProgressLine
-
     expected = {shard: table.num_rows for shard, table in shard_tables.items()}
     total = sum(expected.values())
     if total == 0:
@@ -241,7 +240,7 @@ def _stream(config: DictConfig, storage: Storage, shard_tables: dict[int, pa.Tab
     init_ray(config)
     buffers: dict[int, dict[int, Sample]] = {shard: {} for shard in expected}
     done = 0
-    started = last_beat = time.time()
+    last_beat = time.time()
     bar = ProgressLine(total, {name: stage_settings(config, name).pool_size for name in enabled_stages(config)},
                        enabled=progress)
     for batch in _explained(_build_dataset(config, shard_tables).iter_batches(batch_size=None, batch_format="numpy")):
@@ -259,14 +258,14 @@ def _stream(config: DictConfig, storage: Storage, shard_tables: dict[int, pa.Tab
                 del buffers[sample.shard]
         bar.batch_done()
         if time.time() - last_beat > HEARTBEAT_S:
-            _heartbeat(storage, started, done, total)
+            _heartbeat(storage, bar)
             last_beat = time.time()
     bar.close()
     missing = {shard: expected[shard] - len(buffer) for shard, buffer in buffers.items()}
     if missing:
         raise RuntimeError(f"the pipeline returned no result for some samples of shards {sorted(missing)}; "
                            "run again to resume")
-    _heartbeat(storage, started, done, total, finished=True)
+    _heartbeat(storage, bar, finished=True)
     return done
 
 
@@ -311,12 +310,13 @@ def _worker_failure(error: BaseException) -> BaseException:
     return error
 
 
-def _heartbeat(storage: Storage, started: float, done: int, total: int, finished: bool = False) -> None:
-    elapsed = max(time.time() - started, 1e-6)
-    rate = done / elapsed
-    beat = {"pid": os.getpid(), "started_at": started, "updated_at": time.time(), "samples_done": done,
-            "samples_total": total, "samples_per_s": rate, "finished": finished,
-            "eta_s": (total - done) / rate if rate > 0 else None}
+def _heartbeat(storage: Storage, progress: ProgressLine, finished: bool = False) -> None:
+    """Write ``progress.json``: what ``ffhq-uv status`` shows of a running driver, from any machine."""
+    rate = progress.samples_per_s()
+    beat = {"pid": os.getpid(), "updated_at": time.time(), "samples_done": progress.done,
+            "samples_total": progress.total, "samples_per_s": rate, "finished": finished,
+            "eta_s": (progress.total - progress.done) / rate if rate > 0 else None,
+            "stages": progress.stage_summary()}
     storage.write_bytes("progress.json", json.dumps(beat).encode())
 
 

@@ -31,6 +31,7 @@ class RunStatus:
     running: bool = False
     samples_per_s: Optional[float] = None
     eta_s: Optional[float] = None
+    stages: Optional[str] = None  # per-stage throughput and the slowest stage, from the driver
 
     def render(self) -> str:
         lines = [
@@ -45,6 +46,8 @@ class RunStatus:
             rate = f"{self.samples_per_s:.2f} samples/s" if self.samples_per_s else "starting"
             eta = f", ETA {_duration(self.eta_s)}" if self.eta_s is not None else ""
             lines.append(f"running    {rate}{eta}")
+            if self.stages:
+                lines.append(f"stages     {self.stages}")
         return "\n".join(lines)
 
 
@@ -71,6 +74,7 @@ def run_status(storage: Storage) -> RunStatus:
             status.running = True
             status.samples_per_s = beat.get("samples_per_s")
             status.eta_s = beat.get("eta_s")
+            status.stages = beat.get("stages")
     return status
 
 

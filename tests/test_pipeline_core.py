@@ -155,6 +155,8 @@ def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path):
         time.sleep(0.2)
     live = run_cli(["status", str(output)]).stdout  # while the driver is alive: throughput and ETA
     assert re.search(r"running +[0-9.]+ samples/s, ETA \d+m\d+s", live), live
+    assert re.search(r"stages +attribute [0-9.]+/s \| relight [0-9.]+/s \| complete [0-9.]+/s \| slowest: attribute",
+                     live), live
     kill_process_group(process)  # SIGKILL: no cleanup handlers run
     committed = _stats_bytes(output)
     assert 3 <= len(committed) < 10
