@@ -177,19 +177,19 @@ def face_region(landmarks: np.ndarray, height: int, width: int, exclude_eyes_mou
     import cv2
     from mediapipe.python.solutions import face_mesh_connections as fmc
 
-    from stages.geometry.uv_topology import _contour_loops, _polygon_area
+    from stages.geometry.uv_topology import edge_loops, polygon_area
 
     def fill(loop) -> np.ndarray:
         canvas = np.zeros((height, width), dtype=np.uint8)
         cv2.fillPoly(canvas, [np.round(landmarks[loop] * 16).astype(np.int32)], 1, shift=4)
         return canvas
 
-    region = fill(_contour_loops(fmc.FACEMESH_FACE_OVAL)[0]).astype(bool)
+    region = fill(edge_loops(fmc.FACEMESH_FACE_OVAL)[0]).astype(bool)
     if exclude_eyes_mouth:
-        holes = fill(_contour_loops(fmc.FACEMESH_LEFT_EYE)[0]) | fill(_contour_loops(fmc.FACEMESH_RIGHT_EYE)[0])
+        holes = fill(edge_loops(fmc.FACEMESH_LEFT_EYE)[0]) | fill(edge_loops(fmc.FACEMESH_RIGHT_EYE)[0])
         radius = max(1, round(EYE_DILATE_1024 * max(height, width) / 1024))
         holes = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
-        lips = sorted(_contour_loops(fmc.FACEMESH_LIPS), key=lambda loop: _polygon_area(landmarks[loop]))
+        lips = sorted(edge_loops(fmc.FACEMESH_LIPS), key=lambda loop: polygon_area(landmarks[loop]))
         region &= ~(holes.astype(bool) | fill(lips[0]).astype(bool))
     return region
 

@@ -52,27 +52,10 @@ def tessellation_triangles(edges: set[tuple[int, int]]) -> np.ndarray:
 
 def boundary_loops(triangles: np.ndarray) -> list[list[int]]:
     """Closed loops of the edges used by exactly one triangle, each as an ordered vertex list."""
+    from stages.geometry.uv_topology import edge_loops
+
     use = Counter(tuple(sorted(e)) for t in triangles for e in itertools.combinations(t, 2))
-    nxt: dict[int, list[int]] = {}
-    for (a, b), n in use.items():
-        if n == 1:
-            nxt.setdefault(a, []).append(b)
-            nxt.setdefault(b, []).append(a)
-    loops, seen = [], set()
-    for start in sorted(nxt):
-        if start in seen:
-            continue
-        loop, prev, cur = [start], None, start
-        seen.add(start)
-        while True:
-            candidates = [v for v in nxt[cur] if v != prev and (v not in seen or v == start)]
-            if not candidates or candidates[0] == start:
-                break
-            prev, cur = cur, candidates[0]
-            loop.append(cur)
-            seen.add(cur)
-        loops.append(loop)
-    return loops
+    return edge_loops([edge for edge, count in use.items() if count == 1])
 
 
 def ear_clip(loop: list[int], xy: np.ndarray) -> list[tuple[int, int, int]]:

@@ -259,8 +259,8 @@ def read_official_masks(folder: Path, size: int) -> dict[str, np.ndarray]:
     return masks
 
 
-def _contour_loops(connections) -> list[list[int]]:
-    """Ordered vertex loops of a mediapipe connection set (an edge list made of closed contours)."""
+def edge_loops(connections) -> list[list[int]]:
+    """Ordered vertex loops of an edge list made of closed contours (mediapipe connection sets, mesh borders)."""
     adjacency: dict[int, list[int]] = {}
     for a, b in connections:
         adjacency.setdefault(a, []).append(b)
@@ -282,7 +282,7 @@ def _contour_loops(connections) -> list[list[int]]:
     return loops
 
 
-def _polygon_area(points: np.ndarray) -> float:
+def polygon_area(points: np.ndarray) -> float:
     x, y = points[:, 0], points[:, 1]
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
@@ -311,12 +311,12 @@ def build_masks(topology: Topology) -> dict[str, np.ndarray]:
         order = cv2.convexHull(np.round(pts * 16).astype(np.int32), returnPoints=False).ravel()
         return polygon([list(indices)[i] for i in order], pad)
 
-    lips = sorted(_contour_loops(fmc.FACEMESH_LIPS), key=lambda loop: _polygon_area(lm[loop]))
+    lips = sorted(edge_loops(fmc.FACEMESH_LIPS), key=lambda loop: polygon_area(lm[loop]))
     inner_lips, outer_lips = lips[0], lips[-1]
-    oval = _contour_loops(fmc.FACEMESH_FACE_OVAL)[0]
+    oval = edge_loops(fmc.FACEMESH_FACE_OVAL)[0]
     # FACEMESH_LEFT_EYE is the subject's left eye: image-right, FFHQ-UV's l_eye box (cols 560:710).
-    eye_l = polygon(_contour_loops(fmc.FACEMESH_LEFT_EYE)[0], EYE_PAD)
-    eye_r = polygon(_contour_loops(fmc.FACEMESH_RIGHT_EYE)[0], EYE_PAD)
+    eye_l = polygon(edge_loops(fmc.FACEMESH_LEFT_EYE)[0], EYE_PAD)
+    eye_r = polygon(edge_loops(fmc.FACEMESH_RIGHT_EYE)[0], EYE_PAD)
     masks: dict[str, np.ndarray] = {
         "unwrap_mask": covered,
         "center_face": polygon(oval) & covered,
