@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -339,18 +340,34 @@ def _collect_tf_params(network: safe_pickle.TFNetworkStub, prefix: str = "") -> 
 
 # TF variables that carry no generator weights.
 _TF_IGNORED = re.compile(r"synthesis/lod|lod")
+# rosinality's fixed FIR buffers (blur / upsample kernels) are rebuilt from the filter taps.
+_ROSINALITY_IGNORED = re.compile(r"(convs\.\d+\.conv\.blur|to_rgbs\.\d+\.upsample)\.kernel")
+
+
+class _ForeignEntries:
+    """A foreign checkpoint's entries, read by name; every entry must be used or knowingly ignored."""
+
+    def __init__(self, source: dict, what: str, convert: Callable[[Any], Any]):
+        self.source, self.what, self.convert = source, what, convert
+        self.used: set[str] = set()
+
+    def take(self, name: str) -> Any:
+        if name not in self.source:
+            raise CheckpointError(f"{self.what} lacks {name!r}")
+        self.used.add(name)
+        return self.convert(self.source[name])
+
+    def check_all_used(self, ignored: re.Pattern) -> None:
+        unknown = sorted(k for k in set(self.source) - self.used if not ignored.fullmatch(k))
+        if unknown:
+            raise CheckpointError(f"{self.what} has entries this converter does not know: {unknown[:6]}")
 
 
 def convert_tf_params(tf: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """TF ``Gs`` variables (``mapping/Dense0/weight`` ...) -> canonical state dict (networks.md 1.2 table)."""
     out: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-
-    def take(name: str) -> np.ndarray:
-        if name not in tf:
-            raise CheckpointError(f"TF pickle lacks variable {name!r}")
-        used.add(name)
-        return np.asarray(tf[name], dtype=np.float32)
+    entries = _ForeignEntries(tf, "TF pickle", lambda value: np.asarray(value, dtype=np.float32))
+    take = entries.take
 
     def put(key: str, value: np.ndarray) -> None:
         out[key] = _as_tensor(value)
@@ -388,9 +405,7 @@ def convert_tf_params(tf: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
             put(f"{block}.{name}.resample_filter", fir_filter().numpy())
             noise_index += 1
         modulated(f"{block}.torgb", f"synthesis/{res}x{res}/ToRGB")
-    unknown = sorted(k for k in set(tf) - used if not _TF_IGNORED.fullmatch(k))
-    if unknown:
-        raise CheckpointError(f"TF pickle has variables this converter does not know: {unknown[:6]}")
+    entries.check_all_used(_TF_IGNORED)
     return out
 
 
@@ -419,13 +434,8 @@ def load_ada_pickle(path: str) -> Generator:
 def convert_rosinality(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """rosinality ``g_ema`` state dict -> canonical state dict (networks.md 1.4)."""
     out: dict[str, torch.Tensor] = {}
-    used: set[str] = set()
-
-    def take(name: str) -> torch.Tensor:
-        if name not in state:
-            raise CheckpointError(f"rosinality state dict lacks {name!r}")
-        used.add(name)
-        return _as_tensor(state[name])
+    entries = _ForeignEntries(state, "rosinality state dict", _as_tensor)
+    take = entries.take
 
     mapping_layers = len({k for k in state if re.fullmatch(r"style\.\d+\.weight", k)})
     for i in range(mapping_layers):
@@ -461,11 +471,7 @@ def convert_rosinality(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
             rgb = f"to_rgbs.{k - 1}"
         modulated(f"{block}.torgb", rgb)
         out[f"{block}.torgb.bias"] = take(f"{rgb}.bias").reshape(-1)
-    # Fixed FIR buffers (blur/upsample kernels) are rebuilt from the filter taps.
-    unknown = sorted(k for k in set(state) - used
-                     if not re.fullmatch(r"(convs\.\d+\.conv\.blur|to_rgbs\.\d+\.upsample)\.kernel", k))
-    if unknown:
-        raise CheckpointError(f"rosinality state dict has keys this converter does not know: {unknown[:6]}")
+    entries.check_all_used(_ROSINALITY_IGNORED)
     return out
 
 
