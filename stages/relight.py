@@ -46,6 +46,9 @@ class RelightSettings(StageSettings):
     # FFHQ-UV views measure 0.2-0.3 with DPR; a side-lit portrait 0.6 and more.
     threshold: float = 0.3
     multiple_faces: str = "largest"  # largest | reject, for the landmarks of each view
+    # DPR works at 512: apply only its change of luminance to the full-resolution view (keeps the
+    # skin texture of a 1024 view) instead of DPR's demo, which returns its 512 result upsampled.
+    keep_detail: bool = True
 
 
 class RelightStage(Stage):
@@ -146,7 +149,7 @@ class RelightStage(Stage):
         if offset_before <= self.settings.threshold:
             return ViewRecord(sh_before, sh_before, offset_before, offset_before, symmetry_before, symmetry_before)
         if self.relighter is not None:
-            relit_bgr, _ = self.relighter.relight(bgr, target)
+            relit_bgr, _ = self.relighter.relight(bgr, target, keep_detail=self.settings.keep_detail)
             relit = np.ascontiguousarray(relit_bgr[:, :, ::-1])
             sh_after = self.relighter.estimate([relit_bgr])[0]
             refit = None if points is None else _fit(relit, points)

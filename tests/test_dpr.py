@@ -50,6 +50,26 @@ def test_real_weights_reproduce_dpr_relighting(relighter, index):
 
 
 @needs_weights
+def test_keep_detail_relights_like_dpr_and_keeps_the_full_resolution_texture(relighter):
+    import cv2
+
+    image = _bgr(DATA / "faces" / "obama.jpg")  # 727x909: DPR works on it at 512
+    target = np.loadtxt(DATA / "dpr" / "relit" / "rotate_light_03.txt")[:9] * DEMO_SH_SCALE
+    demo, _ = relighter.relight(image, target)
+    detailed, _ = relighter.relight(image, target, keep_detail=True)
+
+    def at_512(bgr):
+        return cv2.resize(bgr, (512, 512), interpolation=cv2.INTER_AREA).astype(np.float64)
+
+    def detail(bgr):  # high-frequency energy of the gray image
+        gray = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(np.float64)
+        return np.abs(cv2.Laplacian(gray, cv2.CV_64F)).mean()
+
+    assert np.abs(at_512(detailed) - at_512(demo)).mean() <= 3.0  # the same relighting at DPR's scale
+    assert detail(detailed) > 0.9 * detail(image) and detail(demo) < 0.8 * detail(image)
+
+
+@needs_weights
 def test_relit_image_is_estimated_near_its_target(relighter):
     image = _bgr(DATA / "faces" / "obama.jpg")
     before = relighter.estimate([image])[0]

@@ -220,11 +220,14 @@ class DPRRelighter:
         return estimate.float().reshape(-1, SH_COEFFS).cpu().numpy()
 
     @torch.no_grad()
-    def relight(self, bgr: np.ndarray, target_sh: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def relight(self, bgr: np.ndarray, target_sh: np.ndarray,
+                keep_detail: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Relight an (H, W, 3) uint8 BGR image to a (9,) SH; returns (relit BGR at the input size, input SH (9,)).
 
-        As DPR's demo: the network's L replaces the Lab L channel at 512, then the
-        image goes back to BGR and to the input size (cv2 bilinear).
+        ``keep_detail=False`` is DPR's demo: the network's L replaces the Lab L channel at
+        512, then the image goes back to BGR and to the input size (cv2 bilinear), which
+        softens a 1024 input. ``keep_detail=True`` applies only the change of L, upsampled,
+        to the input's own full-resolution L, so texture detail survives the relighting.
         """
         import cv2
 
@@ -232,9 +235,15 @@ class DPRRelighter:
         target = torch.as_tensor(np.asarray(target_sh, np.float32).reshape(1, SH_COEFFS, 1, 1),
                                  device=self.device, dtype=self.dtype)
         out, estimate = self.net(torch.from_numpy(lum).to(self.device, self.dtype), target)
-        # DPR truncates (uint8 cast) rather than rounds; kept for parity with its outputs.
-        lab = lab.copy()
-        lab[:, :, 0] = (out[0, 0].float().cpu().numpy() * 255.0).astype(np.uint8)
-        relit = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR)
-        relit = cv2.resize(relit, (bgr.shape[1], bgr.shape[0]))
+        new_l = out[0, 0].float().cpu().numpy() * 255.0  # (size, size) in [0, 255]
+        if keep_detail:
+            change = cv2.resize(new_l - lum[0, 0] * 255.0, (bgr.shape[1], bgr.shape[0]))
+            full = cv2.cvtColor(bgr, cv2.COLOR_BGR2LAB)
+            full[:, :, 0] = np.clip(np.round(full[:, :, 0] + change), 0, 255).astype(np.uint8)
+            relit = cv2.cvtColor(full, cv2.COLOR_LAB2BGR)
+        else:
+            # DPR truncates (uint8 cast) rather than rounds; kept for parity with its outputs.
+            lab = lab.copy()
+            lab[:, :, 0] = new_l.astype(np.uint8)
+            relit = cv2.resize(cv2.cvtColor(lab, cv2.COLOR_LAB2BGR), (bgr.shape[1], bgr.shape[0]))
         return relit, estimate.float().reshape(SH_COEFFS).cpu().numpy()
