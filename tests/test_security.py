@@ -10,7 +10,6 @@ refuse with an error naming the offending global, with no side effect.
 from __future__ import annotations
 
 import ipaddress
-import os
 import pickle
 import re
 import shutil
@@ -32,17 +31,9 @@ from pipeline.storage import open_storage
 from stages.base import Sample, StageContext
 from tests.conftest import CLI, ROOT, cli_env, write_images
 from tests.doubles import PLUGINS
-from tests.test_safe_pickle import _ada_pickle_with, _tf_pickle_with
+from tests.test_safe_pickle import _ada_pickle_with, _Shell, _tf_pickle_with
 
 # -- malicious checkpoints ----------------------------------------------------------------
-
-
-class _Shell:
-    def __init__(self, marker: str):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 class _Eval:
