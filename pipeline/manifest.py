@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
-from pyarrow.fs import FSSpecHandler, PyFileSystem
+from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
 
 import stages
 from pipeline import layout
@@ -127,7 +127,9 @@ def manifest_dataset(storage: Storage, shards: Optional[dict[int, dict[str, Any]
     """All committed manifests as one lazily-read pyarrow dataset (local or object storage)."""
     shards = committed_shards(storage) if shards is None else shards
     files = [storage.full_path(stats["manifest"]) for _, stats in sorted(shards.items())]
-    filesystem = PyFileSystem(FSSpecHandler(storage.fs))
+    # Local runs use Arrow's native filesystem: a Python fsspec handler called from Arrow's I/O
+    # threads can abort the interpreter at exit ("terminate called without an active exception").
+    filesystem = LocalFileSystem() if storage.is_local else PyFileSystem(FSSpecHandler(storage.fs))
     # The schema comes from the files themselves (every shard of a run is written with
     # the same one), so a reader needs no stage code to query a run.
     return pads.dataset(files, format="parquet", filesystem=filesystem)
