@@ -178,9 +178,16 @@ def tf_variables(generator: Generator) -> dict[str, dict[str, np.ndarray]]:
     return {"G_main": {"dlatent_avg": sd["mapping.w_avg"]}, "G_mapping": mapping, "G_synthesis": ordered}
 
 
-def write_tf_pickle(path: str | Path, generator: Generator) -> None:
-    """Write ``(G, D, Gs)`` like NVlabs/stylegan2's ``stylegan2-ffhq-config-f.pkl``."""
+def write_tf_pickle(path: str | Path, generator: Generator,
+                    extra_variables: dict[str, dict[str, np.ndarray]] | None = None) -> None:
+    """Write ``(G, D, Gs)`` like NVlabs/stylegan2's ``stylegan2-ffhq-config-f.pkl``.
+
+    ``extra_variables`` adds variables per component ('G_main', 'G_mapping', 'G_synthesis'), as pickles
+    saved by other tools carry (a top-level ``truncation_psi`` scalar, for example).
+    """
     tf = tf_variables(generator)
+    for component, variables in (extra_variables or {}).items():
+        tf[component].update(variables)
     kwargs = dict(resolution=generator.config.resolution, fmap_base=16384, architecture="skip")
 
     def gs(name: str) -> _TFNetwork:

@@ -340,6 +340,16 @@ def _collect_tf_params(network: safe_pickle.TFNetworkStub, prefix: str = "") -> 
 
 # TF variables that carry no generator weights.
 _TF_IGNORED = re.compile(r"synthesis/lod|lod")
+
+
+def _tf_unused_setting(name: str, value: Any) -> bool:
+    """An unused top-level ``Gs`` variable that is a setting, not a weight (``truncation_psi``, ``lod``...).
+
+    NVlabs' converter (stylegan2-ada-pytorch ``legacy.convert_tf_generator``) skips every variable it does
+    not map; we skip only top-level ones (no ``mapping/`` or ``synthesis/`` scope) of at most one dimension,
+    so an unknown mapping/synthesis variable or a stray weight matrix still fails the load.
+    """
+    return "/" not in name and np.ndim(value) <= 1
 # rosinality's fixed FIR buffers (blur / upsample kernels) are rebuilt from the filter taps.
 _ROSINALITY_IGNORED = re.compile(r"(convs\.\d+\.conv\.blur|to_rgbs\.\d+\.upsample)\.kernel")
 
@@ -357,8 +367,9 @@ class _ForeignEntries:
         self.used.add(name)
         return self.convert(self.source[name])
 
-    def check_all_used(self, ignored: re.Pattern) -> None:
-        unknown = sorted(k for k in set(self.source) - self.used if not ignored.fullmatch(k))
+    def check_all_used(self, ignored: re.Pattern, tolerated: Callable[[str, Any], bool] = lambda k, v: False) -> None:
+        unknown = sorted(k for k in set(self.source) - self.used
+                         if not ignored.fullmatch(k) and not tolerated(k, self.source[k]))
         if unknown:
             raise CheckpointError(f"{self.what} has entries this converter does not know: {unknown[:6]}")
 
@@ -405,7 +416,7 @@ def convert_tf_params(tf: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
             put(f"{block}.{name}.resample_filter", fir_filter().numpy())
             noise_index += 1
         modulated(f"{block}.torgb", f"synthesis/{res}x{res}/ToRGB")
-    entries.check_all_used(_TF_IGNORED)
+    entries.check_all_used(_TF_IGNORED, _tf_unused_setting)
     return out
 
 
