@@ -23,7 +23,7 @@ import stages
 from stages.base import ConfigError, StageSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-PROFILES = ("photo", "ffhq-uv", "tiny")
+PROFILES = ("photo", "ffhq-uv", "from-latents", "tiny")
 DEFAULT_PROFILE = "photo"
 
 # The pipeline's own default run: the embedded sample faces that ship with packages.
@@ -35,7 +35,7 @@ class InputConfig:
     # A folder, glob or fsspec URL of images; a .csv/.parquet list file with id,uri;
     # FFHQ's own folder layout; or builtin:samples (faces shipped with packages).
     source: str = BUILTIN_SAMPLES
-    format: str = "auto"  # auto | folder | list | ffhq
+    format: str = "auto"  # auto | folder | list | ffhq | latents (FFHQ-UV's face-latents, pipeline/inputs.py)
     extensions: list[str] = field(default_factory=lambda: [".png", ".jpg", ".jpeg", ".webp", ".bmp",
                                                            ".tif", ".tiff", ".gif"])
     limit: Optional[int] = None  # take only the first N sorted samples

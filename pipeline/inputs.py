@@ -6,6 +6,10 @@ Sources (``input.source``):
   resolved against the list file's folder), read in record batches;
 - FFHQ's own layout (``images1024x1024/00000/00000.png``), which is a folder whose
   ids are the five-digit file stems;
+- FFHQ-UV's released face latents (``input.format=latents``): one sample per folder
+  ``face-latents/<clip>/<id>/`` (or the project's ``edit/<id>/``) holding
+  ``<id>_<view>_latent.pt``, its URI that folder; and flat ``dataset_project`` files
+  ``latents/<id>.pt``, their URI the file (``stages/latents.py``, read by ``stages/render.py``);
 - ``builtin:samples``: the face photos that ship with installed packages
   (scikit-image's astronaut), copied into the run folder.
 
@@ -71,13 +75,17 @@ def list_inputs(source: str, input_format: str, extensions: list[str], storage: 
         kind = "list" if source.lower().endswith((".csv", ".parquet")) else "folder"
     if kind == "list":
         table = _read_list_file(source, storage_options)
+    elif kind == "latents":
+        table = _list_latents(source, storage_options)
     elif kind in ("folder", "ffhq"):
         table = _list_folder(source, extensions, storage_options)
         if kind == "ffhq":
             _check_ffhq_ids(table, source)
     else:
-        raise ConfigError(f"input.format must be auto, folder, list or ffhq, not {input_format!r}")
+        raise ConfigError(f"input.format must be auto, folder, list, ffhq or latents, not {input_format!r}")
     if table.num_rows == 0:
+        if kind == "latents":
+            raise ConfigError(f"no input latent files (*.pt) found at {source}")
         raise ConfigError(f"no input images found at {source} (extensions {', '.join(extensions)})")
     return table
 
@@ -115,7 +123,33 @@ def _builtin_samples(storage: Storage) -> pa.Table:
     return pa.table({"id": ids, "uri": uris})
 
 
+def _list_latents(source: str, storage_options: dict) -> pa.Table:
+    """FFHQ-UV latents: a folder per sample for ``<id>_<view>_latent.pt`` files, else one flat ``<id>.pt``."""
+    from stages.latents import LATENT_SUFFIX
+
+    paths, protocol = _find_files(source, [".pt"], storage_options)
+    samples: dict[str, str] = {}  # uri -> id
+    for path in paths:
+        folder, name = posixpath.split(path)
+        sample_id = posixpath.basename(folder)
+        if name.endswith(LATENT_SUFFIX) and name.startswith(f"{sample_id}_"):
+            samples[folder] = sample_id  # the three view files of one sample share their folder
+        else:
+            samples[path] = PurePosixPath(name).stem
+    uris = sorted(samples)
+    full = [u if protocol == "file" else f"{protocol}://{u}" for u in uris]
+    return pa.table({"id": pa.array([samples[u] for u in uris], pa.string()), "uri": pa.array(full, pa.string())})
+
+
 def _list_folder(source: str, extensions: list[str], storage_options: dict) -> pa.Table:
+    paths, protocol = _find_files(source, extensions, storage_options)
+    ids = [PurePosixPath(p).stem for p in paths]
+    uris = [p if protocol == "file" else f"{protocol}://{p}" for p in paths]
+    return pa.table({"id": pa.array(ids, pa.string()), "uri": pa.array(uris, pa.string())})
+
+
+def _find_files(source: str, extensions: list[str], storage_options: dict) -> tuple[list[str], str]:
+    """(paths under a folder, glob or file URL with one of ``extensions``, the filesystem's protocol)."""
     try:
         fs, root = url_to_fs(source, **storage_options)
     except Exception as error:  # noqa: BLE001 - unknown protocols, missing credentials...
@@ -135,10 +169,7 @@ def _list_folder(source: str, extensions: list[str], storage_options: dict) -> p
         raise
     except Exception as error:  # noqa: BLE001 - permission, credentials, network
         raise ConfigError(f"cannot list input {source}: {describe_storage_error(error)}") from None
-    paths = [p for p in paths if p.lower().endswith(wanted)]
-    ids = [PurePosixPath(p).stem for p in paths]
-    uris = [p if protocol == "file" else f"{protocol}://{p}" for p in paths]
-    return pa.table({"id": pa.array(ids, pa.string()), "uri": pa.array(uris, pa.string())})
+    return [p for p in paths if p.lower().endswith(wanted)], protocol
 
 
 def _read_list_file(source: str, storage_options: dict) -> pa.Table:

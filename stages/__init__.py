@@ -1,4 +1,4 @@
-"""The six FFHQ-UV stages, their networks and geometry.
+"""The FFHQ-UV stages, their networks and geometry.
 
 Stage modules are imported lazily by name: importing them must stay cheap
 (numpy / pyarrow at module level; torch, OpenCV, mediapipe and deepface only
@@ -11,12 +11,15 @@ import importlib
 import os
 
 # The fixed order of FFHQ-UV's pipeline (pipeline.md section 1). A run enables any
-# subset of these; they always execute in this order.
-STAGE_ORDER: tuple[str, ...] = ("inversion", "attribute", "edit", "relight", "unwrap", "complete")
+# subset of these; they always execute in this order. ``render`` stands in for
+# ``inversion`` (and, with FFHQ-UV's released view latents, for ``edit``): it draws the
+# images that latent files stand for (profile ``from-latents``).
+STAGE_ORDER: tuple[str, ...] = ("inversion", "render", "attribute", "edit", "relight", "unwrap", "complete")
 
 # stage name -> "module:Class". Stages register here as they land.
 STAGE_CLASSES: dict[str, str] = {
     "inversion": "stages.inversion:InversionStage",
+    "render": "stages.render:RenderStage",
     "attribute": "stages.attribute:AttributeStage",
     "edit": "stages.edit:EditStage",
     "relight": "stages.relight:RelightStage",

@@ -22,11 +22,11 @@ import numpy as np
 import pyarrow as pa
 
 from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
+from stages.synthesis import GENERATOR_FILE
 
 EDIT_MISSING_INPUT = "edit_missing_input"  # no inversion latent or attribute vector from the earlier stages
 EDIT_BAD_INPUT = "edit_bad_input"  # latent or attribute vector of the wrong size, or not finite
 
-GENERATOR_FILE = "stylegan_model/stylegan2-ffhq-config-f.pkl"  # FFHQ-UV's checkpoint names under weights_dir
 FLOW_FILE = "styleflow_model/modellarge10k.pt"
 EXPRESSION_FILE = "styleflow_model/expression_direction.pt"
 
@@ -96,27 +96,22 @@ class EditStage(Stage):
 
         from stages.networks import local_weight_file
         from stages.networks.styleflow import FlowEditor, load_styleflow
-        from stages.networks.stylegan2 import ffhq_uv_noise, load_generator
+        from stages.synthesis import ViewSynthesizer
 
         settings: EditSettings = self.settings
         files = self._files(settings, self.context.weights_dir)
         self.device = torch.device(self.context.device)
-        self.fp16 = bool(self.context.config.models.fp16) and self.device.type == "cuda"
-        generator = load_generator(local_weight_file(files["generator"]))
-        if generator.num_ws != NUM_WS:
-            raise ConfigError(f"{files['generator']}: the edit layer ranges need {NUM_WS} W+ rows (1024 px), "
-                              f"the generator has {generator.num_ws}")
-        if settings.noise_seed is not None:
-            generator.set_noise(ffhq_uv_noise(generator.config.resolution, settings.noise_seed))
+        # The edit layer ranges index 18 W+ rows (1024 px).
+        self.synthesizer = ViewSynthesizer(files["generator"], self.context.device,
+                                           bool(self.context.config.models.fp16), settings.noise_seed, NUM_WS)
         flow = load_styleflow(local_weight_file(files["flow"]))
-        w_dim = generator.config.w_dim
+        w_dim = self.synthesizer.w_dim
         if flow.dim != w_dim or flow.num_attributes != NUM_ATTRIBUTES:
             raise ConfigError(f"{files['flow']}: flow of dim {flow.dim} with {flow.num_attributes} attributes "
                               f"does not fit the generator's w_dim {w_dim} and {NUM_ATTRIBUTES} attributes")
         direction = torch.load(local_weight_file(files["direction"]), map_location="cpu", weights_only=True)
         if not isinstance(direction, torch.Tensor) or direction.numel() != w_dim:
             raise ConfigError(f"{files['direction']}: expected a (1, {w_dim}) smile direction tensor")
-        self.generator = generator.to(self.device)
         self.editor = FlowEditor(flow.to(self.device))
         # FFHQ-UV repeats the [1, 512] direction over the 18 rows.
         self.direction = direction.float().reshape(1, 1, w_dim).to(self.device)
@@ -158,7 +153,7 @@ class EditStage(Stage):
             raise SampleError(EDIT_MISSING_INPUT, f"no {', '.join(missing)} (run the inversion and attribute stages)")
         w = np.asarray(latent, dtype=np.float32).reshape(-1)
         a = np.asarray(vector, dtype=np.float32).reshape(-1)
-        w_dim = self.generator.config.w_dim
+        w_dim = self.synthesizer.w_dim
         if w.size != NUM_WS * w_dim or a.size != NUM_ATTRIBUTES:
             raise SampleError(EDIT_BAD_INPUT, f"latent of {w.size} values (need {NUM_WS}x{w_dim}) or attribute "
                                               f"vector of {a.size} (need {NUM_ATTRIBUTES})")
@@ -216,16 +211,7 @@ class EditStage(Stage):
 
     def _render(self, w: Any) -> np.ndarray:
         """W+ (B, 18, w_dim) -> (B, R, R, 3) uint8, FFHQ-UV step 3's TF conversion."""
-        import contextlib
-
-        import torch
-
-        from stages.networks.stylegan2 import to_uint8
-
-        autocast = torch.autocast("cuda", dtype=torch.float16) if self.fp16 else contextlib.nullcontext()
-        with torch.no_grad(), autocast:
-            images = self.generator.synthesis(w.to(self.device))
-        return to_uint8(images, rounding="tf")
+        return self.synthesizer.render(w)
 
     def _happy(self, images: np.ndarray) -> np.ndarray:
         """(B,) bool: the emotion classifier's top class is "happy" (all False without a classifier).
