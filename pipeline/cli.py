@@ -9,6 +9,7 @@
     ffhq-uv mesh ...            mesh tools: add-eyeballs, flame-uv, preview (pipeline/mesh_cli.py)
     ffhq-uv submit|logs|stop|jobs   the pipeline as a Ray job on a cluster (pipeline/jobs.py)
     ffhq-uv report OUT          a static HTML report: UV gallery, failures, histograms (pipeline/report.py)
+    ffhq-uv export|interpolate  a run in training layouts; FFHQ-UV-Interpolate (pipeline/dataset_cli.py)
 
 Errors a user can fix print one line and exit with status 2; ``--debug`` shows tracebacks.
 """
@@ -20,6 +21,7 @@ import logging
 import sys
 from typing import Optional
 
+from pipeline.dataset_cli import DATASET_COMMANDS, add_dataset_subcommands, run_dataset_command
 from pipeline.jobs import JOB_COMMANDS, add_job_subcommands, run_job_command
 from pipeline.mesh_cli import add_mesh_subcommands, run_mesh_command, user_errors
 from pipeline.report import add_report_subcommands, run_report_command
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_mesh_subcommands(commands)
     add_job_subcommands(commands)
     add_report_subcommands(commands)
+    add_dataset_subcommands(commands)
     return parser
 
 
@@ -102,6 +105,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_job_command(args)
     if args.command == "report":
         return run_report_command(args)
+    if args.command in DATASET_COMMANDS:
+        return run_dataset_command(args)
     if args.command == "run":
         overrides = list(args.overrides)
         for flag, key in ((args.input, "input.source"), (args.output, "output"), (args.address, "ray.address")):

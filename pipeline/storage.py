@@ -13,6 +13,7 @@ import logging
 import os
 import posixpath
 import random
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -158,6 +159,24 @@ class Storage:
                     os.unlink(tmp)
         else:
             self.fs.pipe_file(path, data)
+
+    def put_file(self, relpath: str, local_path: str) -> None:
+        """Upload a local file (too big to hold in memory); atomic on local disks, one upload on object stores."""
+        path = self.full_path(relpath)
+
+        def put() -> None:
+            if self.is_local:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+                try:
+                    shutil.copyfile(local_path, tmp)
+                    os.replace(tmp, path)
+                finally:
+                    if os.path.exists(tmp):
+                        os.unlink(tmp)
+            else:
+                self.fs.put_file(local_path, path)
+        self.retry.call(f"upload {relpath}", put)
 
     def delete(self, relpath: str, recursive: bool = False) -> None:
         path = self.full_path(relpath)
