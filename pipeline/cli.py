@@ -1,6 +1,8 @@
 """The ``ffhq-uv`` command line.
 
     ffhq-uv run [--profile photo] [--config FILE] [--input SRC] [--output OUT] [--address ADDR] [key=value ...]
+    ffhq-uv fit --input PHOTOS --output OUT [--profile open|faithful] [--topology-obj OBJ] [key=value ...]
+                                RGB fitting (configs/fit.yaml): a textured HiFi3D++ head per photo
     ffhq-uv status OUT          shards done / partial / pending, samples by status and error code, ETA
     ffhq-uv failed OUT          failed samples with their stage, code and message
     ffhq-uv query OUT "SQL"     DuckDB SQL over the run's manifest (table name: manifest)
@@ -49,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--restart", action="store_true", help="delete an existing run at the output and start over")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--no-visuals", action="store_true", help="skip the contact sheet and HTML report at the end")
+
+    fit = commands.add_parser("fit", help="RGB fitting: a textured 3D head per photo (FFHQ-UV section 4.2)")
+    fit.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (stages.fit.stage3_steps=50)")
+    fit.add_argument("--profile", default="open", choices=("open", "faithful"),
+                     help="open (default: pip packages only) or faithful (FFHQ-UV's checkpoints in models.weights_dir)")
+    fit.add_argument("--topology-obj", help="a HiFi3D++ OBJ with UVs (stages.fit.topology_obj)")
+    fit.add_argument("--config", action="append", default=[], metavar="FILE", help="extra YAML config file(s)")
+    fit.add_argument("--input", help="input folder, glob, fsspec URL or id,uri list file (input.source)")
+    fit.add_argument("--output", help="output folder or fsspec URL")
+    fit.add_argument("--address", help="join this Ray cluster (ray.address)")
+    fit.add_argument("--restart", action="store_true", help="delete an existing run at the output first")
+    fit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fit.add_argument("--no-visuals", action="store_true", help="skip the contact sheet and HTML report")
 
     for name, help_text in (("status", "show the state of a run"), ("failed", "list failed samples")):
         sub = commands.add_parser(name, help=help_text)
@@ -107,14 +122,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_report_command(args)
     if args.command in DATASET_COMMANDS:
         return run_dataset_command(args)
-    if args.command == "run":
+    if args.command in ("run", "fit"):
         overrides = list(args.overrides)
-        for flag, key in ((args.input, "input.source"), (args.output, "output"), (args.address, "ray.address")):
+        flags = [(args.input, "input.source"), (args.output, "output"), (args.address, "ray.address")]
+        if args.command == "fit":
+            flags += [(args.profile, "stages.fit.profile"), (args.topology_obj, "stages.fit.topology_obj")]
+        for flag, key in flags:
             if flag:
                 overrides.append(f"{key}={flag}")
         if args.debug:
             overrides.append("ray.log_to_driver=true")
-        config = load_config(args.profile, tuple(args.config), tuple(overrides))
+        profile = "fit" if args.command == "fit" else args.profile
+        config = load_config(profile, tuple(args.config), tuple(overrides))
         summary = driver.run(config, restart=args.restart, progress=not args.no_progress)
         print(_render_summary(summary))
         if not args.no_visuals:

@@ -23,7 +23,7 @@ import stages
 from stages.base import ConfigError, StageSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-PROFILES = ("photo", "ffhq-uv", "from-latents", "tiny")
+PROFILES = ("photo", "ffhq-uv", "from-latents", "tiny", "fit")
 DEFAULT_PROFILE = "photo"
 
 # The pipeline's own default run: the embedded sample faces that ship with packages.

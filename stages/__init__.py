@@ -13,8 +13,10 @@ import os
 # The fixed order of FFHQ-UV's pipeline (pipeline.md section 1). A run enables any
 # subset of these; they always execute in this order. ``render`` stands in for
 # ``inversion`` (and, with FFHQ-UV's released view latents, for ``edit``): it draws the
-# images that latent files stand for (profile ``from-latents``).
-STAGE_ORDER: tuple[str, ...] = ("inversion", "render", "attribute", "edit", "relight", "unwrap", "complete")
+# images that latent files stand for (profile ``from-latents``). ``fit`` is FFHQ-UV's other
+# route to a UV map (RGB fitting, pipeline.md section 7): it reads the input photo itself
+# and is enabled on its own (``ffhq-uv fit``, configs/fit.yaml).
+STAGE_ORDER: tuple[str, ...] = ("inversion", "render", "attribute", "edit", "relight", "unwrap", "complete", "fit")
 
 # stage name -> "module:Class". Stages register here as they land.
 STAGE_CLASSES: dict[str, str] = {
@@ -25,6 +27,7 @@ STAGE_CLASSES: dict[str, str] = {
     "relight": "stages.relight:RelightStage",
     "unwrap": "stages.unwrap:UnwrapStage",
     "complete": "stages.complete:CompleteStage",
+    "fit": "stages.fit:FitStage",
 }
 
 # Plugin hook: FFHQ_UV_STAGE_PLUGINS="attribute=mypkg.stages:MyAttributeStage;unwrap=..."

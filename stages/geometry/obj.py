@@ -267,6 +267,12 @@ def write_obj(path: str | os.PathLike, mesh: Mesh, precision: int = 6) -> None:
 
 def write_mtl(path: str | os.PathLike, materials: Mapping[str, str | None]) -> None:
     """Write an MTL file: one material per entry, its diffuse map relative to the MTL (None = plain white)."""
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(format_mtl(materials))
+
+
+def format_mtl(materials: Mapping[str, str | None]) -> str:
+    """MTL text for ``write_mtl``."""
     lines: list[str] = []
     for name, texture_file in materials.items():
         lines += [f"newmtl {name}", "Ka 1.000000 1.000000 1.000000", "Kd 1.000000 1.000000 1.000000"]
@@ -274,8 +280,7 @@ def write_mtl(path: str | os.PathLike, materials: Mapping[str, str | None]) -> N
         if texture_file is not None:
             lines.append(f"map_Kd {texture_file}")
         lines.append("")
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write("\n".join(lines))
+    return "\n".join(lines)
 
 
 def read_mtl(path: str | os.PathLike) -> dict[str, str | None]:

@@ -249,3 +249,21 @@ def sniff_pickle_format(file: str) -> str:
             if module.startswith("torch_utils") or module.startswith("torch."):
                 return "ada"
     raise UnsafePickleError(f"{file}: not a TF StyleGAN2 or stylegan2-ada-pytorch pickle")
+
+
+def load_torch_with_numpy(file: BinaryIO | str) -> Any:
+    """``torch.load(weights_only=True)`` of a torch-saved dict that also holds numpy arrays (object arrays too).
+
+    FFHQ-UV's preprocessed fitting inputs store ``trans_params`` as a numpy object array; torch's weights-only
+    unpickler refuses numpy globals unless they are listed, so this allows exactly the numpy reconstruction
+    globals of ``_numpy_globals`` (plus the dtype classes they name) and nothing else.
+    """
+    import codecs
+
+    import numpy as np
+    import torch
+
+    allowed = list({id(v): v for v in _numpy_globals().values()}.values())
+    allowed += [codecs.encode, *{type(np.dtype(code)) for code in "O?bhilqBHILQefdgFDG"}]
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(file, map_location="cpu", weights_only=True)

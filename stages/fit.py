@@ -1,0 +1,163 @@
+"""The fit stage: FFHQ-UV's RGB fitting (paper section 4.2, pipeline.md section 7) of each input photo.
+
+One photo -> a textured HiFi3D++ head: FFHQ-UV's preprocessing (``stages/fitting/preprocess.py``), then three
+stages (``stages/fitting/photo_fit.py``). Profiles (``stages.fit.profile``):
+- ``open`` (default): nothing but pip packages; shape and pose from the project's landmark fit, the UV texels
+  optimised directly with SH lighting and pose on the differentiable CPU renderer (``stages/fitting/render.py``);
+- ``faithful``: FFHQ-UV's own networks (texture GAN, Deep3D, ArcFace, LPIPS) from ``models.weights_dir``
+  under FFHQ-UV's ``checkpoints/`` names; this version checks those files at start-up and stops naming the
+  first one missing (the optimisation itself is not implemented yet).
+Writes FFHQ-UV's output set per photo (``stages/fitting/outputs.py``); the final UV map is also output ``uv``
+(``stage3_uv.png``), which the contact sheet and the report show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import pyarrow as pa
+
+from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
+
+PROFILES = ("open", "faithful")
+FIT_FAILED = "fit_failed"  # the landmark fit or the optimisation could not run on this photo
+STAGES = (1, 2, 3)
+LOSS_TERMS = ("colour", "smooth", "symmetry", "gamma", "landmark")
+TIMED_PARTS = ("preprocess", "stage1", "stage2", "stage3")
+# FFHQ-UV's checkpoints the faithful profile needs (pipeline.md section 3), relative to models.weights_dir.
+FAITHFUL_FILES = (
+    "texgan_model/texgan_ffhq_uv.pth",
+    "deep3d_model/epoch_latest.pth",
+    "arcface_model/ms1mv3_arcface_r50_fp16_backbone.pth",
+    "vgg_model/vgg16.pt",
+    "topo_assets/hifi3dpp_model_info.mat",
+    "topo_assets/similarity_Lm3D_all.mat",
+)
+
+
+@dataclass
+class FitSettings(StageSettings):
+    profile: str = "open"  # open | faithful
+    topology_obj: Optional[str] = None  # a HiFi3D++ OBJ with UVs (else models.weights_dir/topo_assets)
+    cache_dir: Optional[str] = None  # topology cache; None = ~/.cache/ffhq-uv-rebuild
+    stage2_steps: int = 100  # FFHQ-UV's schedule
+    stage3_steps: int = 200
+    multiple_faces: str = "largest"  # largest | reject
+    rasterizer: str = "auto"  # auto (nvdiffrast on cuda, else cpu) | cpu | nvdiffrast
+
+
+def _manifest_fields() -> tuple[pa.Field, ...]:
+    fields = [pa.field("fit_profile", pa.string())]
+    fields += [pa.field(f"fit_photometric_l1_stage{k}", pa.float32()) for k in STAGES]  # masked L1 at 224, [0,1]
+    fields += [pa.field(f"fit_loss_{term}", pa.float32()) for term in LOSS_TERMS]  # final (stage 3) terms
+    fields.append(pa.field("fit_landmark_error_px", pa.float32()))  # final mean landmark error, 224 pixels
+    fields += [pa.field(f"fit_{angle}_deg", pa.float32()) for angle in ("pitch", "yaw", "roll")]
+    fields += [pa.field(f"fit_seconds_{part}", pa.float32()) for part in TIMED_PARTS]
+    return tuple(fields)
+
+
+class FitStage(Stage):
+    """RGB fitting of one photo per sample."""
+
+    name = "fit"
+    Settings = FitSettings
+    manifest_fields = _manifest_fields()
+
+    @classmethod
+    def preflight(cls, settings: FitSettings, config: Any) -> None:
+        """Options, the topology's source and (faithful) every checkpoint, without loading anything."""
+        from pathlib import Path
+
+        from stages.geometry.hifi3dpp import MEAN_FACE_OBJ, MODEL_INFO
+
+        if settings.profile not in PROFILES:
+            raise ConfigError(f"stages.fit.profile must be one of {PROFILES}, not {settings.profile!r}")
+        if settings.rasterizer not in ("auto", "cpu", "nvdiffrast"):
+            raise ConfigError(f"stages.fit.rasterizer must be auto, cpu or nvdiffrast, not {settings.rasterizer!r}")
+        if settings.stage2_steps < 0 or settings.stage3_steps < 0:
+            raise ConfigError("stages.fit.stage2_steps and stage3_steps must be >= 0")
+        weights = None if config.models.weights_dir in (None, "") else Path(str(config.models.weights_dir))
+        if settings.profile == "faithful":
+            for name in FAITHFUL_FILES:
+                if weights is None or not (weights / name).is_file():
+                    raise ConfigError(f"missing weights file {name} under models.weights_dir (the faithful fit "
+                                      "profile); see README section 'RGB fitting'")
+            raise ConfigError("stages.fit.profile=faithful: the faithful optimisation is not implemented in this "
+                              "version; use profile=open")
+        candidates = [Path(settings.topology_obj)] if settings.topology_obj else []
+        if weights is not None:
+            candidates += [weights / MODEL_INFO, weights / MEAN_FACE_OBJ]
+        if not any(p.is_file() for p in candidates):
+            raise ConfigError("the fit stage needs stages.fit.topology_obj (a HiFi3D++ OBJ with UVs, e.g. "
+                              f"shared/data/hifi3dpp/head_teaser1.obj) or models.weights_dir/{MODEL_INFO}; "
+                              "see README section 'RGB fitting'")
+
+    def setup(self) -> None:
+        """Load the HiFi3D++ topology, the template texture, the fitter and the landmark detector."""
+        from stages.face.landmarks import make_detector
+        from stages.fitting.photo_fit import PhotoFitter
+        from stages.geometry.hifi3dpp import load_hifi3dpp
+        from stages.geometry.rasterize import backend_for_device
+        from stages.geometry.uv_topology import DEFAULT_CACHE_DIR
+        from stages.texture.template import template_for
+
+        settings: FitSettings = self.settings
+        self.topology = load_hifi3dpp(settings.topology_obj, self.context.weights_dir,
+                                      settings.cache_dir or DEFAULT_CACHE_DIR)
+        template = template_for(self.topology.name, self.topology.masks(), self.context.weights_dir)
+        choice = settings.rasterizer
+        backend = backend_for_device(self.context.device) if choice == "auto" else choice
+        self.fitter = PhotoFitter(self.topology, template, (settings.stage2_steps, settings.stage3_steps), backend)
+        self.detector = make_detector("mediapipe", 4)
+
+    def process(self, sample: Sample) -> StageResult:
+        """Fit the sample's photo and write FFHQ-UV's output set."""
+        photo = self.context.read_source_image(sample)
+        face = self.detector.detect_one(photo, self.settings.multiple_faces)
+        try:
+            result = self.fitter.fit(photo, face.points)
+        except (RuntimeError, np.linalg.LinAlgError) as error:
+            raise SampleError(FIT_FAILED, f"fitting failed: {error}") from None
+        self._write(sample, result)
+        return StageResult(fields=self._fields(result))
+
+    def _write(self, sample: Sample, result) -> None:
+        from stages.fitting import open_fit, outputs
+        from stages.fitting.preprocess import save_input_data
+
+        ctx = self.context
+        ctx.write_bytes(sample, "fit_input_data", "input_data.pt", save_input_data(result.data))
+        vertices = result.geometry.vertices
+        for k in STAGES:
+            state = result.states[k]
+            render, coverage = open_fit.render_state(result.problem, state)
+            fitted_lm = open_fit.project_landmarks(result.problem, state).numpy()
+            target_lm = result.problem.target.landmarks.numpy()
+            vis = outputs.visualisation(result.data.image, render, coverage, target_lm, fitted_lm)
+            ctx.write_image(sample, f"fit_stage{k}_vis", vis, f"stage{k}_vis.png")
+            texture = open_fit.texture_uint8(state)
+            if k > 1:
+                ctx.write_image(sample, "uv" if k == STAGES[-1] else f"fit_stage{k}_uv", texture, f"stage{k}_uv.png")
+                ctx.write_bytes(sample, f"fit_stage{k}_mtl", f"stage{k}_mesh.mtl", outputs.mesh_mtl(k).encode())
+            obj = outputs.mesh_obj(self.topology, vertices, k, texture).encode()
+            for part in ("id", "exp"):
+                ctx.write_bytes(sample, f"fit_stage{k}_mesh_{part}", f"stage{k}_mesh_{part}.obj", obj)
+            rotation = state.current_rotation().numpy().astype(np.float64)
+            ctx.write_bytes(sample, f"fit_stage{k}_coeffs", f"stage{k}_coeffs.pt",
+                            outputs.coeffs_bytes(rotation, state.translation.numpy(), state.sh.numpy(),
+                                                 result.geometry.coefficients, fitted_lm))
+
+    def _fields(self, result) -> dict[str, Any]:
+        from stages.fitting.outputs import deep3d_angles
+
+        final = result.reports[STAGES[-1]]
+        angles = np.degrees(deep3d_angles(result.states[STAGES[-1]].current_rotation().numpy().astype(np.float64)))
+        fields: dict[str, Any] = {"fit_profile": self.settings.profile,
+                                  "fit_landmark_error_px": final.landmark_error_px}
+        fields.update({f"fit_photometric_l1_stage{k}": result.reports[k].photometric_l1 for k in STAGES})
+        fields.update({f"fit_loss_{term}": final.losses[term] for term in LOSS_TERMS})
+        fields.update({f"fit_{name}_deg": float(a) for name, a in zip(("pitch", "yaw", "roll"), angles)})
+        fields.update({f"fit_seconds_{part}": result.seconds[part] for part in TIMED_PARTS})
+        return fields
