@@ -15,7 +15,7 @@ def test_every_profile_resolves_with_its_stages_in_pipeline_order(profile):
     assert config.profile == profile
     names = enabled_stages(config)
     assert names, f"profile {profile} enables no stage"
-    order = ["inversion", "render", "attribute", "edit", "relight", "unwrap", "complete"]
+    order = ["inversion", "render", "attribute", "edit", "relight", "unwrap", "complete", "fit"]
     assert names == sorted(names, key=order.index)
     for name in names:
         assert stage_settings(config, name).batch_size >= 1
