@@ -116,6 +116,18 @@ def selection_fingerprint(ids: list[str]) -> str:
     return digest.hexdigest()
 
 
+def attribute_meta(attribute: Optional[np.ndarray]) -> dict[str, Any]:
+    """FFHQ-UV's meta-info values of a 17-dim condition: gender (``male`` if index 9 >= 0.5, Face API's
+    1 = male), age (years) and beard (0-1); ``None`` where unknown."""
+
+    def value(index: int) -> Optional[float]:
+        return None if attribute is None or not np.isfinite(attribute[index]) else float(attribute[index])
+
+    gender = value(GENDER)
+    return {"gender": None if gender is None else ("male" if gender >= 0.5 else "female"), "age": value(AGE),
+            "beard": value(BEARD)}
+
+
 def ffhq_index(sample_id: str) -> Optional[int]:
     """FFHQ's image number for an FFHQ id (``01223`` -> 1223); None for other samples."""
     return int(sample_id) if len(sample_id) == 5 and sample_id.isdigit() else None

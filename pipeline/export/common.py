@@ -6,10 +6,8 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
-
 from pipeline.export.state import ExportState
-from pipeline.run_samples import AGE, BEARD, GENDER, RunSample, ffhq_index, iter_run_samples, selection_fingerprint
+from pipeline.run_samples import RunSample, attribute_meta, ffhq_index, iter_run_samples, selection_fingerprint
 from pipeline.storage import Storage, open_storage
 from stages.base import ConfigError
 
@@ -52,17 +50,9 @@ def open_destination(dest: str, options: Any, selection: Selection, storage_opti
 
 
 def sample_meta(sample: RunSample) -> dict[str, Any]:
-    """FFHQ-UV's meta-info entry of a sample (gender, age, beard, FFHQ index) plus its run status.
-
-    Values come from the front view's StyleFlow condition (pipeline.md 2.3): gender 1 = male, age in
-    years, beard in [0, 1] (Face API); ``null`` when the run measured no attributes.
-    """
-    a = sample.attribute
-    value = (lambda i: None if a is None or not np.isfinite(a[i]) else float(a[i]))
-    gender = value(GENDER)
-    return {"ffhq_index": ffhq_index(sample.id), "gender": None if gender is None else ("male" if gender >= 0.5
-                                                                                      else "female"),
-            "age": value(AGE), "beard": value(BEARD), "status": sample.status}
+    """FFHQ-UV's meta-info entry of a sample (FFHQ index, gender, age, beard) plus its run status; values from
+    the front view's StyleFlow condition (pipeline.md 2.3), ``null`` when the run measured no attributes."""
+    return {"ffhq_index": ffhq_index(sample.id), **attribute_meta(sample.attribute), "status": sample.status}
 
 
 def write_if_changed(dest: Storage, relpath: str, data: bytes, sizes: dict[str, int]) -> bool:
