@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 import stages
+from pipeline.placement import check_pool_settings
 from stages.base import ConfigError, StageSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -50,6 +51,9 @@ class RayConfig:
     # Stream worker logs to the terminal (--debug sets it). Per-sample errors are in the
     # manifest either way, and worker logs stay in Ray's session folder.
     log_to_driver: bool = False
+    # On a cluster whose last GPU node went away (preemption): seconds to wait for the autoscaler
+    # to bring one back before the run stops (resumable). Only when GPU stages are enabled.
+    gpu_wait_s: float = 600.0
 
 
 @dataclass
@@ -57,6 +61,9 @@ class ModelsConfig:
     weights_dir: Optional[str] = None  # folder (or fsspec URL) with FFHQ-UV's checkpoint file names
     device: str = "cpu"  # cpu | cuda
     fp16: bool = False  # half precision on CUDA
+    # Node-local folder for remote weights (weights_dir on s3://): one copy per node, shared by its actors.
+    # None = $TMPDIR/ffhq-uv-weights on each node (stages/networks/weights_cache.py).
+    weights_cache_dir: Optional[str] = None
 
 
 @dataclass
@@ -64,6 +71,9 @@ class StorageConfig:
     endpoint_url: Optional[str] = None  # S3-compatible endpoint (MinIO, moto); None = AWS
     retry_attempts: int = 6
     retry_base_delay_s: float = 0.2
+    # Local input/output paths on a multi-node cluster are refused unless they are on a mount that every
+    # node shares (NFS, Lustre, EFS): set true to say so; the run then checks it on every node.
+    shared_filesystem: bool = False
 
 
 def _stages_schema() -> type:
@@ -130,6 +140,8 @@ def validate(config: DictConfig) -> None:
         raise ConfigError("shard_size must be at least 1")
     if config.models.device not in ("cpu", "cuda"):
         raise ConfigError(f"models.device must be cpu or cuda, not {config.models.device!r}")
+    for name in enabled_stages(config):
+        check_pool_settings(name, stage_settings(config, name))
 
 
 def enabled_stages(config: DictConfig) -> list[str]:

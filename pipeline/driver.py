@@ -37,14 +37,17 @@ from omegaconf import DictConfig, OmegaConf
 import pipeline
 import stages
 from pipeline import layout
+from pipeline.cluster_checks import check_paths, gpu_watch, watched
 from pipeline.config import as_overrides, enabled_stages, load_config, redact_text, redacted_yaml, stage_settings
 from pipeline.inputs import Plan, list_inputs, make_plan
 from pipeline.manifest import MANIFEST_VERSION, committed_shards, manifest_dataset, samples_to_table, table_to_bytes
+from pipeline.placement import PoolSize, pool_sizes
 from pipeline.progress import ProgressLine
 from pipeline.runner import PLAN_COLUMNS, StageRunner, initial_states, storage_for
 from pipeline.sample_codec import decode_sample
 from pipeline.storage import Storage, StorageError
 from stages.base import ConfigError, Sample
+from stages.networks.weights_cache import CACHE_ENV
 
 log = logging.getLogger("ffhq_uv")
 
@@ -133,6 +136,8 @@ def init_ray(config: DictConfig) -> None:
         env_vars.update(GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")
     if os.environ.get(stages.PLUGINS_ENV):
         env_vars[stages.PLUGINS_ENV] = os.environ[stages.PLUGINS_ENV]
+    if config.models.weights_cache_dir:
+        env_vars[CACHE_ENV] = str(config.models.weights_cache_dir)
     runtime_env = {"env_vars": env_vars}
     if config.ray.address:
         ray.init(address=str(config.ray.address), runtime_env=runtime_env,
@@ -153,7 +158,23 @@ def init_ray(config: DictConfig) -> None:
              configure_logging=False, log_to_driver=bool(config.ray.log_to_driver), **kwargs)
 
 
-def _build_dataset(config: DictConfig, shard_tables: dict[int, pa.Table]):
+def stage_pools(config: DictConfig) -> dict[str, PoolSize]:
+    """Each enabled stage's actor pool size on the cluster Ray is connected to (``auto`` resolved)."""
+    import ray
+
+    settings = {name: stage_settings(config, name) for name in enabled_stages(config)}
+    return pool_sizes(settings, ray.cluster_resources())
+
+
+def _join_cluster(config: DictConfig) -> Optional[str]:
+    """On a cluster (``ray.address``), join it now and check its paths before anything is written."""
+    if not config.ray.address:
+        return None
+    init_ray(config)
+    return check_paths(config)
+
+
+def _build_dataset(config: DictConfig, shard_tables: dict[int, pa.Table], pools: dict[str, PoolSize]):
     """A Ray dataset with one block per shard, mapped through each enabled stage's actor pool.
 
     ``shard_tables`` are slices of the plan (id, uri, index, shard, duplicate); the
@@ -161,7 +182,7 @@ def _build_dataset(config: DictConfig, shard_tables: dict[int, pa.Table]):
     per-sample objects whatever the input size.
     """
     import ray
-    from ray.data import ActorPoolStrategy, DataContext
+    from ray.data import DataContext
 
     if not config.ray.log_to_driver:  # Ray Data's own progress chatter; the driver prints its own line
         logging.getLogger("ray.data").setLevel(logging.ERROR)
@@ -174,7 +195,7 @@ def _build_dataset(config: DictConfig, shard_tables: dict[int, pa.Table]):
     dataset = ray.data.from_arrow(blocks).map_batches(initial_states, batch_size=None, batch_format="pyarrow",
                                                       num_cpus=0, concurrency=2)
     container = config_container(config)
-    cpu_scale = _fit_to_cluster(config)
+    cpu_scale = _fit_to_cluster(config, pools)
     for name in enabled_stages(config):
         settings = stage_settings(config, name)
         with warnings.catch_warnings():  # Ray 2.60 has no named parameter for the restart options yet
@@ -184,7 +205,7 @@ def _build_dataset(config: DictConfig, shard_tables: dict[int, pa.Table]):
                 fn_constructor_kwargs={"stage_name": name, "config": container},
                 batch_size=settings.batch_size,
                 batch_format="numpy",
-                compute=ActorPoolStrategy(size=settings.pool_size),
+                compute=pools[name].strategy(),
                 num_cpus=settings.num_cpus * cpu_scale,
                 num_gpus=settings.num_gpus,
                 **_restart_args(settings.max_restarts),
@@ -192,7 +213,7 @@ def _build_dataset(config: DictConfig, shard_tables: dict[int, pa.Table]):
     return dataset
 
 
-def _fit_to_cluster(config: DictConfig) -> float:
+def _fit_to_cluster(config: DictConfig, pools: dict[str, PoolSize]) -> float:
     """Factor applied to every stage's num_cpus so that all actor pools fit at once.
 
     Every stage keeps at least one actor alive for the whole run (streaming), so
@@ -207,8 +228,8 @@ def _fit_to_cluster(config: DictConfig) -> float:
     wanted_cpus = wanted_gpus = 0.0
     for name in enabled_stages(config):
         settings = stage_settings(config, name)
-        wanted_cpus += settings.num_cpus * settings.pool_size
-        wanted_gpus += settings.num_gpus * settings.pool_size
+        wanted_cpus += settings.num_cpus * pools[name].min_size
+        wanted_gpus += settings.num_gpus * pools[name].min_size
     have_cpus, have_gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
     if wanted_gpus > have_gpus and not config.ray.address:
         raise ConfigError(f"the enabled stages ask for {wanted_gpus:g} GPUs but this machine has {have_gpus:g}; "
@@ -241,9 +262,12 @@ def _stream(config: DictConfig, storage: Storage, shard_tables: dict[int, pa.Tab
     buffers: dict[int, dict[int, Sample]] = {shard: {} for shard in expected}
     done = 0
     last_beat = time.time()
-    bar = ProgressLine(total, {name: stage_settings(config, name).pool_size for name in enabled_stages(config)},
-                       enabled=progress)
-    for batch in _explained(_build_dataset(config, shard_tables).iter_batches(batch_size=None, batch_format="numpy")):
+    pools = stage_pools(config)
+    log.info("actor pools: %s", ", ".join(f"{name}: {pool.describe()}" for name, pool in pools.items()))
+    bar = ProgressLine(total, {name: pool.min_size for name, pool in pools.items()}, enabled=progress)
+    dataset = _build_dataset(config, shard_tables, pools)
+    watch = gpu_watch(config, [name for name in pools if stage_settings(config, name).num_gpus > 0])
+    for batch in _explained(watched(dataset.iter_batches(batch_size=None, batch_format="numpy"), watch)):
         for state in batch["state"]:
             sample = decode_sample(bytes(state))
             buffer = buffers.get(sample.shard)
@@ -392,10 +416,13 @@ def run(config: DictConfig, restart: bool = False, progress: bool = True) -> Run
     """Run (or resume) the pipeline described by ``config``; returns a summary."""
     started = time.time()
     storage = storage_for(config)
+    cluster_note = _join_cluster(config)
     storage.check_writable()
     for name in enabled_stages(config):
         stages.stage_class(name).preflight(stage_settings(config, name), config)
     with _run_log(storage):
+        if cluster_note:
+            log.info(cluster_note)
         plan = plan_run(config, storage, restart)
         done = committed_shards(storage)
         pending = [shard for shard in range(plan.num_shards) if shard not in done]
@@ -420,6 +447,7 @@ def retry_failed(config: DictConfig, error_codes: Optional[list[str]] = None, pr
     """Re-run only the failed samples of a run and rewrite their shards (marker last)."""
     started = time.time()
     storage = storage_for(config)
+    _join_cluster(config)
     for name in enabled_stages(config):
         stages.stage_class(name).preflight(stage_settings(config, name), config)
     with _run_log(storage):
@@ -488,6 +516,8 @@ def _sample_from_row(row: dict) -> Sample:
         status=row["status"], failed_stage=row["failed_stage"], error_code=row["error_code"],
         error_message=row["error_message"], filter_reason=row["filter_reason"],
         stage_seconds={k: v for k, v in (row["stage_seconds"] or {}).items() if v is not None},
+        stage_nodes={k: v for k, v in (row.get("stage_node_id") or {}).items() if v is not None},
+        stage_gpus={k: v for k, v in (row.get("stage_gpu_ids") or {}).items() if v is not None},
     )
 
 

@@ -16,6 +16,8 @@ Parquet metadata). Core columns:
 | filter_reason | string | why a quality threshold filtered the sample |
 | stage_seconds | struct<stage: double> | wall seconds per stage; null where a stage did not run |
 | outputs | map<string, struct<path, sha256, bytes>> | files written, paths relative to the run root |
+| stage_node_id | struct<stage: string> | Ray node id (hex) of the actor that ran each stage |
+| stage_gpu_ids | struct<stage: list<int32>> | ids of the GPUs Ray reserved for that actor (empty on CPU) |
 
 Then the columns each stage declares in ``Stage.manifest_fields`` (prefixed with the
 stage name), for every registered stage, null where the stage did not run. The
@@ -39,7 +41,7 @@ from pipeline import layout
 from pipeline.storage import Storage
 from stages.base import Sample
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: stage_node_id, stage_gpu_ids
 
 OUTPUT_FILE_TYPE = pa.struct([("path", pa.string()), ("sha256", pa.string()), ("bytes", pa.int64())])
 
@@ -58,6 +60,8 @@ def core_fields() -> list[pa.Field]:
         pa.field("filter_reason", pa.string()),
         pa.field("stage_seconds", pa.struct([(name, pa.float64()) for name in stages.STAGE_ORDER])),
         pa.field("outputs", pa.map_(pa.string(), OUTPUT_FILE_TYPE)),
+        pa.field("stage_node_id", pa.struct([(name, pa.string()) for name in stages.STAGE_ORDER])),
+        pa.field("stage_gpu_ids", pa.struct([(name, pa.list_(pa.int32())) for name in stages.STAGE_ORDER])),
     ]
 
 
@@ -99,6 +103,8 @@ def samples_to_table(samples: Iterable[Sample], schema: Optional[pa.Schema] = No
             "stage_seconds": {name: sample.stage_seconds.get(name) for name in stages.STAGE_ORDER},
             "outputs": [(name, {"path": o.path, "sha256": o.sha256, "bytes": o.bytes})
                         for name, o in sorted(sample.outputs.items())],
+            "stage_node_id": {name: sample.stage_nodes.get(name) for name in stages.STAGE_ORDER},
+            "stage_gpu_ids": {name: sample.stage_gpus.get(name) for name in stages.STAGE_ORDER},
         }
         for stage_field in schema:
             name = stage_field.name

@@ -36,6 +36,7 @@ from omegaconf import OmegaConf
 
 import stages
 from pipeline.config import stage_settings
+from pipeline.placement import assigned_device, current_placement
 from pipeline.sample_codec import decode_sample, encode_sample
 from pipeline.storage import RetryPolicy, Storage, StorageError, open_storage
 from stages.base import Sample, SampleError, StageContext, StageResult
@@ -70,10 +71,12 @@ class StageRunner:
         self.stage_name = stage_name
         self.settings = stage_settings(self.config, stage_name)
         self.abandoned: list[threading.Thread] = []
+        self.placement = current_placement()  # recorded in every sample this actor processes
         self.stage = self._build_stage()
 
     def _build_stage(self):
-        context = StageContext(storage=storage_for(self.config), config=self.config, stage_name=self.stage_name)
+        context = StageContext(storage=storage_for(self.config), config=self.config, stage_name=self.stage_name,
+                               assigned_device=assigned_device(str(self.config.models.device)))
         stage = stages.stage_class(self.stage_name)(self.settings, context)
         stage.setup()
         return stage
@@ -91,6 +94,10 @@ class StageRunner:
         active = [s for s in samples if s.active]
         if not active:
             return
+        for sample in active:
+            if self.placement.node_id is not None:
+                sample.stage_nodes[self.stage_name] = self.placement.node_id
+            sample.stage_gpus[self.stage_name] = list(self.placement.gpu_ids)
         timeout = self.settings.sample_timeout_s
         started = time.perf_counter()
         try:

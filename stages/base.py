@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
 
 import numpy as np
 import pyarrow as pa
@@ -55,7 +55,11 @@ class StageSettings:
 
     num_cpus: float = 1.0
     num_gpus: float = 0.0
-    pool_size: int = 1  # actors in this stage's pool
+    # Actors in this stage's pool: a number, or auto (fill the cluster's GPUs for a GPU stage, its CPUs
+    # otherwise; pipeline/placement.py). With max_pool_size above it the pool autoscales up to that many
+    # (auto = as many as the cluster has room for), so a cluster that grows is used.
+    pool_size: Union[int, str] = 1
+    max_pool_size: Optional[Union[int, str]] = None  # None = a fixed pool of pool_size actors
     batch_size: int = 1  # samples per process_batch call
     max_restarts: int = -1  # Ray restarts of a crashed actor (-1 = unlimited, Ray Data's default)
     sample_timeout_s: Optional[float] = None  # per-sample time limit; None = no limit
@@ -90,6 +94,8 @@ class Sample:
     error_message: Optional[str] = None
     filter_reason: Optional[str] = None
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    stage_nodes: dict[str, str] = field(default_factory=dict)  # stage -> Ray node id (hex) that ran it
+    stage_gpus: dict[str, list[int]] = field(default_factory=dict)  # stage -> ids of the GPUs Ray gave it
 
     @property
     def active(self) -> bool:
@@ -117,10 +123,11 @@ class StageContext:
     storage: Storage
     config: Any  # the resolved run config (omegaconf DictConfig, read-only)
     stage_name: str
+    assigned_device: Optional[str] = None  # the GPU Ray reserved for this actor ("cuda:1"); None = as configured
 
     @property
     def device(self) -> str:
-        return str(self.config.models.device)
+        return self.assigned_device or str(self.config.models.device)
 
     @property
     def weights_dir(self) -> Optional[str]:

@@ -114,7 +114,7 @@ class UnwrapStage(Stage):
         from stages.face.landmarks import make_detector
         from stages.geometry.fitting import ShapeModel
         from stages.geometry.landmark_schemes import SCHEMES
-        from stages.geometry.rasterize import backend_for_device
+        from stages.geometry.rasterize import backend_for_device, prepare_backend
         from stages.geometry.uv_topology import topology_from_config
 
         self.topology = topology_from_config(self.context.config)
@@ -124,6 +124,7 @@ class UnwrapStage(Stage):
         self.shape_model = ShapeModel(self.topology, SCHEMES[self.detector.scheme])
         choice = self.settings.rasterizer
         self.backend = backend_for_device(self.context.device) if choice == "auto" else choice
+        prepare_backend(self.backend, self.context.device)  # the nvdiffrast context, once per actor
         self.parser = None
         parser_path = face_parser_path(self.settings, self.context.config)
         if parser_path is not None:

@@ -25,10 +25,20 @@ class DoubleSettings(StageSettings):
     exit_ids: list[str] = field(default_factory=list)  # kill the actor process (once per marker file)
     marker_dir: str = ""  # where exit_ids record that they already killed an actor
     sleep_s: float = 0.0  # per sample
+    weights_file: str = ""  # under models.weights_dir: read in setup through the node-local weights cache
 
 
 class _DoubleStage(Stage):
     Settings = DoubleSettings
+
+    def setup(self) -> None:
+        """Read the configured weights file the way the real stages do (local_weight_file), once per actor."""
+        if self.settings.weights_file:
+            from stages.networks import local_weight_file, weight_location
+
+            location = weight_location(self.context.weights_dir, self.settings.weights_file, "weights_file")
+            with open(local_weight_file(location), "rb") as handle:
+                self.weights = handle.read()
 
     def _misbehave(self, sample: Sample) -> None:
         settings: DoubleSettings = self.settings

@@ -143,12 +143,14 @@ class FaultyS3App:
         self.lock = threading.Lock()
         self.injected: list[tuple[str, str, str]] = []  # (status, method, path)
         self.requests = 0
+        self.seen: list[tuple[str, str]] = []  # (method, path) of every request, in order
 
     def __call__(self, environ: dict, start_response: Callable) -> Any:
         path = environ.get("PATH_INFO", "")
         object_request = path.strip("/").count("/") >= 1  # /bucket/key...: leave bucket admin alone
         with self.lock:
             self.requests += 1
+            self.seen.append((environ.get("REQUEST_METHOD", ""), path))
             fail = object_request and self.rate > 0 and self.rng.random() < self.rate
             status, code, message = _S3_ERRORS[self.rng.randrange(len(_S3_ERRORS))]
             if fail:

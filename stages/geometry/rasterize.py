@@ -16,6 +16,7 @@ UV rasterisation maps ``(u, v)`` in [0,1] (OBJ convention: v up) to texels of an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,9 @@ BACKENDS: tuple[str, ...] = ("cpu", "nvdiffrast")
 _CHUNK_CANDIDATES = 2_000_000
 # Inside test tolerance on barycentrics: keeps pixels exactly on a shared edge covered by one of the triangles.
 _EDGE_EPS = 1e-9
+# One nvdiffrast RasterizeCudaContext per CUDA device per process (a Ray actor): making one costs a CUDA
+# context set-up and GPU memory, so it is made once (prepare_backend, from a stage's setup) and reused.
+_CUDA_CONTEXTS: dict[int, Any] = {}
 
 
 @dataclass
@@ -220,10 +224,9 @@ def _rasterize_nvdiffrast(xyz: np.ndarray, triangles: np.ndarray, height: int, w
     # Depth into (-1, 1) with a margin so the near/far planes never clip a vertex; affine, so order is kept.
     ndc_z = (z - lo) / max(hi - lo, 1e-12) * 1.8 - 0.9
     clip = np.stack([ndc_x, ndc_y, ndc_z, np.ones_like(z)], axis=1)
-    device = torch.device("cuda")
+    ctx, device = cuda_context()
     pos = torch.as_tensor(clip[None], dtype=torch.float32, device=device).contiguous()
     tri = torch.as_tensor(triangles, dtype=torch.int32, device=device).contiguous()
-    ctx = dr.RasterizeCudaContext(device=device)
     rast, _ = dr.rasterize(ctx, pos, tri, resolution=[height, width])
     rast = rast[0].cpu().numpy().astype(np.float64)
     tri_id = rast[..., 3].astype(np.int64) - 1
@@ -236,6 +239,33 @@ def _rasterize_nvdiffrast(xyz: np.ndarray, triangles: np.ndarray, height: int, w
         barycentrics=bary.astype(np.float32),
         depth=depth.astype(np.float32),
     )
+
+
+def cuda_context() -> tuple[Any, Any]:
+    """This process's nvdiffrast context on its current CUDA device (made on first use), and that device."""
+    import nvdiffrast.torch as dr
+    import torch
+
+    index = torch.cuda.current_device()
+    if index not in _CUDA_CONTEXTS:
+        _CUDA_CONTEXTS[index] = dr.RasterizeCudaContext(device=torch.device("cuda", index))
+    return _CUDA_CONTEXTS[index], torch.device("cuda", index)
+
+
+def prepare_backend(backend: str, device: str) -> None:
+    """Make the GPU resources of ``backend`` once, in a stage's ``setup``, on ``device`` (the GPU Ray assigned).
+
+    For nvdiffrast: select ``device`` as this process's current CUDA device and make its
+    rasteriser context, which every later ``rasterize`` call of the process reuses.
+    """
+    if backend != "nvdiffrast":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise RuntimeError("the nvdiffrast rasteriser needs CUDA; use backend='cpu' on this machine")
+    torch.cuda.set_device(torch.device(device if device.startswith("cuda") else "cuda"))
+    cuda_context()
 
 
 def backend_for_device(device: str) -> str:

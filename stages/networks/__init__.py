@@ -57,9 +57,9 @@ def dpr_weights(weights_dir: Optional[str], option: str) -> str:
 
 
 def local_weight_file(location: str) -> str:
-    """A local file for a weights path or URL (remote files are cached locally by fsspec)."""
+    """A local file for a weights path or URL: remote files are copied once per node (``weights_cache``)."""
     if not _is_url(location):
         return location
-    import fsspec
+    from stages.networks.weights_cache import cached_copy
 
-    return fsspec.open_local(f"simplecache::{location}")
+    return cached_copy(location)
