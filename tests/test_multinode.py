@@ -145,9 +145,9 @@ def _start_run(nodes: MultiNode, inputs: Path, output: Path, *overrides: str) ->
 
 
 def test_a_worker_node_lost_mid_run_redoes_only_its_samples(multinode, tmp_path):
-    ids = write_images(tmp_path / "in", 12)
+    ids = write_images(tmp_path / "in", 8)
     output = tmp_path / "out"
-    process = _start_run(multinode, tmp_path / "in", output, "stages.attribute.sleep_s=0.4")
+    process = _start_run(multinode, tmp_path / "in", output, "stages.attribute.sleep_s=0.5")
     _wait_for(lambda: len(list(output.glob("shards/*/stats.json"))) >= 1 or process.poll() is not None,
               what="a first committed shard")
     before = _committed_files(output)
@@ -161,15 +161,16 @@ def test_a_worker_node_lost_mid_run_redoes_only_its_samples(multinode, tmp_path)
     assert before, "the run finished before a node could be removed"
     after = _committed_files(output)
     assert {path: after.get(path) for path in before} == before  # committed shards byte-identical
-    rows = _check_exactly_once(output, ids)
-    assert victim.node_id not in {r["stage_node_id"]["attribute"] for r in rows} or len(before) < len(after)
-    assert "0 already done" in stdout
+    _check_exactly_once(output, ids)
+    shards = {path.split("/")[1] for path in after}
+    assert len(shards) == len(ids) // 2 > len({path.split("/")[1] for path in before})  # went on after the loss
+    assert "(0 already done)" in stdout
 
 
 def test_losing_the_last_gpu_node_stops_after_the_wait_and_resumes(multinode, tmp_path):
-    ids = write_images(tmp_path / "in", 8)
+    ids = write_images(tmp_path / "in", 6)
     output = tmp_path / "out"
-    process = _start_run(multinode, tmp_path / "in", output, "stages.attribute.sleep_s=0.4", "ray.gpu_wait_s=2")
+    process = _start_run(multinode, tmp_path / "in", output, "stages.attribute.sleep_s=0.5", "ray.gpu_wait_s=2")
     _wait_for(lambda: len(list(output.glob("shards/*/stats.json"))) >= 1 or process.poll() is not None,
               what="a first committed shard")
     before = _committed_files(output)
@@ -188,6 +189,6 @@ def test_losing_the_last_gpu_node_stops_after_the_wait_and_resumes(multinode, tm
     resumed = run_cli(_args(multinode, str(tmp_path / "in"), str(output), "storage.shared_filesystem=true",
                             *GPU_STAGE), env=cli_env(PLUGINS))
     done_before = len({path.split("/")[1] for path in stopped})
-    assert 0 < done_before < len(ids) // 2 and f"({done_before} already done)" in resumed.stdout
+    assert 0 < done_before < len(ids) // 2 and f"({done_before} already done)" in resumed.stdout, resumed.stdout
     assert {path: _committed_files(output).get(path) for path in stopped} == stopped
     _check_exactly_once(output, ids)

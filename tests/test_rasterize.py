@@ -136,3 +136,16 @@ def test_nvdiffrast_agrees_with_cpu():
     assert (cpu.mask == gpu.mask).mean() > 0.99
     both = cpu.mask & gpu.mask & (cpu.triangle_id == gpu.triangle_id)
     np.testing.assert_allclose(cpu.barycentrics[both], gpu.barycentrics[both], atol=1e-3)
+
+
+@pytest.mark.skipif(not _has_cuda(), reason="needs a GPU")
+def test_nvdiffrast_context_is_made_once_per_process_on_the_prepared_device():
+    pytest.importorskip("nvdiffrast.torch", reason="nvdiffrast is not installed")
+    from stages.geometry import rasterize as module
+
+    module.prepare_backend("nvdiffrast", "cuda:0")
+    made = dict(module._CUDA_CONTEXTS)
+    xyz, tris = random_mesh(3, 50, 64)
+    for _ in range(3):  # per view, per sample: the same context
+        rasterize(xyz, tris, 64, 64, backend="nvdiffrast")
+    assert module._CUDA_CONTEXTS == made and len(made) == 1
