@@ -117,11 +117,17 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
 
 
 class SynthesisLayer(nn.Module):
-    """Modulated 3x3 conv (optionally up-sampling x2) + const noise + bias + lrelu * sqrt(2)."""
+    """Modulated 3x3 conv (optionally up-sampling x2) + const noise + bias + lrelu * sqrt(2) [+ clamp].
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False):
+    ``conv_clamp``: stylegan2-ada clamps the activated output to [-conv_clamp, conv_clamp] (FFHQ-UV's texture GAN
+    uses 256; config-f has none).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: bool = False,
+                 conv_clamp: Optional[float] = None):
         super().__init__()
         self.up = up
+        self.conv_clamp = conv_clamp
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 3, 3))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
@@ -134,14 +140,16 @@ class SynthesisLayer(nn.Module):
         x = modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up,
                              resample_filter=self.resample_filter)
         x = x + (self.noise_const * self.noise_strength).to(x.dtype)
-        return F.leaky_relu(x + self.bias.to(x.dtype)[None, :, None, None], LRELU_SLOPE) * SQRT2
+        x = F.leaky_relu(x + self.bias.to(x.dtype)[None, :, None, None], LRELU_SLOPE) * SQRT2
+        return x if self.conv_clamp is None else x.clamp(-self.conv_clamp, self.conv_clamp)
 
 
 class ToRGBLayer(nn.Module):
-    """Modulated 1x1 conv to RGB, no demodulation, + bias, no activation."""
+    """Modulated 1x1 conv to RGB, no demodulation, + bias, no activation [, clamped like ``SynthesisLayer``]."""
 
-    def __init__(self, in_channels: int, w_dim: int, out_channels: int = 3):
+    def __init__(self, in_channels: int, w_dim: int, out_channels: int = 3, conv_clamp: Optional[float] = None):
         super().__init__()
+        self.conv_clamp = conv_clamp
         self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
@@ -150,35 +158,41 @@ class ToRGBLayer(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False)
-        return x + self.bias.to(x.dtype)[None, :, None, None]
+        x = x + self.bias.to(x.dtype)[None, :, None, None]
+        return x if self.conv_clamp is None else x.clamp(-self.conv_clamp, self.conv_clamp)
 
 
 class SynthesisBlock(nn.Module):
     """One resolution of the skip generator: (conv0 up,) conv1, torgb; the RGB skip is up-sampled and summed."""
 
-    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int):
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int,
+                 conv_clamp: Optional[float] = None, use_fp16: bool = False):
         super().__init__()
         self.resolution = resolution
         self.is_first = resolution == 4
+        # stylegan2-ada's fp16 resolutions: features in half precision on CUDA only (the image skip stays fp32).
+        self.use_fp16 = use_fp16
         if self.is_first:
             self.const = nn.Parameter(torch.randn([out_channels, 4, 4]))
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True)
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution)
-        self.torgb = ToRGBLayer(out_channels, w_dim)
+            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=True, conv_clamp=conv_clamp)
+        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, conv_clamp=conv_clamp)
+        self.torgb = ToRGBLayer(out_channels, w_dim, conv_clamp=conv_clamp)
         self.register_buffer("resample_filter", fir_filter())
         self.num_ws = 2 if self.is_first else 3  # conv0 shares its w with the previous block's torgb
 
     def forward(self, x: Optional[torch.Tensor], img: Optional[torch.Tensor],
                 ws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """ws (B, num_ws, w_dim) -> (features (B, C, R, R), image (B, 3, R, R))."""
+        half = self.use_fp16 and ws.device.type == "cuda"
         if self.is_first:
             x = self.const.to(ws.dtype)[None].expand(ws.shape[0], -1, -1, -1)
             x = self.conv1(x, ws[:, 0])
         else:
-            x = self.conv0(x, ws[:, 0])
-            x = self.conv1(x, ws[:, 1])
-        y = self.torgb(x, ws[:, -1])
+            with torch.autocast("cuda", dtype=torch.float16, enabled=half):
+                x = self.conv0(x, ws[:, 0])
+                x = self.conv1(x, ws[:, 1])
+        y = self.torgb(x, ws[:, -1]).float()
         if img is not None:
             y = y + upfirdn2d(img, self.resample_filter, up=2, pad=(2, 1), gain=4.0)
         return x, y
@@ -187,13 +201,16 @@ class SynthesisBlock(nn.Module):
 class SynthesisNetwork(nn.Module):
     """W+ (B, num_ws, w_dim) -> image (B, 3, R, R) float, about [-1, 1]."""
 
-    def __init__(self, w_dim: int, resolution: int, channels: dict[int, int]):
+    def __init__(self, w_dim: int, resolution: int, channels: dict[int, int], conv_clamp: Optional[float] = None,
+                 num_fp16_res: int = 0):
         super().__init__()
         self.resolution = resolution
         self.resolutions = [2 ** i for i in range(2, int(math.log2(resolution)) + 1)]
+        fp16_from = 2 ** max(int(math.log2(resolution)) + 1 - num_fp16_res, 3)  # stylegan2-ada's rule
         for res in self.resolutions:
             in_c = channels[res // 2] if res > 4 else 0
-            setattr(self, f"b{res}", SynthesisBlock(in_c, channels[res], w_dim, res))
+            setattr(self, f"b{res}", SynthesisBlock(in_c, channels[res], w_dim, res, conv_clamp,
+                                                     use_fp16=num_fp16_res > 0 and res >= fp16_from))
         self.num_ws = 2 * len(self.resolutions)
 
     def blocks(self) -> list[SynthesisBlock]:
@@ -227,6 +244,8 @@ class GeneratorConfig:
     resolution: int
     channels: tuple[tuple[int, int], ...]  # (resolution, feature maps) pairs
     mapping_layers: int = 8
+    conv_clamp: Optional[float] = None  # stylegan2-ada's activation clamp (FFHQ-UV's texture GAN: 256)
+    num_fp16_res: int = 0  # highest resolutions computed in fp16 on CUDA (FFHQ-UV's texture GAN: 4)
 
     @staticmethod
     def config_f(resolution: int = 1024, w_dim: int = 512, channel_base: int = 32768,
@@ -242,7 +261,8 @@ class Generator(nn.Module):
         super().__init__()
         self.config = config
         self.mapping = MappingNetwork(config.z_dim, config.w_dim, config.mapping_layers)
-        self.synthesis = SynthesisNetwork(config.w_dim, config.resolution, dict(config.channels))
+        self.synthesis = SynthesisNetwork(config.w_dim, config.resolution, dict(config.channels), config.conv_clamp,
+                                          config.num_fp16_res)
         self.num_ws = self.synthesis.num_ws
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -306,10 +326,17 @@ def infer_config(state: dict[str, torch.Tensor]) -> GeneratorConfig:
     return GeneratorConfig(z_dim, w_dim, max(channels), tuple(sorted(channels.items())), mapping_layers)
 
 
-def generator_from_state_dict(state: dict[str, Any]) -> Generator:
-    """Build a generator with the shapes of ``state`` (ADA key names) and load it strictly."""
+def generator_from_state_dict(state: dict[str, Any], conv_clamp: Optional[float] = None,
+                              num_fp16_res: int = 0) -> Generator:
+    """Build a generator with the shapes of ``state`` (ADA key names) and load it strictly.
+
+    ``conv_clamp`` / ``num_fp16_res`` are construction settings a state dict does not record (stylegan2-ada's
+    ``Generator(..., conv_clamp=256, num_fp16_res=4)`` for FFHQ-UV's texture GAN).
+    """
+    import dataclasses
+
     state = {k: _as_tensor(v) for k, v in state.items()}
-    config = infer_config(state)
+    config = dataclasses.replace(infer_config(state), conv_clamp=conv_clamp, num_fp16_res=num_fp16_res)
     with torch.device("meta"):
         generator = Generator(config)
     expected = generator.state_dict()
