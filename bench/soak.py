@@ -115,7 +115,8 @@ def soak(work: Path, args: argparse.Namespace) -> None:
     cluster = None
     if args.kill_nodes:
         cluster = LocalCluster(workers=args.workers, worker_gpus=1)
-        command += ["--address", cluster.address, "storage.shared_filesystem=true", "stages.attribute.num_gpus=1",
+        command[command.index("run") + 1:1 + command.index("run")] = ["--address", cluster.address]
+        command += ["storage.shared_filesystem=true", "stages.attribute.num_gpus=1",
                     "stages.attribute.pool_size=auto",
                     *(f"stages.{name}.num_cpus=0.25" for name in ("attribute", "relight", "complete"))]
     try:
@@ -126,7 +127,8 @@ def soak(work: Path, args: argparse.Namespace) -> None:
     log_path = work / "driver.out"
     text = log_path.read_text(errors="replace")
     if returncode != 0:
-        print(text[-3000:])
+        errors = [line for line in text.splitlines() if line.startswith("ffhq-uv: error:")]
+        print("\n".join(errors) or text[-3000:])
         raise SystemExit(f"the run failed with exit status {returncode}")
 
     table = read_manifest(str(output))
@@ -148,9 +150,9 @@ def soak(work: Path, args: argparse.Namespace) -> None:
     victim = f"a worker node of {args.workers} (replaced)" if args.kill_nodes else "a stage worker"
     print(f"samples: {args.samples}, shard size {args.shard_size}, batch size {args.batch_size}, "
           f"{victim} SIGKILLed every {args.kill_every:g}s")
-    losses = f"node losses: {len(kills)}" if args.kill_nodes else f"{len(kills)} workers killed"
-    print(f"run: {seconds:.1f}s wall ({args.samples / seconds:.1f} samples/s including Ray start), "
-          f"{losses}, {seen} stage worker processes seen")
+    losses = (f"node losses: {len(kills)}" if args.kill_nodes
+              else f"{len(kills)} workers killed, {seen} stage worker processes seen")
+    print(f"run: {seconds:.1f}s wall ({args.samples / seconds:.1f} samples/s including Ray start), {losses}")
     if args.kill_nodes:
         nodes = Counter(node for row in rows for node in (row["stage_node_id"] or {}).values() if node)
         print(f"nodes that ran stages: {len(nodes)}; samples of the first stage on a declared GPU: "

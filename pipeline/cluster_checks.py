@@ -86,7 +86,7 @@ def verify_shared_filesystem(nodes: list[dict[str, Any]], output: Optional[str],
         probe = ray.remote(num_cpus=0, max_retries=0)(_look_at_paths)
         refs = {node["NodeID"]: probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             node["NodeID"], soft=False)).remote(marker, input_path) for node in nodes}
-        seen = dict(zip(refs, ray.get(list(refs.values()), timeout=NODE_CHECK_TIMEOUT_S)))
+        seen = _answers(refs)
     finally:
         if marker is not None:
             os.unlink(marker)
@@ -99,6 +99,23 @@ def verify_shared_filesystem(nodes: list[dict[str, Any]], output: Optional[str],
             raise ConfigError(f"storage.shared_filesystem=true, but node {node_id[:12]} ({address[node_id]}) does not "
                               f"see the input {input_path}: mount it on every node or use object storage")
     return f"shared filesystem checked on {len(seen)} nodes: {', '.join(p for p in (output, input_path) if p)}"
+
+
+def _answers(refs: dict[str, Any]) -> dict[str, tuple[Optional[str], bool]]:
+    """Node id -> what its probe saw; a node that died meanwhile (preemption) is left out, not an error."""
+    import ray
+    from ray.exceptions import RayError
+
+    answers = {}
+    for node_id, ref in refs.items():
+        try:
+            answers[node_id] = ray.get(ref, timeout=NODE_CHECK_TIMEOUT_S)
+        except (RayError, TimeoutError) as error:
+            if node_id in {node["NodeID"] for node in alive_nodes()}:
+                raise ConfigError(f"could not check the shared filesystem on node {node_id[:12]}: "
+                                  f"{str(error).splitlines()[0]}") from error
+            log.warning("node %s left the cluster during the shared-filesystem check", node_id[:12])
+    return answers
 
 
 def _look_at_paths(marker: Optional[str], input_path: Optional[str]) -> tuple[Optional[str], bool]:

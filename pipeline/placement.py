@@ -34,7 +34,7 @@ class PoolSize:
 
     def describe(self) -> str:
         if self.max_size == self.min_size:
-            return f"{self.min_size} actors"
+            return f"{self.min_size} actor{'s' if self.min_size != 1 else ''}"
         return f"{self.min_size} to {self.max_size if self.max_size is not None else 'any number of'} actors"
 
     def strategy(self):
