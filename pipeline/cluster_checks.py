@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Optional
 
+from pipeline.inputs import input_kind
 from stages.base import ConfigError
 
 log = logging.getLogger("ffhq_uv")
@@ -57,8 +58,11 @@ def check_paths(config: Any) -> str:
     Returns one line saying what was checked, for the run's log.
     """
     nodes = alive_nodes()
-    local = [(key, value) for key, value in (("input.source", str(config.input.source)), ("output", str(config.output)))
-             if is_local_path(value)]
+    # A list file is read by the driver alone; the URIs in it are what the workers read (check_listed_inputs).
+    source = None if input_kind(str(config.input.source), str(config.input.format)) == "list" \
+        else str(config.input.source)
+    local = [(key, value) for key, value in (("input.source", source), ("output", str(config.output)))
+             if value is not None and is_local_path(value)]
     if len(nodes) <= 1 or not local:
         return f"cluster of {len(nodes)} node(s); local paths: {', '.join(k for k, _ in local) or 'none'}"
     key, value = local[0]
@@ -68,6 +72,18 @@ def check_paths(config: Any) -> str:
                           "storage.shared_filesystem=true if the path is a mount shared by every node (NFS, Lustre)")
     paths = {key: _local(value) for key, value in local}
     return verify_shared_filesystem(nodes, paths.get("output"), paths.get("input.source"))
+
+
+def check_listed_inputs(config: Any, uris: list[str]) -> None:
+    """Refuse listed input URIs that are local paths on a multi-node cluster, unless on a declared shared mount."""
+    if not config.ray.address or config.storage.shared_filesystem:
+        return
+    local = next((uri for uri in uris if is_local_path(uri)), None)
+    nodes = alive_nodes() if local is not None else []
+    if len(nodes) > 1:
+        raise ConfigError(f"input {config.input.source} lists local paths ({local}, ...), but this Ray cluster has "
+                          f"{len(nodes)} nodes and each would read its own disk: list object-storage URLs "
+                          "(s3://...), or set storage.shared_filesystem=true for a mount shared by every node")
 
 
 def verify_shared_filesystem(nodes: list[dict[str, Any]], output: Optional[str], input_path: Optional[str]) -> str:

@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 import pipeline
 import stages
 from pipeline import layout
-from pipeline.cluster_checks import check_paths, gpu_watch, watched
+from pipeline.cluster_checks import check_listed_inputs, check_paths, gpu_watch, watched
 from pipeline.config import as_overrides, enabled_stages, load_config, redact_text, redacted_yaml, stage_settings
 from pipeline.inputs import Plan, list_inputs, make_plan
 from pipeline.manifest import MANIFEST_VERSION, committed_shards, manifest_dataset, samples_to_table, table_to_bytes
@@ -89,6 +89,7 @@ def plan_run(config: DictConfig, storage: Storage, restart: bool) -> Plan:
     pairs = list_inputs(str(config.input.source), str(config.input.format), list(config.input.extensions),
                         storage, options)
     plan = make_plan(pairs, int(config.shard_size), config.input.limit)
+    check_listed_inputs(config, plan.table["uri"].to_pylist())  # before anything is written
     if storage.exists(layout.RUN_JSON):
         previous = json.loads(storage.read_bytes(layout.RUN_JSON))
         changed = []

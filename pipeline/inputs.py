@@ -64,15 +64,20 @@ class Plan:
         return self.table.slice(start, self.shard_size)
 
 
+def input_kind(source: str, input_format: str) -> str:
+    """The input format in effect: ``auto`` resolved (a .csv/.parquet file is a list, anything else a folder)."""
+    if input_format != "auto":
+        return input_format
+    return "list" if source.lower().endswith((".csv", ".parquet")) else "folder"
+
+
 def list_inputs(source: str, input_format: str, extensions: list[str], storage: Storage,
                 storage_options: dict | None = None) -> pa.Table:
     """The (id, uri) pairs of a source, unsorted. Raises ConfigError if unreadable or empty."""
     storage_options = storage_options or {}
     if source == "builtin:samples":
         return _builtin_samples(storage)
-    kind = input_format
-    if kind == "auto":
-        kind = "list" if source.lower().endswith((".csv", ".parquet")) else "folder"
+    kind = input_kind(source, input_format)
     if kind == "list":
         table = _read_list_file(source, storage_options)
     elif kind == "latents":

@@ -109,6 +109,29 @@ def test_local_output_on_a_multinode_cluster_is_refused_before_anything_is_writt
     assert not output.exists()
 
 
+def test_listed_local_paths_and_an_unshared_input_are_refused_at_start_up(multinode, tmp_path):
+    import s3fs
+
+    ids = write_images(tmp_path / "in", 2)
+    listing = tmp_path / "list.csv"  # read by the driver alone: fine; the local paths in it are not
+    listing.write_text("id,uri\n" + "".join(f"{i},{tmp_path / 'in' / i}.png\n" for i in ids))
+    output = f"s3://{multinode.bucket}/listed-out"
+    result = run_cli(_args(multinode, str(listing), output), env=cli_env(PLUGINS), check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = _error_lines(result)
+    assert f"lists local paths ({tmp_path / 'in' / ids[0]}.png, ...)" in line and "3 nodes" in line
+    written = s3fs.S3FileSystem(skip_instance_cache=True).find(f"{multinode.bucket}/listed-out")
+    assert all("/logs/driver-" in path for path in written), written  # only the log of the refused command
+
+    unseen = tmp_path / "not-mounted-here"  # a "shared" input that the nodes do not see
+    result = run_cli(_args(multinode, str(unseen), str(tmp_path / "out"), "storage.shared_filesystem=true"),
+                     env=cli_env(PLUGINS), check=False)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (line,) = _error_lines(result)
+    assert "storage.shared_filesystem=true, but node" in line and f"does not see the input {unseen}" in line
+    assert not list((tmp_path / "out").iterdir())  # the marker was removed; nothing else was written
+
+
 def test_gpu_actors_on_gpu_nodes_weights_once_per_node_shared_filesystem_checked(multinode, tmp_path):
     ids = write_images(tmp_path / "in", 8)
     output = tmp_path / "out"
