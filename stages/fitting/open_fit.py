@@ -2,9 +2,12 @@
 
 - Stage 1: shape and pose from the 68 landmarks of the 224 crop (``stages/geometry/fitting.py``), lit by neutral
   light, textured by the template recoloured to the photo (the counterpart of Deep3D's linear texture).
-- Stage 2 (``STAGE2_STEPS``): the texture's texels, initialised from the photo's unwrap completed with the
+- Stage 2 (``STAGE2_STEPS``): the texture's texels, starting from the photo's unwrap completed with the
   template, and the SH lighting, optimised by the masked photometric L1 with smoothness and left/right symmetry
-  priors; pose fixed (FFHQ-UV also fixes the shape in its stage 2).
+  priors; pose fixed (FFHQ-UV also fixes the shape in its stage 2). The optimised texels are a residual map at
+  1 / ``RESIDUAL_FACTOR`` of the UV resolution, bilinearly up-sampled onto the starting texture: a 224 render
+  samples the 1024 map sparsely, and texels optimised at full resolution would move one by one (a speckle where
+  the face is foreshortened), while the residual texels each collect the gradient of a dense neighbourhood.
 - Stage 3 (``STAGE3_STEPS``): texels, SH and pose together, photometric + landmark losses.
 Both optimised stages use Adam with FFHQ-UV's cosine schedule and seed. No identity loss (no offline ArcFace).
 """
@@ -32,6 +35,7 @@ SMOOTH_WEIGHT, SYMMETRY_WEIGHT = 2.0, 0.05
 # Learning rates: texels and SH in [0, 1] units per step; pose as FFHQ-UV's 0.01 x 0.05 (radians, model units).
 LR_TEXTURE, LR_SH, LR_POSE = 0.01, 0.01, 0.01 * 0.05
 LR_SH_STAGE3 = 0.01 * 0.05
+RESIDUAL_FACTOR = 4  # 1024 UV -> a 256 residual grid
 
 
 @dataclass
@@ -47,21 +51,36 @@ class FitTarget:
 
 @dataclass
 class FitState:
-    """The parameters one stage hands to the next: texture (3, S, S), SH (3, 9), rotation (3, 3) base and its
-    axis-angle delta, translation (3,)."""
+    """The parameters one stage hands to the next: the starting texture (3, S, S) and its optimised residual
+    (3, S / RESIDUAL_FACTOR, S / RESIDUAL_FACTOR), SH (3, 9), rotation (3, 3) base and its axis-angle delta,
+    translation (3,)."""
 
-    texture: torch.Tensor
+    base: torch.Tensor
+    residual: torch.Tensor
     sh: torch.Tensor
     rotation: torch.Tensor
     delta: torch.Tensor
     translation: torch.Tensor
 
+    def texture(self) -> torch.Tensor:
+        """(3, S, S) in [0, 1]: the base plus the up-sampled residual."""
+        up = torch.nn.functional.interpolate(self.residual[None], size=self.base.shape[1:], mode="bilinear",
+                                             align_corners=False)[0]
+        return (self.base + up).clamp(0.0, 1.0)
+
     def current_rotation(self) -> torch.Tensor:
         return rotation_matrix(self.delta) @ self.rotation
 
     def detached(self) -> FitState:
-        return FitState(*(t.detach().clone() for t in (self.texture, self.sh, self.rotation, self.delta,
+        return FitState(*(t.detach().clone() for t in (self.base, self.residual, self.sh, self.rotation, self.delta,
                                                         self.translation)))
+
+    def folded(self) -> FitState:
+        """The same state with its residual folded into the base (the next stage starts from a zero residual)."""
+        out = self.detached()
+        out.base = self.texture().detach().clone()
+        out.residual = torch.zeros_like(self.residual)
+        return out
 
 
 @dataclass
@@ -88,13 +107,14 @@ class Problem:
     backend: str = "cpu"
 
 
-def evaluate(problem: Problem, state: FitState, stage: int, start_texture: torch.Tensor,
+def evaluate(problem: Problem, state: FitState, stage: int,
              seconds: dict[str, float] | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor], object]:
     """The stage's total loss, its terms and the render."""
     seconds = {} if seconds is None else seconds
     tick = time.perf_counter()
     rotation = state.current_rotation()
-    out = render(problem.vertices, rotation, state.translation, state.texture, state.sh, problem.mesh,
+    texture = state.texture()
+    out = render(problem.vertices, rotation, state.translation, texture, state.sh, problem.mesh,
                  problem.camera, problem.backend)
     seconds["render"] = seconds.get("render", 0.0) + time.perf_counter() - tick
     tick = time.perf_counter()
@@ -102,8 +122,8 @@ def evaluate(problem: Problem, state: FitState, stage: int, start_texture: torch
     predicted = project(target.landmark_points, rotation, state.translation, problem.camera)[:, :2]
     terms = {
         "colour": losses.photometric_l1(out.image, target.image, out.coverage * target.mask),
-        "smooth": losses.total_variation(state.texture - start_texture),
-        "symmetry": losses.symmetry(state.texture, problem.mirror_columns, problem.symmetry_region),
+        "smooth": losses.total_variation(state.residual),
+        "symmetry": losses.symmetry(texture, problem.mirror_columns, problem.symmetry_region),
         "gamma": losses.sh_colour_variance(state.sh),
         "landmark": losses.landmark_loss(predicted, target.landmarks, losses.landmark_weights(len(predicted))),
     }
@@ -117,9 +137,8 @@ def evaluate(problem: Problem, state: FitState, stage: int, start_texture: torch
 def run_stage(problem: Problem, state: FitState, stage: int, steps: int) -> tuple[FitState, StageReport]:
     """Optimise one stage (2 or 3) for ``steps`` Adam steps; returns the new state and its report."""
     torch.manual_seed(SEED)
-    state = state.detached()
-    start_texture = state.texture.clone()
-    groups = [{"params": [state.texture], "lr": LR_TEXTURE},
+    state = state.folded()
+    groups = [{"params": [state.residual], "lr": LR_TEXTURE},
               {"params": [state.sh], "lr": LR_SH if stage == 2 else LR_SH_STAGE3}]
     if stage == 3:
         groups.append({"params": [state.delta, state.translation], "lr": LR_POSE})
@@ -133,25 +152,22 @@ def run_stage(problem: Problem, state: FitState, stage: int, steps: int) -> tupl
     for step in range(steps):
         for group in optimiser.param_groups:
             group["lr"] = losses.cosine_lr(group["initial_lr"], step, steps, RAMPDOWN[stage])
-        total, terms, _ = evaluate(problem, state, stage, start_texture, seconds)
+        total, terms, _ = evaluate(problem, state, stage, seconds)
         initial = float(terms["colour"].detach()) if initial is None else initial
         tick = time.perf_counter()
         optimiser.zero_grad()
         total.backward()
         optimiser.step()
-        with torch.no_grad():
-            state.texture.clamp_(0.0, 1.0)
         seconds["backward"] = seconds.get("backward", 0.0) + time.perf_counter() - tick
-    final = report(problem, state.detached(), stage, start_texture, seconds)
+    final = report(problem, state.detached(), stage, seconds)
     final.initial_photometric_l1 = initial
     return state.detached(), final
 
 
-def report(problem: Problem, state: FitState, stage: int, start_texture: torch.Tensor,
-           seconds: dict[str, float] | None = None) -> StageReport:
+def report(problem: Problem, state: FitState, stage: int, seconds: dict[str, float] | None = None) -> StageReport:
     """The losses of ``state`` (no gradient), its photometric L1 and landmark error."""
     with torch.no_grad():
-        _, terms, _ = evaluate(problem, state, max(stage, 2), start_texture)
+        _, terms, _ = evaluate(problem, state, max(stage, 2))
         predicted = project_landmarks(problem, state)
     return StageReport({k: float(v) for k, v in terms.items()}, float(terms["colour"]),
                        losses.landmark_error_px(predicted, problem.target.landmarks), dict(seconds or {}))
@@ -166,7 +182,7 @@ def project_landmarks(problem: Problem, state: FitState) -> torch.Tensor:
 def render_state(problem: Problem, state: FitState) -> tuple[np.ndarray, np.ndarray]:
     """The state's render: (224, 224, 3) float in [0, 1] and (224, 224) coverage, numpy."""
     with torch.no_grad():
-        out = render(problem.vertices, state.current_rotation(), state.translation, state.texture, state.sh,
+        out = render(problem.vertices, state.current_rotation(), state.translation, state.texture(), state.sh,
                      problem.mesh, problem.camera, problem.backend)
     return out.image.clamp(0, 1).numpy(), out.coverage.numpy()
 
@@ -174,10 +190,11 @@ def render_state(problem: Problem, state: FitState) -> tuple[np.ndarray, np.ndar
 def initial_state(texture_uint8: np.ndarray, rotation: np.ndarray, translation: np.ndarray) -> FitState:
     """A state from an (S, S, 3) uint8 texture and a pose, under neutral light."""
     texture = torch.as_tensor(texture_uint8.transpose(2, 0, 1).astype(np.float32) / 255.0)
-    return FitState(texture, neutral_sh(), torch.as_tensor(rotation, dtype=torch.float32), torch.zeros(3),
-                    torch.as_tensor(translation, dtype=torch.float32))
+    size = texture.shape[1] // RESIDUAL_FACTOR
+    return FitState(texture, torch.zeros(3, size, size), neutral_sh(), torch.as_tensor(rotation, dtype=torch.float32),
+                    torch.zeros(3), torch.as_tensor(translation, dtype=torch.float32))
 
 
 def texture_uint8(state: FitState) -> np.ndarray:
     """The state's texture as (S, S, 3) uint8."""
-    return np.clip(np.rint(state.texture.numpy().transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)
+    return np.clip(np.rint(state.texture().numpy().transpose(1, 2, 0) * 255), 0, 255).astype(np.uint8)

@@ -81,7 +81,7 @@ class PhotoFitter:
         problem = self._problem(data, geometry)
         pose = geometry.poses[VIEW]
         states = {1: open_fit.initial_state(stage1_texture, pose.rotation, pose.translation)}
-        reports = {1: open_fit.report(problem, states[1], 1, states[1].texture)}
+        reports = {1: open_fit.report(problem, states[1], 1)}
         seconds["stage1"] = time.perf_counter() - tick
 
         tick = time.perf_counter()
