@@ -141,3 +141,21 @@ def test_an_edit_run_interpolates_its_manifest_latents(tmp_path):
         a, b = (next(s for s in samples if s.id == p).extra["edit_latent_left"].reshape(18, 8)
                 for p in (child["parent_a"], child["parent_b"]))
         np.testing.assert_allclose(made.latent, (1 - child["alpha"]) * a + child["alpha"] * b, atol=1e-6)
+
+
+def test_run_renders_the_children_with_the_from_latents_profile(run, tmp_path):
+    """``--run``: the new latents go through the from-latents chain into the new run folder (render only here,
+    with a tiny generator of the latents' width; the whole chain is tested in test_from_latents.py)."""
+    from pipeline.manifest import read_manifest
+    from tests import tiny_gan_weights as tiny
+
+    storage, _ = run
+    tiny.write_tf_pickle(tmp_path / "w" / tiny.TF_PICKLE_FILE, tiny.tiny_generator(seed=1, w_dim=8))
+    result = run_cli(["interpolate", storage.root_url, "seed=4", "run.stages.enabled=[render]",
+                      f"run.models.weights_dir={tmp_path / 'w'}", "run.models.device=cpu",
+                      "run.stages.render.num_gpus=0", "run.ray.num_cpus=2", "--output", str(tmp_path / "new"),
+                      "--count", "3", "--run"])
+    assert "rendered: {'ok': 3}" in result.stdout, result.stdout
+    rows = read_manifest(str(tmp_path / "new")).to_pylist()
+    assert sorted(r["id"] for r in rows) == ["000000", "000001", "000002"]
+    assert all({f"view_{v}" for v in VIEWS} <= set(dict(r["outputs"])) for r in rows)
