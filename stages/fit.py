@@ -50,7 +50,7 @@ class FitSettings(StageSettings):
 
 def _manifest_fields() -> tuple[pa.Field, ...]:
     fields = [pa.field("fit_profile", pa.string())]
-    fields += [pa.field(f"fit_photometric_l1_stage{k}", pa.float32()) for k in STAGES]  # masked L1 at 224, [0,1]
+    fields += [pa.field(f"fit_photometric_l1_stage{k}", pa.float32()) for k in STAGES]  # masked L1 at 224
     fields += [pa.field(f"fit_loss_{term}", pa.float32()) for term in LOSS_TERMS]  # final (stage 3) terms
     fields.append(pa.field("fit_landmark_error_px", pa.float32()))  # final mean landmark error, 224 pixels
     fields += [pa.field(f"fit_{angle}_deg", pa.float32()) for angle in ("pitch", "yaw", "roll")]

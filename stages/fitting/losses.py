@@ -15,9 +15,9 @@ LANDMARK_HEAVY_WEIGHT = 20.0
 
 
 def photometric_l1(render: torch.Tensor, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Masked L1 colour distance: sum over pixels of mask * mean |render - image| over RGB, / sum(mask)."""
-    diff = (render - image).abs().mean(dim=2)
-    return (diff * mask).sum() / mask.sum().clamp_min(1e-8)
+    """FFHQ-UV's masked L1: sum over pixels and RGB of mask * |render - image|, divided by max(sum(mask), 1)."""
+    diff = (render - image).abs().sum(dim=2)
+    return (diff * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 def landmark_weights(count: int = 68) -> torch.Tensor:
@@ -58,3 +58,15 @@ def cosine_lr(lr0: float, step: int, steps: int, rampdown: float) -> float:
     """FFHQ-UV's schedule ``lr0 * (0.5 - 0.5 cos(pi * min(1, (1 - t) / r)))``, t = step / steps."""
     t = step / max(steps, 1)
     return lr0 * (0.5 - 0.5 * math.cos(math.pi * min(1.0, (1.0 - t) / rampdown)))
+
+
+def latent_geocross(latents: torch.Tensor) -> torch.Tensor:
+    """FFHQ-UV's geocross regulariser of a (B, L, C) W+: mean squared geodesic distance between its L rows on the
+    sphere (angle ``2 atan2(|x - y|, |x + y|)``), times C / 8, summed over the batch; 0 for a single row."""
+    if latents.shape[1] == 1:
+        return latents.new_zeros(())
+    x, y = latents[:, None, :, :], latents[:, :, None, :]
+    a = ((x - y).square().sum(-1) + 1e-9).sqrt()
+    b = ((x + y).square().sum(-1) + 1e-9).sqrt()
+    angle = 2 * torch.atan2(a, b)
+    return ((angle.square() * latents.shape[2]).mean(dim=(1, 2)) / 8.0).sum()
