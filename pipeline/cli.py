@@ -27,7 +27,7 @@ from pipeline.dataset_cli import DATASET_COMMANDS, add_dataset_subcommands, run_
 from pipeline.jobs import JOB_COMMANDS, add_job_subcommands, run_job_command
 from pipeline.mesh_cli import add_mesh_subcommands, run_mesh_command, user_errors
 from pipeline.report import add_report_subcommands, run_report_command
-from stages.base import ConfigError
+from stages.errors import ConfigError
 
 EXIT_USAGE = 2
 
@@ -205,7 +205,7 @@ def _print_visuals(storage) -> None:
 
 
 def _is_user_error(error: Exception) -> bool:
-    from pipeline.storage import StorageError
+    from stages.errors import StorageError
 
     return isinstance(error, (ConfigError, StorageError, FileNotFoundError, PermissionError, *user_errors()))
 

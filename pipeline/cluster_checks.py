@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import Any, Optional
 
 from pipeline.inputs import input_kind
-from stages.base import ConfigError
+from stages.errors import ConfigError
 
 log = logging.getLogger("ffhq_uv")
 

@@ -3,7 +3,10 @@
 Resolution order (later wins): the schema defaults below and each stage's own
 ``Settings`` dataclass -> the profile ``configs/<profile>.yaml`` -> user config
 files -> ``key=value`` overrides from the command line. An unknown key anywhere is
-an error (typos never pass silently). The resolved config is saved with the run,
+an error (typos never pass silently), and so is a wrong choice (every choice-valued
+setting is a ``Literal``, which omegaconf checks) or a value outside a ``bounded``
+setting's range: each is one ``ConfigError`` line naming the key, the value and what
+is allowed, before anything is written. The resolved config is saved with the run,
 with anything that looks like a secret redacted.
 """
 
@@ -14,14 +17,17 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 import stages
+from pipeline.inputs import InputFormat
 from pipeline.placement import check_pool_settings
-from stages.base import ConfigError, StageSettings
+from stages.base import StageSettings, bounded, check_ranges
+from stages.errors import ConfigError
+from stages.run_settings import TopologySettings
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROFILES = ("photo", "ffhq-uv", "from-latents", "tiny", "fit")
@@ -36,7 +42,7 @@ class InputConfig:
     # A folder, glob or fsspec URL of images; a .csv/.parquet list file with id,uri;
     # FFHQ's own folder layout; or builtin:samples (faces shipped with packages).
     source: str = BUILTIN_SAMPLES
-    format: str = "auto"  # auto | folder | list | ffhq | latents (FFHQ-UV's face-latents, pipeline/inputs.py)
+    format: InputFormat = "auto"  # auto | folder | list | ffhq | views | latents (pipeline/inputs.py)
     extensions: list[str] = field(default_factory=lambda: [".png", ".jpg", ".jpeg", ".webp", ".bmp",
                                                            ".tif", ".tiff", ".gif"])
     limit: Optional[int] = None  # take only the first N sorted samples
@@ -59,7 +65,7 @@ class RayConfig:
 @dataclass
 class ModelsConfig:
     weights_dir: Optional[str] = None  # folder (or fsspec URL) with FFHQ-UV's checkpoint file names
-    device: str = "cpu"  # cpu | cuda
+    device: Literal["cpu", "cuda"] = "cpu"
     fp16: bool = False  # half precision on CUDA
     # Node-local folder for remote weights (weights_dir on s3://): one copy per node, shared by its actors.
     # None = $TMPDIR/ffhq-uv-weights on each node (stages/networks/weights_cache.py).
@@ -94,7 +100,8 @@ def run_schema() -> type:
         ("name", str, field(default="photo-demo")),
         ("profile", str, field(default=DEFAULT_PROFILE)),
         ("output", str, field(default="runs/${name}")),  # local folder or fsspec URL
-        ("shard_size", int, field(default=100)),
+        ("shard_size", int, bounded(100, low=1)),
+        ("topology", TopologySettings, field(default_factory=TopologySettings)),
         ("input", InputConfig, field(default_factory=InputConfig)),
         ("models", ModelsConfig, field(default_factory=ModelsConfig)),
         ("ray", RayConfig, field(default_factory=RayConfig)),
@@ -121,7 +128,9 @@ def load_config(profile: str = DEFAULT_PROFILE, files: tuple[str, ...] = (),
     except ConfigKeyError as error:
         raise ConfigError(f"unknown config key: {_key_of(error)} (see configs/ and README 'Configuration')") from None
     except OmegaConfBaseException as error:
-        raise ConfigError(f"invalid config value: {_first_line(error)}") from None
+        key = getattr(error, "full_key", None)
+        raise ConfigError(f"{key}: {_first_line(error)}" if key else f"invalid config value: {_first_line(error)}") \
+            from None
     validate(config)
     OmegaConf.set_readonly(config, True)
     return config
@@ -136,12 +145,18 @@ def validate(config: DictConfig) -> None:
     if missing:
         raise ConfigError(f"stage(s) {missing} are not implemented in this version; "
                           f"available: {', '.join(stages.available_stages())}")
-    if config.shard_size < 1:
-        raise ConfigError("shard_size must be at least 1")
-    if config.models.device not in ("cpu", "cuda"):
-        raise ConfigError(f"models.device must be cpu or cuda, not {config.models.device!r}")
     for name in enabled_stages(config):
         check_pool_settings(name, stage_settings(config, name))
+    _check_all_ranges(OmegaConf.to_object(config), "")
+
+
+def _check_all_ranges(settings: Any, prefix: str) -> None:
+    """``check_ranges`` on every settings dataclass of the config (the stages' and the run's own)."""
+    check_ranges(settings, prefix.rstrip("."))
+    for item in dataclasses.fields(settings):
+        value = getattr(settings, item.name)
+        if dataclasses.is_dataclass(value):
+            _check_all_ranges(value, f"{prefix}{item.name}.")
 
 
 def enabled_stages(config: DictConfig) -> list[str]:

@@ -43,10 +43,11 @@ from pipeline.inputs import Plan, list_inputs, make_plan
 from pipeline.manifest import MANIFEST_VERSION, committed_shards, manifest_dataset, samples_to_table, table_to_bytes
 from pipeline.placement import PoolSize, pool_sizes
 from pipeline.progress import ProgressLine
-from pipeline.runner import PLAN_COLUMNS, StageRunner, initial_states, storage_for
+from pipeline.runner import DUPLICATE_ID, PLAN_COLUMNS, StageRunner, initial_states, storage_for
 from pipeline.sample_codec import decode_sample
-from pipeline.storage import Storage, StorageError
-from stages.base import ConfigError, Sample
+from pipeline.storage import Storage
+from stages.base import Sample, Status
+from stages.errors import FATAL_ERRORS, ConfigError, FatalError
 from stages.networks.weights_cache import CACHE_ENV
 
 log = logging.getLogger("ffhq_uv")
@@ -154,7 +155,8 @@ def init_ray(config: DictConfig) -> None:
     kwargs: dict[str, Any] = {}
     if config.ray.object_store_memory_mb:
         kwargs["object_store_memory"] = int(config.ray.object_store_memory_mb) * 1024 * 1024
-    ray.init(num_cpus=config.ray.num_cpus, include_dashboard=bool(config.ray.include_dashboard),
+    # address="local": always a new local instance, never a cluster someone started with `ray start` here.
+    ray.init(address="local", num_cpus=config.ray.num_cpus, include_dashboard=bool(config.ray.include_dashboard),
              dashboard_host="127.0.0.1", _node_ip_address="127.0.0.1", runtime_env=runtime_env,
              configure_logging=False, log_to_driver=bool(config.ray.log_to_driver), **kwargs)
 
@@ -311,7 +313,8 @@ def _explained(batches: Iterator[dict]) -> Iterator[dict]:
 
 
 def _worker_failure(error: BaseException) -> BaseException:
-    """StorageError from a worker -> a plain StorageError; a dead, unrestartable actor -> a clear RuntimeError."""
+    """A FatalError from a worker -> the same plain error (its one line); a dead, unrestartable actor -> a clear
+    RuntimeError; anything else unchanged."""
     from ray.exceptions import RayActorError, RayError
 
     chain, seen = [error], set()
@@ -320,19 +323,32 @@ def _worker_failure(error: BaseException) -> BaseException:
         if current is None or id(current) in seen:
             continue
         seen.add(id(current))
-        if isinstance(current, StorageError) and not isinstance(current, RayError):  # not Ray's wrapper
-            return StorageError(str(current).splitlines()[0])
-        if isinstance(current, RayError):
-            # Ray Data re-raises a UDF's exception without its cause; the traceback text keeps it.
-            marker = f"{StorageError.__module__}.{StorageError.__qualname__}: "
-            lines = [line[len(marker):] for line in str(current).splitlines() if line.startswith(marker)]
-            if lines:
-                return StorageError(lines[-1])
+        if isinstance(current, FatalError) and not isinstance(current, RayError):  # not Ray's wrapper
+            fatal = next(kind for kind in FATAL_ERRORS if isinstance(current, kind))
+            return fatal(str(current).splitlines()[0])
+        if isinstance(current, RayError) and (found := _fatal_in_traceback(str(current))) is not None:
+            return found
         if isinstance(current, RayActorError):
             return RuntimeError("a stage worker died and was not restarted (stages.<name>.max_restarts); "
                                 "committed shards are kept: run the same command again to resume")
         chain += [getattr(current, "cause", None), current.__cause__, current.__context__]
     return error
+
+
+def _fatal_in_traceback(text: str) -> Optional[FatalError]:
+    """The last FatalError named in a Ray error's traceback text, rebuilt; None if there is none.
+
+    Ray Data re-raises a UDF's exception without its cause (and an actor's failed
+    constructor as a RayActorError); the traceback text keeps ``module.Class: message``.
+    """
+    found: Optional[FatalError] = None
+    for line in text.splitlines():
+        for kind in FATAL_ERRORS:
+            marker = f"{kind.__module__}.{kind.__qualname__}: "
+            if line.startswith(marker):
+                found = kind(line[len(marker):])
+                break
+    return found
 
 
 def _heartbeat(storage: Storage, progress: ProgressLine, finished: bool = False) -> None:
@@ -393,10 +409,8 @@ def verify_outputs(storage: Storage, shard: int, samples: list[Sample]) -> int:
         lost += len(missing)
         paths = ", ".join(sample.outputs.pop(name).path for name in missing)
         log.error("sample %s: output file(s) missing or incomplete in storage: %s", sample.id, paths)
-        if sample.status != "failed":
-            sample.status, sample.failed_stage, sample.filter_reason = "failed", "commit", None
-            sample.error_code = OUTPUT_MISSING
-            sample.error_message = f"written output file(s) not found in storage: {paths}"[:500]
+        if sample.status != Status.FAILED:
+            sample.fail("commit", OUTPUT_MISSING, f"written output file(s) not found in storage: {paths}"[:500])
     return lost
 
 
@@ -455,7 +469,7 @@ def retry_failed(config: DictConfig, error_codes: Optional[list[str]] = None, pr
         run_meta = json.loads(storage.read_bytes(layout.RUN_JSON))
         shards = committed_shards(storage)
         dataset = manifest_dataset(storage, shards)
-        condition = (pc.field("status") == "failed") & (pc.field("error_code") != "duplicate_id")
+        condition = (pc.field("status") == "failed") & (pc.field("error_code") != DUPLICATE_ID)
         if error_codes:
             condition = condition & pc.field("error_code").isin(error_codes)
         failed = dataset.to_table(columns=["id", "source_uri", "shard", "input_index"], filter=condition)

@@ -24,6 +24,7 @@ import hashlib
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal, get_args
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,7 +33,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
 from pipeline.storage import Storage, describe_storage_error
-from stages.base import ConfigError
+from stages.errors import ConfigError
 
 PLAN_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -41,6 +42,10 @@ PLAN_SCHEMA = pa.schema([
     ("shard", pa.int32()),
     ("duplicate", pa.bool_()),  # a later occurrence of an id already listed: a failed row, never processed
 ])
+
+# input.format: how a source is listed (``auto`` picks list for .csv/.parquet, else folder).
+InputFormat = Literal["auto", "folder", "list", "ffhq"]
+INPUT_FORMATS: tuple[str, ...] = get_args(InputFormat)
 
 BUILTIN_FACES = {"astronaut": "astronaut.png"}  # id -> file in skimage's data folder
 

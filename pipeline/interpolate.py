@@ -283,7 +283,7 @@ def interpolate(source: str, output: str, count: int, config: InterpolateConfig,
     """Make ``count`` children of ``source`` (a run, or released face-latents) into the run folder ``output``."""
     from pipeline import layout
     from pipeline.storage import open_storage
-    from stages.base import ConfigError
+    from stages.errors import ConfigError
 
     if count < 1 or not 0.0 <= config.alpha_min <= config.alpha_max <= 1.0:
         raise ConfigError("--count must be >= 1 and 0 <= alpha_min <= alpha_max <= 1")
@@ -330,7 +330,7 @@ def run_interpolate_command(args, storage_options: dict) -> int:
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    from stages.base import ConfigError
+    from stages.errors import ConfigError
 
     settings = [o for o in args.overrides if not o.startswith("run.")]
     run_overrides = [o[len("run."):] for o in args.overrides if o.startswith("run.")]

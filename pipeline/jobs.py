@@ -30,7 +30,7 @@ from typing import Any, Optional
 from omegaconf import OmegaConf
 
 import stages
-from stages.base import ConfigError
+from stages.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_ADDRESS = "http://127.0.0.1:8265"

@@ -66,7 +66,7 @@ def run_mesh_command(args: argparse.Namespace) -> int:
 
 def user_errors() -> tuple[type[Exception], ...]:
     """Exception types that mean bad input (print one line, exit 2) rather than a bug."""
-    from stages.base import SampleError
+    from stages.errors import SampleError
     from stages.geometry.mesh_topology import TopologyError
     from stages.geometry.obj import ObjError
 

@@ -20,7 +20,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from stages.base import ConfigError, StageSettings
+from stages.base import StageSettings
+from stages.errors import ConfigError
 
 AUTO = "auto"
 

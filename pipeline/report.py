@@ -33,14 +33,8 @@ import pyarrow as pa
 
 from pipeline import layout
 from pipeline.storage import Storage, open_storage
+from stages.condition import LABELS as ATTRIBUTE_LABELS
 
-# Names of the 17 values of ``attribute_vector``, in StyleFlow's condition order
-# (pipeline.md 2.3; stages/networks/styleflow.py ATTRIBUTE_INDEX): 9 DPR SH lighting
-# coefficients, then the 8 Face-API attributes.
-ATTRIBUTE_LABELS: tuple[str, ...] = (
-    *(f"Light SH{i}" for i in range(9)),
-    "Gender", "Glasses", "Yaw", "Pitch", "Baldness", "Beard", "Age", "Expression",
-)
 # The image drawn as "the UV map" of a sample: the final map if the run has it,
 # else the furthest-along image a sample has (runs of fewer stages).
 UV_OUTPUTS = ("uv", "uv_front", "relit_front", "view_front", "inversion", "aligned")

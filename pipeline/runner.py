@@ -14,8 +14,10 @@ through untouched. Isolation rules:
   rebuilt, since the stuck call may hold its locks or half-updated state. An actor
   holding ``MAX_ABANDONED_THREADS`` stuck threads exits before its next batch, so
   Ray replaces it with a clean process and resubmits that batch;
-- a StorageError (disk full, permission denied on the output) is not a sample's
-  fault: it fails the task, and so the run, with that one-line message.
+- a FatalError (``stages.errors``: a ConfigError or CheckpointError from a stage, a
+  StorageError such as disk full or permission denied on the output) is not a
+  sample's fault: it fails the task, and so the run, with that one-line message.
+  Nothing of the batch is recorded, so no shard is committed with failed rows.
 """
 
 from __future__ import annotations
@@ -38,13 +40,16 @@ import stages
 from pipeline.config import stage_settings
 from pipeline.placement import assigned_device, current_placement
 from pipeline.sample_codec import decode_sample, encode_sample
-from pipeline.storage import RetryPolicy, Storage, StorageError, open_storage
-from stages.base import Sample, SampleError, StageContext, StageResult
+from pipeline.storage import RetryPolicy, Storage, open_storage
+from stages.base import Sample, StageContext, StageResult
+from stages.errors import FatalError, SampleError
 
 log = logging.getLogger(__name__)
 
 STAGE_EXCEPTION = "stage_exception"
 TIMEOUT = "timeout"
+DUPLICATE_ID = "duplicate_id"
+INPUT_STAGE = "input"  # failed_stage of a sample the input listing failed (it never reached a stage)
 
 # Stuck (timed-out, still running) stage threads an actor tolerates before it exits so
 # that Ray restarts it; each one may pin memory, a lock or a CPU core.
@@ -111,7 +116,7 @@ class StageRunner:
             seconds = (time.perf_counter() - started) / len(active)
             for sample, result in zip(active, results):
                 self._record(sample, result, seconds)
-        except StorageError:
+        except FatalError:
             raise
         except Exception as error:  # noqa: BLE001 - isolate the culprit below
             if len(active) > 1 or not isinstance(error, _Timeout):
@@ -131,7 +136,7 @@ class StageRunner:
             self._record(sample, results[0], time.perf_counter() - started)
         except _Timeout:
             self._fail(sample, SampleError(TIMEOUT, f"exceeded {timeout:g} s"), time.perf_counter() - started)
-        except StorageError:
+        except FatalError:
             raise
         except SampleError as error:
             self._fail(sample, error, time.perf_counter() - started)
@@ -171,14 +176,10 @@ class StageRunner:
         sample.fields.update(result.fields)
         sample.stage_seconds[self.stage_name] = seconds
         if result.filter_reason:
-            sample.status = "filtered"
-            sample.filter_reason = result.filter_reason
+            sample.filter(result.filter_reason)
 
     def _fail(self, sample: Sample, error: SampleError, seconds: float) -> None:
-        sample.status = "failed"
-        sample.failed_stage = self.stage_name
-        sample.error_code = error.code
-        sample.error_message = error.message
+        sample.fail(self.stage_name, error.code, error.message)
         sample.stage_seconds[self.stage_name] = seconds
 
 
@@ -208,15 +209,6 @@ def _call_with_timeout(fn: Callable[[], Any], seconds: float) -> Any:
     return outcome["value"]
 
 
-def failed_input_sample(sample: Sample, code: str, message: str) -> Sample:
-    """Mark a sample that never reaches a stage (a listing problem) as failed."""
-    sample.status = "failed"
-    sample.failed_stage = "input"
-    sample.error_code = code
-    sample.error_message = message
-    return sample
-
-
 PLAN_COLUMNS = ["id", "uri", "index", "shard", "duplicate"]
 
 
@@ -231,6 +223,6 @@ def initial_sample(sample_id: str, uri: str, shard: int, index: int, duplicate: 
     """A fresh sample as listed in the plan."""
     sample = Sample(id=sample_id, uri=uri, shard=shard, index=index)
     if duplicate:
-        failed_input_sample(sample, "duplicate_id", f"id {sample_id!r} is listed more than once; "
-                                                    "only its first occurrence is processed")
+        sample.fail(INPUT_STAGE, DUPLICATE_ID, f"id {sample_id!r} is listed more than once; "
+                                               "only its first occurrence is processed")
     return sample

@@ -23,12 +23,10 @@ from typing import Any, Optional, TypeVar
 import fsspec
 from fsspec.core import url_to_fs
 
+from stages.errors import StorageError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-class StorageError(Exception):
-    """A storage problem the user must fix (permission denied, disk full, no credentials)."""
 
 
 # Errors worth retrying: throttling, 5xx, connection resets. Permission and

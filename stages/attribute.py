@@ -26,32 +26,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import pyarrow as pa
 
-from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
+from stages.base import PHOTO, Sample, Stage, StageResult, StageSettings, bounded, configured_weights_dir
+from stages.condition import ATTRIBUTE_NAMES, NUM_LIGHT
+from stages.errors import ConfigError, SampleError
+from stages.face.landmarks import LandmarkBackend, MultiFacePolicy
+from stages.inversion import INVERSION
 from stages.networks import dpr_weights
+from stages.views import ALIGNED
 
-ATTRIBUTE_NAMES: tuple[str, ...] = ("Gender", "Glasses", "Yaw", "Pitch", "Baldness", "Beard", "Age", "Expression")
-NUM_LIGHT = 9
-VECTOR_SIZE = NUM_LIGHT + len(ATTRIBUTE_NAMES)  # 17, StyleFlow's condition
 # Defaults when a field is configured as "default": the medians of StyleFlow's own
 # training attributes (StyleFlow data/attributes.npy, 1000 faces), except the pose
 # (frontal) -- a neutral, typical face in the flow's units.
 DEFAULTS: dict[str, float] = {"Gender": 0.0, "Glasses": 0.0, "Yaw": 0.0, "Pitch": 0.0, "Baldness": 0.04,
                               "Beard": 0.0, "Age": 31.0, "Expression": 1.0}
-ALLOWED_SOURCES: dict[str, tuple[str, ...]] = {
-    "Gender": ("deepface", "import", "default"),
-    "Glasses": ("import", "default"),
-    "Yaw": ("pose", "import", "default"),
-    "Pitch": ("pose", "import", "default"),
-    "Baldness": ("import", "default"),
-    "Beard": ("import", "default"),
-    "Age": ("deepface", "import", "default"),
-    "Expression": ("deepface", "import", "default"),
-}
+# Choice settings (omegaconf checks them at config load). Where each attribute may come from:
+MeasuredSource = Literal["deepface", "import", "default"]  # Gender, Age, Expression
+PoseSource = Literal["pose", "import", "default"]  # Yaw, Pitch
+OtherSource = Literal["import", "default"]  # Glasses, Baldness, Beard: no measurement of ours
+AttributeInput = Literal["photo", "inversion"]
+LightingMethod = Literal["dpr", "analytic"]  # also the relight stage's ``method``
+DeepfaceNeed = Literal["required", "optional"]
 DEEPFACE_MODEL_OF = {"Gender": "gender", "Age": "age", "Expression": "emotion"}
 MIN_FACE_SIZE = 64  # FFHQ quad side in source pixels below which the face is too small to measure
 
@@ -64,28 +63,34 @@ FROM_IMPORT, FROM_DEFAULT, UNAVAILABLE = "import", "default", "unavailable"
 MISSING_INPUT = "attribute_missing_input"
 FACE_TOO_SMALL = "face_too_small"
 
+# The manifest field later stages read (StyleFlow's condition, ``stages.condition``'s layout).
+ATTRIBUTE_VECTOR = "attribute_vector"
+
 
 @dataclass
 class AttributeSettings(StageSettings):
-    input: str = "photo"  # photo (detect + align the source photo) | inversion (the inversion stage's output)
-    aligned_size: int = 1024  # photo input: side of the aligned face, at most (less if the photo's crop is smaller)
-    multiple_faces: str = "largest"  # largest | reject (error multiple_faces)
-    landmarks: str = "mediapipe"  # photo input: landmarks that align the photo, mediapipe | dlib (optional package)
+    # photo (detect + align the source photo) | inversion (the inversion stage's output)
+    input: AttributeInput = "photo"
+    # photo input: side of the aligned face, at most (less if the photo's crop is smaller)
+    aligned_size: int = bounded(1024, low=MIN_FACE_SIZE)
+    multiple_faces: MultiFacePolicy = "largest"  # largest | reject (error multiple_faces)
+    # photo input: landmarks that align the photo, mediapipe | dlib (optional package)
+    landmarks: LandmarkBackend = "mediapipe"
     dlib_predictor: Optional[str] = None  # dlib's 68-point model, as stages.inversion.dlib_predictor
-    max_faces: int = 4  # faces the detector may report (>1 so that "several faces" is visible)
-    lighting: str = "dpr"  # dpr (needs dpr_model/trained_model_03.t7) | analytic
-    deepface: str = "required"  # required (missing weights = config error) | optional (fields become NaN)
-    face_expand: float = 0.0  # deepface crop: landmark box grown by this fraction per side
+    max_faces: int = bounded(4, low=1)  # faces the detector may report (>1 so that "several faces" is visible)
+    lighting: LightingMethod = "dpr"  # dpr (needs dpr_model/trained_model_03.t7) | analytic
+    deepface: DeepfaceNeed = "required"  # required (missing weights = config error) | optional (fields become NaN)
+    face_expand: float = bounded(0.0, low=0)  # deepface crop: landmark box grown by this fraction per side
     import_path: Optional[str] = None  # DCGM ffhq-features folder of <id>.json or .jsonl(.gz); any fsspec URL
     # Source of each attribute (see the module docstring for the allowed values).
-    source_gender: str = "deepface"
-    source_glasses: str = "default"
-    source_yaw: str = "pose"
-    source_pitch: str = "pose"
-    source_baldness: str = "default"
-    source_beard: str = "default"
-    source_age: str = "deepface"
-    source_expression: str = "deepface"
+    source_gender: MeasuredSource = "deepface"
+    source_glasses: OtherSource = "default"
+    source_yaw: PoseSource = "pose"
+    source_pitch: PoseSource = "pose"
+    source_baldness: OtherSource = "default"
+    source_beard: OtherSource = "default"
+    source_age: MeasuredSource = "deepface"
+    source_expression: MeasuredSource = "deepface"
 
     def sources(self) -> dict[str, str]:
         """Attribute name -> configured source."""
@@ -103,7 +108,7 @@ class AttributeStage(Stage):
     name = "attribute"
     Settings = AttributeSettings
     manifest_fields = (
-        pa.field("attribute_vector", pa.list_(pa.float32())),  # 17: 9 SH (DPR order) + 8 attributes
+        pa.field(ATTRIBUTE_VECTOR, pa.list_(pa.float32())),  # 17: 9 SH (DPR order) + 8 attributes
         pa.field("attribute_provenance", pa.list_(pa.string())),  # 17: where each value came from
         pa.field("attribute_roll", pa.float32()),  # degrees, Face-API sign (counter-clockwise > 0)
         pa.field("attribute_face_box", pa.list_(pa.float32())),  # x0, y0, x1, y1 pixels of the measured image
@@ -111,23 +116,27 @@ class AttributeStage(Stage):
         pa.field("attribute_emotion", pa.list_(pa.float32())),  # deepface's 7 probabilities; null when not run
     )
 
+    outputs = (ALIGNED, ATTRIBUTE_VECTOR)
+
+    @classmethod
+    def reads(cls, settings: StageSettings) -> tuple[str, ...]:
+        """The source photo, or (``input: inversion``) the inversion stage's image."""
+        assert isinstance(settings, AttributeSettings)
+        return (INVERSION,) if settings.input == "inversion" else (PHOTO,)
+
+    @classmethod
+    def writes(cls, settings: StageSettings) -> tuple[str, ...]:
+        assert isinstance(settings, AttributeSettings)
+        return cls.outputs if settings.input == "photo" else (ATTRIBUTE_VECTOR,)
+
     @classmethod
     def preflight(cls, settings: StageSettings, config: Any) -> None:
-        """Check options, the DPR file, the deepface weights and the import file, without loading models."""
-
+        """Check the DPR file, the deepface weights and the import file, without loading models."""
         from stages.face.deepface_models import deepface_home, missing_weights
-        from stages.face.landmarks import MULTI_FACE_POLICIES, check_backend
+        from stages.face.landmarks import check_backend
 
         assert isinstance(settings, AttributeSettings)
-        _check_choice("input", settings.input, ("photo", "inversion"))
-        _check_choice("multiple_faces", settings.multiple_faces, MULTI_FACE_POLICIES)
-        _check_choice("lighting", settings.lighting, ("dpr", "analytic"))
-        _check_choice("deepface", settings.deepface, ("required", "optional"))
-        if settings.aligned_size < MIN_FACE_SIZE:
-            raise ConfigError(f"stages.attribute.aligned_size must be at least {MIN_FACE_SIZE}")
-        for name, source in settings.sources().items():
-            _check_choice(f"source_{name.lower()}", source, ALLOWED_SOURCES[name])
-        weights_dir = None if config.models.weights_dir in (None, "") else str(config.models.weights_dir)
+        weights_dir = configured_weights_dir(config)
         check_backend("stages.attribute", settings.landmarks, settings.dlib_predictor, weights_dir)
         if settings.lighting == "dpr":
             dpr_weights(weights_dir, "stages.attribute.lighting=dpr")
@@ -218,7 +227,7 @@ class AttributeStage(Stage):
             provenance.append(origin)
         roll = imported.roll if imported is not None and settings.source_yaw == "import" else pose.roll
         return StageResult(fields={
-            "attribute_vector": np.asarray(values, dtype=np.float32),
+            ATTRIBUTE_VECTOR: np.asarray(values, dtype=np.float32),
             "attribute_provenance": provenance,
             "attribute_roll": float(roll),
             "attribute_face_box": np.asarray(face.box, dtype=np.float32),
@@ -230,9 +239,9 @@ class AttributeStage(Stage):
         """The (H, W, 3) uint8 RGB image the attributes are measured on (writes ``aligned`` for photos)."""
         settings: AttributeSettings = self.settings
         if settings.input == "inversion":
-            if "inversion" not in sample.outputs:
-                raise SampleError(MISSING_INPUT, "no 'inversion' image (enable the inversion stage before attribute)")
-            return self.context.read_image(sample.outputs["inversion"].path)
+            if INVERSION not in sample.outputs:
+                raise SampleError(MISSING_INPUT, f"no {INVERSION!r} image (enable the inversion stage first)")
+            return self.context.read_image(sample.outputs[INVERSION].path)
         from stages.face.align import align_face, ffhq_quad
         from stages.face.landmarks import ffhq_points
 
@@ -242,7 +251,7 @@ class AttributeStage(Stage):
         if qsize < MIN_FACE_SIZE:
             raise SampleError(FACE_TOO_SMALL, f"the face spans {qsize:.0f} px; at least {MIN_FACE_SIZE} needed")
         aligned = align_face(photo, five, output_size=min(settings.aligned_size, int(round(qsize))))
-        self.context.write_image(sample, "aligned", aligned.image)
+        self.context.write_image(sample, ALIGNED, aligned.image)
         return aligned.image
 
     def _light(self, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, str]:
@@ -253,7 +262,3 @@ class AttributeStage(Stage):
 
         return fit_shading_or_fail(rgb, points).sh, FROM_ANALYTIC
 
-
-def _check_choice(option: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"stages.attribute.{option} must be one of {', '.join(choices)}, not {value!r}")

@@ -18,7 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
-from stages.base import SampleError
+from stages.condition import ATTRIBUTE_NAMES
+from stages.errors import SampleError
 
 # Error codes of this module (documented in README's error table).
 IMPORT_NO_FACE = "attr_import_no_face"
@@ -26,7 +27,7 @@ IMPORT_MULTIPLE_FACES = "attr_import_multiple_faces"
 IMPORT_MISSING = "attr_import_missing"
 IMPORT_INVALID = "attr_import_invalid"
 
-IMPORTED_FIELDS: tuple[str, ...] = ("Gender", "Glasses", "Yaw", "Pitch", "Baldness", "Beard", "Age", "Expression")
+IMPORTED_FIELDS: tuple[str, ...] = ATTRIBUTE_NAMES  # every attribute of the condition has a Face-API source
 
 
 @dataclass(frozen=True)

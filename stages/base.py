@@ -11,38 +11,82 @@ Data passed between stages:
   up as manifest columns declared in ``Stage.manifest_fields``;
 - heavy bytes (images, UV maps) go straight to storage through
   ``StageContext.write_image`` / ``write_bytes``; the returned ``OutputFile`` is
-  recorded in ``Sample.outputs`` under a name that later stages look up
-  (for example ``outputs["view_front"].path``).
+  recorded in ``Sample.outputs`` under a file key that later stages look up
+  (for example ``outputs[view_key("front")].path``).
+
+Each stage declares the file keys and manifest fields it reads (``Stage.inputs``) and
+writes (``Stage.outputs``), as constants next to its code; the driver checks the chain
+of enabled stages against what the input format provides before anything runs.
+Errors are in ``stages.errors``: a ``SampleError`` fails one sample, anything else
+that is a ``FatalError`` stops the run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
 
 import numpy as np
 import pyarrow as pa
 
-if TYPE_CHECKING:
+from pipeline.layout import sample_dir
+from stages.errors import ConfigError, SampleError
+from stages.imageio import decode_image, encode_png
+
+if TYPE_CHECKING:  # the type only: stages reach storage through StageContext, never build one
     from pipeline.storage import Storage
 
 
-class SampleError(Exception):
-    """An expected, per-sample failure: becomes a failed manifest row, never a failed run.
+# The input key every photo input format provides: the sample's source image (``Sample.uri``).
+PHOTO = "photo"
 
-    ``code`` is a stable snake_case error code (documented in README's error table),
-    ``message`` a one-line human explanation.
+# A stage's declared inputs: each entry is a file key / manifest field it needs, or a tuple of keys of
+# which any one will do. Per-view keys are templates with ``{view}`` (``stages.views.view_key``).
+Requirement = str | tuple[str, ...]
+
+
+class Status(StrEnum):
+    """A sample's state. A StrEnum: equal to its value, so manifests and queries keep plain strings."""
+
+    OK = "ok"  # later stages still process it
+    FAILED = "failed"  # a stage (or the input listing, or the commit check) failed it: see error_code
+    FILTERED = "filtered"  # a quality threshold dropped it: see filter_reason; its files are kept
+
+
+def is_input_uri(path: str) -> bool:
+    """Whether ``path`` is an input's own URI (absolute or with a protocol), not a run-relative output path."""
+    return "://" in path or path.startswith("/")
+
+
+def configured_weights_dir(config: Any) -> Optional[str]:
+    """``models.weights_dir`` as a string, or None when it is unset (null or empty)."""
+    value = config.models.weights_dir
+    return None if value in (None, "") else str(value)
+
+
+def bounded(default: Any, low: Optional[float] = None, high: Optional[float] = None) -> Any:
+    """A numeric setting's default and its allowed range (inclusive; None = open), checked at config load.
+
+    ``preview_size: int = bounded(512, low=16)``. ``check_ranges`` is the one place that checks them.
     """
-
-    def __init__(self, code: str, message: str):
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
+    return field(default=default, metadata={"range": (low, high)})
 
 
-class ConfigError(Exception):
-    """A problem the user must fix before the run can start (missing weights, bad option)."""
+def check_ranges(settings: Any, section: str) -> None:
+    """Raise ConfigError naming the first ``bounded`` setting of ``settings`` outside its range."""
+    for setting in dataclasses.fields(settings):
+        low, high = setting.metadata.get("range", (None, None))
+        value = getattr(settings, setting.name)
+        if not isinstance(value, (int, float)) or (low is None and high is None):
+            continue  # None (unset) or a word such as pool_size=auto: not a number to range-check
+        if (low is not None and value < low) or (high is not None and value > high):
+            allowed = f"{low:g}..{high:g}" if low is not None and high is not None else (
+                f">= {low:g}" if low is not None else f"<= {high:g}")
+            key = f"{section}.{setting.name}" if section else setting.name
+            raise ConfigError(f"{key}: {value!r} is out of range; allowed: {allowed}")
 
 
 @dataclass
@@ -53,16 +97,16 @@ class StageSettings:
     overrides change them per run (``stages.<name>.batch_size=8``).
     """
 
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
+    num_cpus: float = bounded(1.0, low=0)
+    num_gpus: float = bounded(0.0, low=0)
     # Actors in this stage's pool: a number, or auto (fill the cluster's GPUs for a GPU stage, its CPUs
     # otherwise; pipeline/placement.py). With max_pool_size above it the pool autoscales up to that many
     # (auto = as many as the cluster has room for), so a cluster that grows is used.
-    pool_size: Union[int, str] = 1
+    pool_size: Union[int, str] = bounded(1, low=1)  # a number is checked against the range; "auto" by placement
     max_pool_size: Optional[Union[int, str]] = None  # None = a fixed pool of pool_size actors
-    batch_size: int = 1  # samples per process_batch call
-    max_restarts: int = -1  # Ray restarts of a crashed actor (-1 = unlimited, Ray Data's default)
-    sample_timeout_s: Optional[float] = None  # per-sample time limit; None = no limit
+    batch_size: int = bounded(1, low=1)  # samples per process_batch call
+    max_restarts: int = bounded(-1, low=-1)  # Ray restarts of a crashed actor (-1 = unlimited, Ray Data's default)
+    sample_timeout_s: Optional[float] = bounded(None, low=0)  # per-sample time limit; None = no limit
 
 
 @dataclass(frozen=True)
@@ -88,7 +132,7 @@ class Sample:
     index: int  # position of the sample in the sorted input listing
     fields: dict[str, Any] = field(default_factory=dict)  # manifest values so far
     outputs: dict[str, OutputFile] = field(default_factory=dict)  # files written so far
-    status: str = "ok"  # ok | failed | filtered
+    status: Status = Status.OK
     failed_stage: Optional[str] = None
     error_code: Optional[str] = None
     error_message: Optional[str] = None
@@ -96,11 +140,30 @@ class Sample:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     stage_nodes: dict[str, str] = field(default_factory=dict)  # stage -> Ray node id (hex) that ran it
     stage_gpus: dict[str, list[int]] = field(default_factory=dict)  # stage -> ids of the GPUs Ray gave it
+    # Files the input format provides besides ``uri`` (file key -> URI), e.g. the ``views`` format's
+    # ``view_front``; stages read them like outputs of an earlier stage (``StageContext.read_image`` takes either).
+    inputs: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)  # decoded samples and manifest rows carry the plain string
 
     @property
     def active(self) -> bool:
         """Whether later stages should still process this sample."""
-        return self.status == "ok"
+        return self.status == Status.OK
+
+    def fail(self, stage: str, code: str, message: str) -> None:
+        """Mark the sample failed by ``stage`` (a stage name, ``input`` or ``commit``) with an error code."""
+        self.status = Status.FAILED
+        self.failed_stage = stage
+        self.error_code = code
+        self.error_message = message
+        self.filter_reason = None
+
+    def filter(self, reason: str) -> None:
+        """Mark the sample filtered (a quality decision): later stages skip it, its files are kept."""
+        self.status = Status.FILTERED
+        self.filter_reason = reason
 
 
 @dataclass
@@ -131,13 +194,10 @@ class StageContext:
 
     @property
     def weights_dir(self) -> Optional[str]:
-        value = self.config.models.weights_dir
-        return None if value in (None, "") else str(value)
+        return configured_weights_dir(self.config)
 
     def sample_prefix(self, sample: Sample) -> str:
         """Folder (relative to the run root) that holds this sample's files."""
-        from pipeline.layout import sample_dir
-
         return sample_dir(sample.shard, sample.id)
 
     def write_bytes(self, sample: Sample, name: str, filename: str, data: bytes) -> OutputFile:
@@ -150,18 +210,18 @@ class StageContext:
 
     def write_image(self, sample: Sample, name: str, image: np.ndarray, filename: Optional[str] = None) -> OutputFile:
         """Write an (H, W, 3) or (H, W) uint8 image as PNG and record it as output ``name``."""
-        from stages.imageio import encode_png
-
         return self.write_bytes(sample, name, filename or f"{name}.png", encode_png(image))
 
     def read_bytes(self, path: str) -> bytes:
-        """Read a file by its run-relative path (as stored in ``OutputFile.path``)."""
+        """Read a file by its run-relative path (as stored in ``OutputFile.path``), or an input's URI."""
+        if is_input_uri(path):
+            return self.storage.read_source(path)
         return self.storage.read_bytes(path)
 
     def read_image(self, path: str) -> np.ndarray:
-        """Read a run-relative PNG written by an earlier stage as (H, W, 3) uint8 RGB."""
-        from stages.imageio import decode_image
-
+        """Read a PNG written by an earlier stage (or an input image) as (H, W, 3) uint8 RGB."""
+        if is_input_uri(path):  # an input is checked like a source photo (size, corruption)
+            return decode_image(self.storage.read_source(path), source=path)
         return decode_image(self.read_bytes(path), source=path, min_side=1)
 
     def read_source_image(self, sample: Sample) -> np.ndarray:
@@ -169,22 +229,34 @@ class StageContext:
 
         Raises SampleError with a specific code for unreadable or unusable files.
         """
-        from stages.imageio import decode_image
-
         return decode_image(self.storage.read_source(sample.uri), source=sample.uri)
 
 
 class Stage:
     """Base class of the six stages.
 
-    Subclasses set ``name``, ``Settings`` and ``manifest_fields``, implement
-    ``setup`` (load models once per actor) and ``process`` or ``process_batch``.
+    Subclasses set ``name``, ``Settings``, ``manifest_fields``, ``inputs`` and ``outputs``,
+    implement ``setup`` (load models once per actor) and ``process`` or ``process_batch``.
     """
 
     name: ClassVar[str]
     Settings: ClassVar[type[StageSettings]] = StageSettings
     # Manifest columns this stage fills; null for samples the stage did not process.
     manifest_fields: ClassVar[tuple[pa.Field, ...]] = ()
+    # File keys and manifest fields read from the input or earlier stages (see ``Requirement``), and the
+    # ones this stage writes that later stages read. The driver checks the enabled chain with them.
+    inputs: ClassVar[tuple[Requirement, ...]] = ()
+    outputs: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def reads(cls, settings: StageSettings) -> tuple[Requirement, ...]:
+        """``inputs`` under these settings (a stage whose inputs depend on a setting overrides this)."""
+        return cls.inputs
+
+    @classmethod
+    def writes(cls, settings: StageSettings) -> tuple[str, ...]:
+        """``outputs`` under these settings."""
+        return cls.outputs
 
     def __init__(self, settings: StageSettings, context: StageContext):
         self.settings = settings

@@ -5,7 +5,7 @@ right -> front with YUV colour matching and soft masks, Poisson-fill the eyes,
 nostrils and mouth from the template, blend with the template outside the reliable
 region and put the template's hair on top (``stages/texture``). Inputs are the unwrap
 stage's outputs ``uv_<view>`` (RGB) and ``uvmask_<view>`` (gray) in the topology of
-the run (``stages.unwrap.topology``); outputs are ``uv`` (1024x1024 8-bit RGB PNG)
+the run (the run-level ``topology``); outputs are ``uv`` (1024x1024 8-bit RGB PNG)
 and, when configured, ``preview``: the template head of the topology textured with
 the map, rendered from the front and at -45 / +45 degrees of yaw.
 
@@ -21,28 +21,33 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 
-from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
-from stages.views import VIEW_NAMES
+from stages.base import Sample, Stage, StageResult, StageSettings, bounded
+from stages.errors import SampleError
+from stages.unwrap import LANDMARK_ERROR_VIEW, UV_VIEW, UVMASK_VIEW
+from stages.views import VIEW_NAMES, view_key
 
 # Error codes of this stage (README's error table).
 NO_UV_VIEWS = "no_uv_views"  # no uv_<view> output from the unwrap stage
 UV_SIZE_MISMATCH = "uv_size_mismatch"  # a per-view unwrap does not match the topology's UV size
 
-# Landmark reprojection errors measured by the unwrap stage, per view, as a fraction of the face width.
-LANDMARK_ERROR_FIELD = "unwrap_landmark_error_{view}"
+# File keys this stage writes.
+UV = "uv"  # the complete (S, S, 3) RGB UV map
+PREVIEW = "preview"  # the template head textured with it, at yaw -45, 0, +45 degrees
 
 
 @dataclass
 class CompleteSettings(StageSettings):
     preview: bool = True  # write the ``preview`` render (front and +-45 degrees)
-    preview_size: int = 512  # pixels per rendered view
-    pyramid_levels: int = 5  # FFHQ-UV's Laplacian-pyramid depth
+    preview_size: int = bounded(512, low=16)  # pixels per rendered view
+    pyramid_levels: int = bounded(5, low=1, high=10)  # FFHQ-UV's Laplacian-pyramid depth
     # Quality thresholds; None disables a check. Failing one marks the sample ``filtered``. FFHQ-UV did not
     # publish its filter (pipeline.md 2.5); these defaults are estimates: FFHQ-UV's example sample 01223 gives a
     # valid ratio of 0.93, a BS error of 8.0 (the released set averages 7.3) and landmark errors below 1%.
-    min_valid_ratio: Optional[float] = 0.5  # merged valid texture area over the centre face, in [0, 1]
-    max_bs_error: Optional[float] = 20.0  # brightness-symmetry error, luma units (0-255)
-    max_landmark_error: Optional[float] = 0.05  # worst view's landmark reprojection error, fraction of face width
+    # merged valid texture area over the centre face, in [0, 1]
+    min_valid_ratio: Optional[float] = bounded(0.5, low=0, high=1)
+    max_bs_error: Optional[float] = bounded(20.0, low=0)  # brightness-symmetry error, luma units (0-255)
+    # worst view's landmark reprojection error, fraction of face width
+    max_landmark_error: Optional[float] = bounded(0.05, low=0)
 
 
 class CompleteStage(Stage):
@@ -59,16 +64,15 @@ class CompleteStage(Stage):
         pa.field("complete_template", pa.string()),
     )
 
+    inputs = (UV_VIEW, UVMASK_VIEW)
+    outputs = (UV, PREVIEW)
+
     @classmethod
     def preflight(cls, settings: StageSettings, config: Any) -> None:
-        """The stage reads the unwrap stage's topology settings and needs sane options."""
-        if "unwrap" not in config.stages:
-            raise ConfigError("the complete stage needs the unwrap stage's settings (stages.unwrap.topology)")
-        assert isinstance(settings, CompleteSettings)
-        if settings.preview_size < 16:
-            raise ConfigError(f"stages.complete.preview_size must be at least 16, not {settings.preview_size}")
-        if not 1 <= settings.pyramid_levels <= 10:
-            raise ConfigError(f"stages.complete.pyramid_levels must be in 1..10, not {settings.pyramid_levels}")
+        """The run's topology must have its sources (hifi3dpp: its OBJ or model info)."""
+        from stages.geometry.hifi3dpp import check_sources
+
+        check_sources(config)
 
     def setup(self) -> None:
         """Load the topology's masks and boxes, and the template (official file or built)."""
@@ -95,13 +99,13 @@ class CompleteStage(Stage):
         settings: CompleteSettings = self.settings
         views = self._read_views(sample)
         result = complete_texture(views, self.template, self.regions, self.boxes, settings.pyramid_levels)
-        self.context.write_image(sample, "uv", result.uv)
+        self.context.write_image(sample, UV, result.uv)
         if settings.preview:
-            self.context.write_image(sample, "preview", self.render_preview(result.uv))
+            self.context.write_image(sample, PREVIEW, self.render_preview(result.uv))
 
         center = self.regions["center_face"]
         landmark_errors = [float(sample.fields[key]) for view in views
-                           if sample.fields.get(key := LANDMARK_ERROR_FIELD.format(view=view)) is not None]
+                           if sample.fields.get(key := view_key(LANDMARK_ERROR_VIEW, view)) is not None]
         metrics = {
             "valid_ratio": valid_ratio(result.fill_mask, center),
             "bs_error": brightness_symmetry_error(result.uv, center, self.axis),
@@ -125,10 +129,11 @@ class CompleteStage(Stage):
         size = self.topology.uv_size
         views = {}
         for view in VIEW_NAMES:
-            if f"uv_{view}" not in sample.outputs or f"uvmask_{view}" not in sample.outputs:
+            uv_key, mask_key = view_key(UV_VIEW, view), view_key(UVMASK_VIEW, view)
+            if uv_key not in sample.outputs or mask_key not in sample.outputs:
                 continue
-            texture = self.context.read_image(sample.outputs[f"uv_{view}"].path)
-            mask = self.context.read_image(sample.outputs[f"uvmask_{view}"].path)[:, :, 0]
+            texture = self.context.read_image(sample.outputs[uv_key].path)
+            mask = self.context.read_image(sample.outputs[mask_key].path)[:, :, 0]
             if texture.shape[:2] != (size, size) or mask.shape != (size, size):
                 raise SampleError(UV_SIZE_MISMATCH, f"uv_{view} is {texture.shape[1]}x{texture.shape[0]} and its "
                                   f"mask {mask.shape[1]}x{mask.shape[0]}; the topology's UV map is {size}x{size}")

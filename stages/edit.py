@@ -21,8 +21,13 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 
-from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
+from stages.attribute import ATTRIBUTE_VECTOR
+from stages.base import Sample, Stage, StageResult, StageSettings, bounded, configured_weights_dir
+from stages.condition import ATTRIBUTE_INDEX, VECTOR_SIZE
+from stages.errors import ConfigError, SampleError
+from stages.inversion import INVERSION_LATENT
 from stages.synthesis import GENERATOR_FILE
+from stages.views import FRONT, LEFT, RIGHT, VIEW, VIEW_NAMES, VIEW_YAWS, view_key
 
 EDIT_MISSING_INPUT = "edit_missing_input"  # no inversion latent or attribute vector from the earlier stages
 EDIT_BAD_INPUT = "edit_bad_input"  # latent or attribute vector of the wrong size, or not finite
@@ -31,13 +36,10 @@ FLOW_FILE = "styleflow_model/modellarge10k.pt"
 EXPRESSION_FILE = "styleflow_model/expression_direction.pt"
 
 NUM_WS = 18  # W+ rows of config-f 1024; FFHQ-UV's edit layer ranges index them
-NUM_ATTRIBUTES = 17
 # FFHQ-UV's targets (run_styleflow_editing.py set_normal): even lighting (SH DC only), then norm_attr.
 DELIGHT_SH = (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
 NORMALISE = (("Glasses", 0.0), ("Yaw", 0.0), ("Pitch", 0.0), ("Baldness", 1.0))
 EXPRESSION_SCALE = -2.0  # alpha = 0 - 2 * smile
-VIEW_YAWS = (("right", -30.0), ("left", 30.0))  # MS-API yaw sign: yaw -30 makes FFHQ-UV's "_right" view
-VIEWS = ("front", "left", "right")
 
 
 @dataclass
@@ -48,8 +50,8 @@ class EditSettings(StageSettings):
     smile_direction: Optional[str] = None  # (1, 512) tensor file; None = weights_dir/expression_direction.pt
     noise_seed: Optional[int] = 0  # FFHQ-UV's RandomState(0) noise; None keeps the checkpoint's noise
     expression_walk: bool = True  # walk further while the emotion classifier says happy
-    expression_extra_steps: int = 5  # FFHQ-UV: n_loop < 5
-    expression_step: float = 0.05  # FFHQ-UV: 0.05 * alpha per extra step
+    expression_extra_steps: int = bounded(5, low=0)  # FFHQ-UV: n_loop < 5
+    expression_step: float = bounded(0.05, low=0)  # FFHQ-UV: 0.05 * alpha per extra step
     write_views: bool = True  # the three 1024 views as outputs view_front / view_left / view_right
 
 
@@ -59,11 +61,18 @@ class EditStage(Stage):
     name = "edit"
     Settings = EditSettings
     manifest_fields = (
-        *(pa.field(f"edit_latent_{view}", pa.list_(pa.float32())) for view in VIEWS),  # W+ [18, 512] row-major
-        *(pa.field(f"edit_attribute_{view}", pa.list_(pa.float32())) for view in VIEWS),  # 17-dim condition
+        *(pa.field(f"edit_latent_{view}", pa.list_(pa.float32())) for view in VIEW_NAMES),  # W+ [18, 512] row-major
+        *(pa.field(f"edit_attribute_{view}", pa.list_(pa.float32())) for view in VIEW_NAMES),  # 17-dim condition
         pa.field("edit_expression_steps", pa.int16()),  # extra 0.05*alpha steps the walk took (0..5)
         pa.field("edit_expression_happy", pa.bool_()),  # the classifier still says happy on the front view
     )
+    inputs = (INVERSION_LATENT, ATTRIBUTE_VECTOR)
+    outputs = (VIEW,)
+
+    @classmethod
+    def writes(cls, settings: StageSettings) -> tuple[str, ...]:
+        assert isinstance(settings, EditSettings)
+        return cls.outputs if settings.write_views else ()
 
     @staticmethod
     def _files(settings: EditSettings, weights_dir: Optional[str]) -> dict[str, str]:
@@ -85,10 +94,7 @@ class EditStage(Stage):
     def preflight(cls, settings: StageSettings, config: Any) -> None:
         """Generator, flow, smile direction and (with the walk) the emotion weights must exist."""
         assert isinstance(settings, EditSettings)
-        if settings.expression_extra_steps < 0 or settings.expression_step < 0:
-            raise ConfigError("stages.edit.expression_extra_steps and expression_step must be >= 0")
-        weights_dir = config.models.weights_dir
-        cls._files(settings, None if weights_dir in (None, "") else str(weights_dir))
+        cls._files(settings, configured_weights_dir(config))
 
     def setup(self) -> None:
         """Load the generator (fixed noise), the flow, the smile direction and the emotion classifier."""
@@ -106,9 +112,9 @@ class EditStage(Stage):
                                            bool(self.context.config.models.fp16), settings.noise_seed, NUM_WS)
         flow = load_styleflow(local_weight_file(files["flow"]))
         w_dim = self.synthesizer.w_dim
-        if flow.dim != w_dim or flow.num_attributes != NUM_ATTRIBUTES:
+        if flow.dim != w_dim or flow.num_attributes != VECTOR_SIZE:
             raise ConfigError(f"{files['flow']}: flow of dim {flow.dim} with {flow.num_attributes} attributes "
-                              f"does not fit the generator's w_dim {w_dim} and {NUM_ATTRIBUTES} attributes")
+                              f"does not fit the generator's w_dim {w_dim} and {VECTOR_SIZE} attributes")
         direction = torch.load(local_weight_file(files["direction"]), map_location="cpu", weights_only=True)
         if not isinstance(direction, torch.Tensor) or direction.numel() != w_dim:
             raise ConfigError(f"{files['direction']}: expected a (1, {w_dim}) smile direction tensor")
@@ -147,16 +153,16 @@ class EditStage(Stage):
 
     def _inputs(self, sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         """(W+ (18, w_dim) float32, attributes (17,) float32) from the earlier stages' fields."""
-        latent, vector = sample.fields.get("inversion_latent"), sample.fields.get("attribute_vector")
+        latent, vector = sample.fields.get(INVERSION_LATENT), sample.fields.get(ATTRIBUTE_VECTOR)
         if latent is None or vector is None:
-            missing = [n for n, v in (("inversion_latent", latent), ("attribute_vector", vector)) if v is None]
+            missing = [n for n, v in ((INVERSION_LATENT, latent), (ATTRIBUTE_VECTOR, vector)) if v is None]
             raise SampleError(EDIT_MISSING_INPUT, f"no {', '.join(missing)} (run the inversion and attribute stages)")
         w = np.asarray(latent, dtype=np.float32).reshape(-1)
         a = np.asarray(vector, dtype=np.float32).reshape(-1)
         w_dim = self.synthesizer.w_dim
-        if w.size != NUM_WS * w_dim or a.size != NUM_ATTRIBUTES:
+        if w.size != NUM_WS * w_dim or a.size != VECTOR_SIZE:
             raise SampleError(EDIT_BAD_INPUT, f"latent of {w.size} values (need {NUM_WS}x{w_dim}) or attribute "
-                                              f"vector of {a.size} (need {NUM_ATTRIBUTES})")
+                                              f"vector of {a.size} (need {VECTOR_SIZE})")
         if not (np.isfinite(w).all() and np.isfinite(a).all()):
             raise SampleError(EDIT_BAD_INPUT, "latent or attribute vector is not finite")
         return w.reshape(NUM_WS, w_dim), a
@@ -165,7 +171,7 @@ class EditStage(Stage):
         """FFHQ-UV's set_normal on a batch: w (B, 18, w_dim), a (B, 17)."""
         import torch
 
-        from stages.networks.styleflow import ATTRIBUTE_INDEX, replace_rows
+        from stages.networks.styleflow import replace_rows
 
         batch = w.shape[0]
         state = self.editor.start(w, a)
@@ -193,19 +199,21 @@ class EditStage(Stage):
         attributes[:, ATTRIBUTE_INDEX["Expression"]] = 0.0
         front = self.editor.reencode(replace_rows(state.w, walk, "Expression"), attributes)
 
-        views = {"front": (front.w, front.attributes, front_images)}
-        for view, yaw in VIEW_YAWS:
+        views = {FRONT: (front.w, front.attributes, front_images)}
+        for view in (RIGHT, LEFT):
+            yaw = VIEW_YAWS[view]
             turned = self.editor.edit(front, "Yaw", torch.full((batch,), yaw), keep=False)
             views[view] = (turned.w, turned.attributes, self._render(turned.w))
         results = []
         for i, sample in enumerate(samples):
             fields: dict[str, Any] = {"edit_expression_steps": int(steps[i]),
                                       "edit_expression_happy": bool(happy[i]) if self.classifier else None}
-            for view, (latent, condition, images) in views.items():
+            for view in VIEW_NAMES:
+                latent, condition, images = views[view]
                 fields[f"edit_latent_{view}"] = latent[i].float().cpu().numpy().reshape(-1)
                 fields[f"edit_attribute_{view}"] = condition[i].float().cpu().numpy()
                 if settings.write_views:
-                    self.context.write_image(sample, f"view_{view}", images[i])
+                    self.context.write_image(sample, view_key(VIEW, view), images[i])
             results.append(StageResult(fields=fields))
         return results
 

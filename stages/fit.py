@@ -19,7 +19,8 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 
-from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
+from stages.base import Sample, Stage, StageResult, StageSettings
+from stages.errors import ConfigError, SampleError
 
 PROFILES = ("open", "faithful")
 FIT_FAILED = "fit_failed"  # the landmark fit or the optimisation could not run on this photo

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from stages.base import SampleError
+from stages.errors import SampleError
 
 # Limits on input photos. The upper bound is checked from the header, before
 # decoding, so a decompression bomb (a tiny file declaring 30000x30000) costs nothing.

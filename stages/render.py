@@ -23,7 +23,8 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 
-from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
+from stages.base import Sample, Stage, StageResult, StageSettings
+from stages.errors import ConfigError, SampleError
 from stages.latents import VIEWS, ViewLatent, check_shape, read_view_latent, view_file_name
 from stages.synthesis import GENERATOR_FILE
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from stages.base import ConfigError
+from stages.errors import ConfigError
 
 GENERATOR_FILE = "stylegan_model/stylegan2-ffhq-config-f.pkl"  # FFHQ-UV's checkpoint name under weights_dir
 

@@ -13,31 +13,35 @@ texels it cannot see. Outputs ``uv_<view>`` (RGB, zero outside the mask) and ``u
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 import pyarrow as pa
 
-from stages.base import ConfigError, Sample, SampleError, Stage, StageResult, StageSettings
-from stages.views import VIEW_NAMES, current_views
+from stages.base import Sample, Stage, StageResult, StageSettings, configured_weights_dir
+from stages.errors import ConfigError, SampleError
+from stages.face.landmarks import LandmarkBackend, MultiFacePolicy
+from stages.views import ANY_VIEW, VIEW_NAMES, current_views, view_key
 
 NO_VIEWS = "no_views"  # the sample has no image to unwrap (no view_<v> / relit_<v> / aligned output)
 FIT_FAILED = "fit_failed"  # the landmarks could not be fitted (degenerate pose)
 
-TOPOLOGY_CHOICES = ("hifi3dpp", "mediapipe468")
-RASTERIZERS = ("auto", "cpu", "nvdiffrast")
+Rasterizer = Literal["auto", "cpu", "nvdiffrast"]  # auto = nvdiffrast on cuda, else cpu
+
+# File keys this stage writes, per view (``view_key(UV_VIEW, view)``), and the manifest field complete reads.
+UV_VIEW = "uv_{view}"  # (S, S, 3) RGB unwrap of one view, zero outside its mask
+UVMASK_VIEW = "uvmask_{view}"  # (S, S) gray, 255 = valid texel
+LANDMARK_ERROR_VIEW = "unwrap_landmark_error_{view}"  # reprojection error, fraction of the face width
 # FFHQ-UV's parsing mask dilates the eye holes by about 5 px at 1024 (box-blur 11 then >= 1, pipeline.md 2.4(a)).
 EYE_DILATE_1024 = 5
 
 
 @dataclass
 class UnwrapSettings(StageSettings):
-    topology: str = "mediapipe468"  # hifi3dpp | mediapipe468
-    topology_obj: Optional[str] = None  # hifi3dpp: a HiFi3D++ OBJ with UVs (else weights_dir/topo_assets)
-    cache_dir: Optional[str] = None  # topology cache (UV raster, masks); None = ~/.cache/ffhq-uv-rebuild
-    rasterizer: str = "auto"  # auto (nvdiffrast on cuda, else cpu) | cpu | nvdiffrast
-    multiple_faces: str = "largest"  # largest | reject
-    landmarks: str = "mediapipe"  # landmarks fitted per view: mediapipe (468) | dlib (68, optional package)
+    # The UV layout is the run-level ``topology`` section (stages.run_settings), shared with complete.
+    rasterizer: Rasterizer = "auto"  # auto (nvdiffrast on cuda, else cpu) | cpu | nvdiffrast
+    multiple_faces: MultiFacePolicy = "largest"  # largest | reject
+    landmarks: LandmarkBackend = "mediapipe"  # landmarks fitted per view: mediapipe (468) | dlib (68, optional package)
     dlib_predictor: Optional[str] = None  # dlib's 68-point model, as stages.inversion.dlib_predictor
     exclude_eyes_mouth: bool = True  # drop eyes and mouth opening from the mask, like FFHQ-UV's parsing
     depth_test: bool = True  # z-buffer test on top of FFHQ-UV's normal test
@@ -52,7 +56,7 @@ def _float_fields() -> tuple[pa.Field, ...]:
     for view in VIEW_NAMES:
         fields += [
             pa.field(f"unwrap_landmark_error_px_{view}", pa.float32()),  # mean reprojection error, pixels
-            pa.field(f"unwrap_landmark_error_{view}", pa.float32()),  # same, fraction of the face width
+            pa.field(view_key(LANDMARK_ERROR_VIEW, view), pa.float32()),  # same, fraction of the face width
             pa.field(f"unwrap_valid_ratio_{view}", pa.float32()),  # share of the centre face the view fills
             pa.field(f"unwrap_yaw_{view}", pa.float32()),  # fitted head yaw, degrees
         ]
@@ -79,31 +83,17 @@ class UnwrapStage(Stage):
     name = "unwrap"
     Settings = UnwrapSettings
     manifest_fields = _float_fields()
+    inputs = (ANY_VIEW,)
+    outputs = (UV_VIEW, UVMASK_VIEW, LANDMARK_ERROR_VIEW)
 
     @classmethod
     def preflight(cls, settings: UnwrapSettings, config: Any) -> None:
-        """Check the options and that the topology's sources exist (cheap: no mesh loading)."""
-        from pathlib import Path
-
-        if settings.topology not in TOPOLOGY_CHOICES:
-            raise ConfigError(f"stages.unwrap.topology must be one of {TOPOLOGY_CHOICES}, not {settings.topology!r}")
-        if settings.rasterizer not in RASTERIZERS:
-            raise ConfigError(f"stages.unwrap.rasterizer must be one of {RASTERIZERS}, not {settings.rasterizer!r}")
+        """Check that dlib (if chosen), the topology's sources and the face parser exist (cheap: no mesh loading)."""
         from stages.face.landmarks import check_backend
+        from stages.geometry.hifi3dpp import check_sources
 
-        weights_dir = config.models.weights_dir
-        check_backend("stages.unwrap", settings.landmarks, settings.dlib_predictor,
-                      None if weights_dir in (None, "") else str(weights_dir))
-        if settings.topology == "hifi3dpp":
-            from stages.geometry.hifi3dpp import MEAN_FACE_OBJ, MODEL_INFO
-
-            weights = config.models.weights_dir
-            candidates = [Path(settings.topology_obj)] if settings.topology_obj else []
-            if weights:
-                candidates += [Path(str(weights)) / MODEL_INFO, Path(str(weights)) / MEAN_FACE_OBJ]
-            if not any(p.exists() for p in candidates):
-                raise ConfigError("the hifi3dpp topology needs stages.unwrap.topology_obj (a HiFi3D++ OBJ with UVs) "
-                                  f"or models.weights_dir/{MODEL_INFO}; see README section 'Weights'")
+        check_backend("stages.unwrap", settings.landmarks, settings.dlib_predictor, configured_weights_dir(config))
+        check_sources(config)
         parser = face_parser_path(settings, config)
         if parser is not None and not parser.is_file():
             raise ConfigError(f"missing weights file {parser} (stages.unwrap.face_parser, the BiSeNet face parser); "
@@ -150,11 +140,11 @@ class UnwrapStage(Stage):
                                regions=regions)
         fields: dict[str, Any] = {"unwrap_face_region": "landmarks" if regions is None else "parser"}
         for view, out in result.items():
-            self.context.write_image(sample, f"uv_{view}", out.texture)
-            self.context.write_image(sample, f"uvmask_{view}", out.mask)
+            self.context.write_image(sample, view_key(UV_VIEW, view), out.texture)
+            self.context.write_image(sample, view_key(UVMASK_VIEW, view), out.mask)
             fields.update({
                 f"unwrap_landmark_error_px_{view}": out.error_px,
-                f"unwrap_landmark_error_{view}": out.error_px / out.face_width_px,
+                view_key(LANDMARK_ERROR_VIEW, view): out.error_px / out.face_width_px,
                 f"unwrap_valid_ratio_{view}": out.valid_ratio,
                 f"unwrap_yaw_{view}": out.yaw_degrees,
             })

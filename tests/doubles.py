@@ -14,13 +14,15 @@ import numpy as np
 import pyarrow as pa
 
 import tests.faults  # noqa: F401 - registers the faulty:// filesystem in every process that loads the doubles
-from stages.base import Sample, SampleError, Stage, StageResult, StageSettings
+from stages.base import Sample, Stage, StageResult, StageSettings
+from stages.errors import ConfigError, SampleError
 
 
 @dataclass
 class DoubleSettings(StageSettings):
     fail_ids: list[str] = field(default_factory=list)  # raise SampleError("test_failure")
     crash_ids: list[str] = field(default_factory=list)  # raise RuntimeError (a bug)
+    config_error_ids: list[str] = field(default_factory=list)  # raise ConfigError (must stop the run)
     hang_ids: list[str] = field(default_factory=list)  # sleep for an hour
     exit_ids: list[str] = field(default_factory=list)  # kill the actor process (once per marker file)
     marker_dir: str = ""  # where exit_ids record that they already killed an actor
@@ -48,6 +50,8 @@ class _DoubleStage(Stage):
             raise SampleError("test_failure", f"{self.name} was told to fail {sample.id}")
         if sample.id in settings.crash_ids:
             raise RuntimeError(f"{self.name} crashed on {sample.id}")
+        if sample.id in settings.config_error_ids:
+            raise ConfigError(f"{self.name} found a configuration mistake at {sample.id}")
         if sample.id in settings.hang_ids:
             time.sleep(3600)
         if sample.id in settings.exit_ids:

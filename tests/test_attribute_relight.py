@@ -14,7 +14,8 @@ from PIL import Image
 from pipeline.config import load_config, stage_settings
 from pipeline.storage import open_storage
 from stages.attribute import ATTRIBUTE_NAMES, DEFAULTS, AttributeStage
-from stages.base import ConfigError, Sample, SampleError, StageContext
+from stages.base import Sample, StageContext
+from stages.errors import ConfigError, SampleError
 from stages.face.deepface_models import deepface_home
 from stages.networks import DPR_FILE
 from stages.relight import RelightStage

@@ -15,7 +15,7 @@ from stages.attributes_import import (
     iter_jsonl,
     map_detections,
 )
-from stages.base import SampleError
+from stages.errors import SampleError
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 FEATURES = DATA / "ffhq_features"

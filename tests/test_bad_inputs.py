@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from pipeline.manifest import read_manifest
-from stages.base import SampleError
+from stages.errors import SampleError
 from stages.imageio import decode_image
 from tests.conftest import cli_env, run_cli, shared_data
 

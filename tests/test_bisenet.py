@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from stages.base import ConfigError, Sample, StageContext
+from stages.base import Sample, StageContext
+from stages.errors import ConfigError
 from stages.networks.bisenet import BiSeNet, BiSeNetConfig, FaceParser, face_parsing_mask, infer_config, load_bisenet
 from tests.conftest import shared_data
 from tests.tiny_bisenet_weights import BISENET_FILE, write_tiny_bisenet
@@ -161,7 +162,7 @@ def unwrap_stage(tmp_path: Path, weights: Path, *overrides: str):
     from stages.unwrap import UnwrapStage
 
     config = load_config("photo", overrides=(f"output={tmp_path / 'run'}", f"models.weights_dir={weights}",
-                                             f"stages.unwrap.cache_dir={tmp_path / 'cache'}",
+                                             f"topology.cache_dir={tmp_path / 'cache'}",
                                              "stages.unwrap.symmetric_fill=false", *overrides))
     settings = stage_settings(config, "unwrap")
     UnwrapStage.preflight(settings, config)

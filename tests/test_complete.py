@@ -13,8 +13,9 @@ from PIL import Image
 from pipeline.config import load_config, stage_settings
 from pipeline.storage import open_storage
 from stages import stage_class
-from stages.base import Sample, SampleError, StageContext
+from stages.base import Sample, StageContext
 from stages.complete import NO_UV_VIEWS, UV_SIZE_MISMATCH, CompleteStage
+from stages.errors import SampleError
 from stages.texture.color import rgb_to_yuv
 from stages.texture.masks import hair_weight
 from stages.texture.merge import UVView, complete_texture
@@ -143,9 +144,9 @@ def test_single_front_view_completes_with_the_template():
 def stage_pair(tmp_path: Path, topology: str, *overrides: str):
     """(unwrap, complete) stages of one run on a tmp storage, set up; topology caches in ``tmp_path``."""
     config = load_config("tiny", overrides=(
-        f"output={tmp_path / 'run'}", f"stages.unwrap.topology={topology}",
-        f"stages.unwrap.topology_obj={shared_data('hifi3dpp/head_teaser1.obj')}",
-        f"stages.unwrap.cache_dir={tmp_path / 'cache'}", "stages.complete.preview_size=96", *overrides))
+        f"output={tmp_path / 'run'}", f"topology.name={topology}",
+        f"topology.obj={shared_data('hifi3dpp/head_teaser1.obj')}",
+        f"topology.cache_dir={tmp_path / 'cache'}", "stages.complete.preview_size=96", *overrides))
     storage = open_storage(str(tmp_path / "run"))
     pair = []
     for name in ("unwrap", "complete"):
@@ -208,9 +209,9 @@ def test_stage_fields_match_its_manifest_columns(ffhq_uv_run):
 def test_stage_filters_samples_beyond_thresholds(ffhq_uv_run, override, reason):
     tmp_path, first, sample, _ = ffhq_uv_run
     config = load_config("tiny", overrides=(
-        f"output={tmp_path / 'run'}", "stages.unwrap.topology=hifi3dpp",
-        f"stages.unwrap.topology_obj={shared_data('hifi3dpp/head_teaser1.obj')}",
-        f"stages.unwrap.cache_dir={tmp_path / 'cache'}", "stages.complete.preview=false", override))
+        f"output={tmp_path / 'run'}", "topology.name=hifi3dpp",
+        f"topology.obj={shared_data('hifi3dpp/head_teaser1.obj')}",
+        f"topology.cache_dir={tmp_path / 'cache'}", "stages.complete.preview=false", override))
     stage = CompleteStage(stage_settings(config, "complete"), StageContext(first.context.storage, config, "complete"))
     stage.setup()
     result = stage.process(sample)
@@ -261,7 +262,7 @@ def test_complete_in_the_ray_pipeline(tmp_path):
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(inputs / "noise.png")
     output = tmp_path / "out"
     run_cli(["run", "--profile", "photo", "--no-progress", "--input", str(inputs), "--output", str(output),
-             f"stages.unwrap.cache_dir={tmp_path / 'cache'}", "stages.complete.preview_size=64"], cli_env())
+             f"topology.cache_dir={tmp_path / 'cache'}", "stages.complete.preview_size=64"], cli_env())
     rows = {r["id"]: r for r in read_manifest(str(output)).to_pylist()}
     assert set(rows) == {"obama", "noise"}
     assert rows["noise"]["status"] == "failed" and rows["noise"]["complete_valid_ratio"] is None

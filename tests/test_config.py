@@ -6,7 +6,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from pipeline.config import PROFILES, as_overrides, enabled_stages, load_config, redacted_yaml, stage_settings
-from stages.base import ConfigError
+from stages.errors import ConfigError
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -37,10 +37,10 @@ def test_overrides_are_typed_and_enabled_order_is_fixed():
 
 @pytest.mark.parametrize("override, message", [
     ("stages.unwrap.topolgy=x", "unknown config key: stages.unwrap.topolgy"),
-    ("shard_size=many", "invalid config value"),
+    ("shard_size=many", "shard_size: Value 'many' .* could not be converted to Integer"),
     ("stages.enabled=[attribute,paint]", "unknown stage"),
-    ("models.device=tpu", "models.device must be cpu or cuda"),
-    ("shard_size=0", "shard_size must be at least 1"),
+    ("models.device=tpu", r"models.device: Invalid value 'tpu', expected one of \['cpu', 'cuda'\]"),
+    ("shard_size=0", "shard_size: 0 is out of range; allowed: >= 1"),
     ("no_equals_sign", "is not key=value"),
 ])
 def test_mistakes_are_one_line_config_errors(override, message):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.base import ConfigError
+from stages.errors import ConfigError
 from stages.face.deepface_models import (
     EMOTION_LABELS,
     DeepfaceModels,

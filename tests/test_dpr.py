@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.base import ConfigError
+from stages.errors import ConfigError
 from stages.lighting import sh
 from stages.networks.dpr import DEMO_SH_SCALE, DPRConfig, DPRRelighter, HourglassNet, load_dpr
 from tests.tiny_dpr_weights import DPR_FILE, official_format, write_tiny_dpr

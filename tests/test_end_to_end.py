@@ -70,8 +70,8 @@ def run(tmp_path_factory, weights_dir) -> dict:
     output = root / "out"
     overrides = [f"models.weights_dir={weights_dir}", "models.device=cpu", f"shard_size={SHARD_SIZE}",
                  *(f"stages.{name}.num_gpus=0" for name in STAGE_ORDER),
-                 "stages.unwrap.topology=hifi3dpp", f"stages.unwrap.topology_obj={topology}",
-                 f"stages.unwrap.cache_dir={root / 'topology_cache'}",
+                 "topology.name=hifi3dpp", f"topology.obj={topology}",
+                 f"topology.cache_dir={root / 'topology_cache'}",
                  "stages.edit.noise_seed=null",  # keep the checkpoint's noise buffers: they hold the drawn face
                  f"stages.relight.threshold={RELIGHT_THRESHOLD}"]
     result = run_cli(["run", "--profile", "ffhq-uv", "--no-progress", "--no-visuals", "--input", str(inputs),

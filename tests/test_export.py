@@ -16,7 +16,7 @@ from PIL import Image
 from pipeline.export import ExportOptions, export_run
 from pipeline.interpolate import InterpolateConfig, class_names, face_class
 from pipeline.storage import Storage
-from stages.base import ConfigError
+from stages.errors import ConfigError
 from stages.latents import VIEWS
 from tests.conftest import run_cli
 from tests.tiny_runs import TinySample, condition, write_run

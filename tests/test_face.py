@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stages.base import SampleError
+from stages.errors import SampleError
 from stages.face import landmarks as lmk
 from stages.face.align import align_face
 from stages.face.landmarks import FaceLandmarker, ffhq_points

@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.io import savemat
 
-from stages.base import ConfigError
+from stages.errors import ConfigError
 from stages.fitting import face_model as fm
 
 N, ID, EXP, TEX = 40, 4, 3, 5

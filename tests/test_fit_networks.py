@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stages.base import ConfigError
+from stages.errors import CheckpointError, ConfigError
 from stages.networks.arcface import IResNet, identity_loss, load_arcface
-from stages.networks.checkpoint import CheckpointError
 from stages.networks.deep3d import Deep3DRegressor, load_deep3d
 from tests.tiny_gan_weights import randomize_
 

@@ -21,7 +21,8 @@ from PIL import Image
 from pipeline.config import load_config, stage_settings
 from pipeline.inputs import list_inputs, make_plan
 from pipeline.storage import open_storage
-from stages.base import ConfigError, Sample, SampleError, StageContext
+from stages.base import Sample, StageContext
+from stages.errors import ConfigError, SampleError
 from stages.latents import LATENT_BAD_SHAPE, LATENT_UNREADABLE, VIEWS, read_view_latent, write_view_latent
 from stages.networks.stylegan2 import ffhq_uv_noise, load_generator, to_uint8
 from stages.render import RENDER_MISSING_LATENT, RenderStage
@@ -166,7 +167,7 @@ def test_from_latents_profile_end_to_end(tmp_path):
                  *(f"stages.{name}.num_gpus=0" for name in ("render", "relight")),
                  "stages.render.noise_seed=null",  # the drawn face lives in the checkpoint's noise buffers
                  "stages.relight.method=analytic", "stages.complete.preview=false",
-                 f"stages.unwrap.topology_obj={topology}", f"stages.unwrap.cache_dir={tmp_path / 'cache'}"]
+                 f"topology.obj={topology}", f"topology.cache_dir={tmp_path / 'cache'}"]
     result = run_cli(["run", "--profile", "from-latents", "--no-progress", "--no-visuals", "--input", str(source),
                       "--output", str(output), *overrides], cli_env(), timeout=900)
     assert "2 ok, 0 failed" in result.stdout, result.stdout

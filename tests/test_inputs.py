@@ -9,7 +9,7 @@ import pytest
 from pipeline import layout
 from pipeline.inputs import list_inputs, make_plan
 from pipeline.storage import open_storage
-from stages.base import ConfigError
+from stages.errors import ConfigError
 from tests.conftest import write_images
 
 EXTENSIONS = [".png", ".jpg"]

@@ -13,8 +13,9 @@ from PIL import Image
 
 from pipeline.config import load_config, stage_settings
 from pipeline.storage import open_storage
-from stages.base import ConfigError, Sample, SampleError, Stage, StageContext, StageResult
+from stages.base import Sample, Stage, StageContext, StageResult
 from stages.edit import EDIT_BAD_INPUT, EDIT_MISSING_INPUT, EditStage
+from stages.errors import ConfigError, SampleError
 from stages.inversion import INVERSION_NO_FACE, InversionStage
 from tests import tiny_gan_weights as tiny
 from tests.conftest import cli_env, run_cli, shared_data

@@ -8,7 +8,8 @@ from pipeline import placement
 from pipeline.cluster_checks import is_local_path
 from pipeline.config import load_config
 from pipeline.placement import PoolSize, assigned_device, pool_sizes
-from stages.base import ConfigError, StageSettings
+from stages.base import StageSettings
+from stages.errors import ConfigError
 from stages.networks import weights_cache
 
 

@@ -27,8 +27,9 @@ import stages
 from pipeline import driver
 from pipeline.config import load_config
 from pipeline.manifest import read_manifest
-from pipeline.storage import StorageError, open_storage
+from pipeline.storage import open_storage
 from stages.base import OutputFile, Sample
+from stages.errors import StorageError
 from tests import faults
 from tests.conftest import CLI, ROOT, cli_env, free_port, kill_process_group, run_cli, write_images
 from tests.doubles import PLUGINS

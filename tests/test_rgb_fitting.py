@@ -247,7 +247,7 @@ def test_fit_command_writes_ffhq_uv_outputs_and_manifest(tmp_path):
 
 def test_preflight_names_missing_files(tmp_path):
     from pipeline.config import load_config, stage_settings
-    from stages.base import ConfigError
+    from stages.errors import ConfigError
     from stages.fit import FitStage
 
     config = load_config("fit", overrides=(f"output={tmp_path}",))

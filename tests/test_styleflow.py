@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from stages.errors import CheckpointError
 from stages.networks import styleflow as sf
-from stages.networks.stylegan2 import CheckpointError
 from tests import tiny_gan_weights as tiny
 
 

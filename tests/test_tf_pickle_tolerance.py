@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.networks.checkpoint import CheckpointError
+from stages.errors import CheckpointError
 from stages.networks.stylegan2 import load_generator
 from tests import tiny_gan_weights as tiny
 

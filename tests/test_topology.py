@@ -146,7 +146,7 @@ def test_hifi3dpp_landmark_embedding_matches_a_fresh_render(hifi_topology):
 
 
 def test_hifi3dpp_without_sources_is_a_config_error(tmp_path):
-    from stages.base import ConfigError
+    from stages.errors import ConfigError
 
     with pytest.raises(ConfigError, match="Weights"):
         load_topology("hifi3dpp", obj_path=str(tmp_path / "missing.obj"), weights_dir=str(tmp_path))

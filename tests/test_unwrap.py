@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from stages.base import Sample, SampleError, Stage, StageContext, StageResult
+from stages.base import Sample, Stage, StageContext, StageResult
+from stages.errors import SampleError
 from stages.geometry.fitting import Fit, ShapeModel, ViewPose, focal_for
 from stages.geometry.rasterize import interpolate, rasterize
 from stages.geometry.uv_topology import load_topology
@@ -190,7 +191,7 @@ def photo_stage(tmp_path: Path, *overrides: str):
 def test_stage_unwraps_an_aligned_photo_and_reports_fields(tmp_path, cache):
     from skimage import data
 
-    stage = photo_stage(tmp_path, f"stages.unwrap.cache_dir={cache}")
+    stage = photo_stage(tmp_path, f"topology.cache_dir={cache}")
     sample = Sample(id="astronaut", uri="astronaut.png", shard=0, index=0)
     stage.context.write_image(sample, "aligned", data.astronaut())
     result = stage.process(sample)
@@ -208,7 +209,7 @@ def test_stage_unwraps_an_aligned_photo_and_reports_fields(tmp_path, cache):
 
 
 def test_stage_errors_have_codes(tmp_path, cache):
-    stage = photo_stage(tmp_path, f"stages.unwrap.cache_dir={cache}")
+    stage = photo_stage(tmp_path, f"topology.cache_dir={cache}")
     empty = Sample(id="none", uri="none.png", shard=0, index=0)
     with pytest.raises(SampleError) as error:
         stage.process(empty)
@@ -223,15 +224,16 @@ def test_stage_errors_have_codes(tmp_path, cache):
 
 def test_preflight_rejects_bad_options(tmp_path):
     from pipeline.config import load_config, stage_settings
-    from stages.base import ConfigError
+    from stages.errors import ConfigError
     from stages.unwrap import UnwrapStage
 
-    for override, message in (("stages.unwrap.topology=bfm", "topology"),
-                              ("stages.unwrap.rasterizer=opengl", "rasterizer"),
-                              ("stages.unwrap.topology=hifi3dpp", "Weights")):
-        config = load_config("photo", overrides=(f"output={tmp_path}", override))
-        with pytest.raises(ConfigError, match=message):
-            UnwrapStage.preflight(stage_settings(config, "unwrap"), config)
+    for override, message in (("topology.name=bfm", "topology.name: Invalid value 'bfm'"),
+                              ("stages.unwrap.rasterizer=opengl", "stages.unwrap.rasterizer: Invalid value 'opengl'")):
+        with pytest.raises(ConfigError, match=message):  # choices: refused when the config is loaded
+            load_config("photo", overrides=(f"output={tmp_path}", override))
+    config = load_config("photo", overrides=(f"output={tmp_path}", "topology.name=hifi3dpp"))
+    with pytest.raises(ConfigError, match="Weights"):  # a missing source: refused by the preflight
+        UnwrapStage.preflight(stage_settings(config, "unwrap"), config)
 
 
 def test_unwrap_in_the_ray_pipeline(tmp_path, cache):
@@ -247,7 +249,7 @@ def test_unwrap_in_the_ray_pipeline(tmp_path, cache):
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(inputs / "noise.png")
     output = tmp_path / "out"
     run_cli(["run", "--profile", "photo", "--no-progress", "--input", str(inputs), "--output", str(output),
-             "stages.enabled=[edit,unwrap]", f"stages.unwrap.cache_dir={cache}"],
+             "stages.enabled=[edit,unwrap]", f"topology.cache_dir={cache}"],
             cli_env("edit=tests.test_unwrap:SourceAsFrontViewStage"))
     rows = {r["id"]: r for r in read_manifest(str(output)).to_pylist()}
     assert set(rows) == {"obama", "small", "noise"}

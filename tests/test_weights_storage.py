@@ -6,7 +6,8 @@ import pytest
 
 from pipeline.config import load_config, stage_settings
 from pipeline.storage import open_storage
-from stages.base import ConfigError, StageContext
+from stages.base import StageContext
+from stages.errors import ConfigError
 from tests.conftest import shared_data
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from pipeline.storage import Storage, open_storage
-from stages.base import ConfigError
+from stages.errors import ConfigError
 
 FORMATS = ("ffhq-uv", "stylegan2-ada", "webdataset")
 LABELS = ("attributes", "classes", "none")

@@ -9,7 +9,7 @@ from typing import Any
 from pipeline.export.state import ExportState
 from pipeline.run_samples import RunSample, attribute_meta, ffhq_index, iter_run_samples, selection_fingerprint
 from pipeline.storage import Storage, open_storage
-from stages.base import ConfigError
+from stages.errors import ConfigError
 
 
 class Selection:

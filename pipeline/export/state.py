@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 from pipeline.storage import Storage
-from stages.base import ConfigError
+from stages.errors import ConfigError
 
 STATE = "_export/state.json"
 DONE = "_export/done"

@@ -27,7 +27,7 @@ import numpy as np
 from pipeline.export.common import Selection, dumps, open_destination, write_if_changed
 from pipeline.run_samples import RunSample
 from pipeline.storage import Storage, open_storage
-from stages.base import ConfigError
+from stages.errors import ConfigError
 
 GROUP_SIZE = 1000  # images per folder, as dataset_tool writes them
 CROP_1024 = (115, 745, 195, 825)  # rows, cols of FFHQ-UV's cropface630 in a 1024 UV map

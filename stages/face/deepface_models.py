@@ -18,7 +18,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from stages.base import ConfigError
+from stages.errors import ConfigError
 
 DEEPFACE_SUBDIR = "deepface"  # DEEPFACE_HOME inside models.weights_dir
 WEIGHT_FILES: dict[str, str] = {  # deepface 0.0.103 PyTorch backend file names

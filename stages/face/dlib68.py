@@ -15,7 +15,7 @@ from typing import Optional
 
 import numpy as np
 
-from stages.base import ConfigError
+from stages.errors import ConfigError
 from stages.face.landmarks import DLIB68, FaceLandmarks, LandmarkDetector, five_points
 
 NUM_POINTS = 68

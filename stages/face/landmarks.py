@@ -14,11 +14,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Self
+from typing import Literal, Optional, Self, get_args
 
 import numpy as np
 
-from stages.base import ConfigError, SampleError
+from stages.errors import ConfigError, SampleError
 
 NUM_LANDMARKS = 468  # FaceMesh without iris refinement (478 with refine_landmarks=True)
 
@@ -26,8 +26,11 @@ NUM_LANDMARKS = 468  # FaceMesh without iris refinement (478 with refine_landmar
 NO_FACE = "no_face"
 MULTIPLE_FACES = "multiple_faces"
 
-MULTI_FACE_POLICIES = ("largest", "reject")
-LANDMARK_BACKENDS = ("mediapipe", "dlib")
+# Choice settings of every stage that detects faces (omegaconf checks them at config load).
+MultiFacePolicy = Literal["largest", "reject"]  # several faces: take the largest, or fail multiple_faces
+LandmarkBackend = Literal["mediapipe", "dlib"]  # mediapipe 468 points, or dlib 68 (optional package)
+MULTI_FACE_POLICIES: tuple[str, ...] = get_args(MultiFacePolicy)
+LANDMARK_BACKENDS: tuple[str, ...] = get_args(LandmarkBackend)
 # Landmark layouts (FaceLandmarks.scheme): mediapipe's face mesh and iBUG's 68 points (dlib).
 MEDIAPIPE468, DLIB68 = "mediapipe468", "ibug68"
 

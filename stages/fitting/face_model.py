@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages.base import ConfigError
+from stages.errors import ConfigError
 
 MODEL_INFO_KEYS = ("meanshape", "idBase", "exBase", "meantex", "texBase", "tri", "head_tri", "vtx_vt", "keypoints")
 CAMERA_DISTANCE, FOCAL, CENTRE, IMAGE_SIZE = 10.0, 1015.0, 112.0, 224

@@ -3,7 +3,7 @@
 Sources, in order of preference:
 1. FFHQ-UV's official ``topo_assets/hifi3dpp_model_info.mat`` under the weights folder (pipeline.md section 3):
    mean shape, the 3DMM identity (532) and expression (45) bases, ``head_tri`` / ``head_tri_vt`` / ``vt_list``;
-2. any HiFi3D++ OBJ with UVs (``topology_obj``, e.g. ``../shared/data/hifi3dpp/head_teaser1.obj``, or
+2. any HiFi3D++ OBJ with UVs (``topology.obj``, e.g. ``../shared/data/hifi3dpp/head_teaser1.obj``, or
    ``topo_assets/hifi3dpp_mean_face.obj``): the template and UV layout, no 3DMM basis (fitting then deforms the
    template non-rigidly).
 FFHQ-UV's mask PNGs in ``topo_assets/`` replace our drawn masks of the same meaning when present.
@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.base import ConfigError
+from stages.base import configured_weights_dir
+from stages.errors import ConfigError
 from stages.geometry.uv_topology import DEFAULT_CACHE_DIR, UV_SIZE, FillRegion, LandmarkEmbedding, Topology
 
 LANDMARK_FILE = Path(__file__).resolve().parent / "hifi3dpp_landmarks.json"
@@ -70,8 +71,21 @@ def load_hifi3dpp(obj_path: str | None = None, weights_dir: str | None = None,
             topology.official_masks_dir = assets / TOPO_ASSETS  # official masks win over drawn ones
         return topology
     tried = ", ".join(str(p) for p in candidates) or "nothing configured"
-    raise ConfigError(f"the hifi3dpp topology needs a HiFi3D++ OBJ with UVs (stages.unwrap.topology_obj) or "
+    raise ConfigError(f"the hifi3dpp topology needs a HiFi3D++ OBJ with UVs (topology.obj) or "
                       f"{MODEL_INFO} in models.weights_dir; tried {tried}; see README section 'Weights'")
+
+
+def check_sources(config) -> None:
+    """Preflight of the run's ``topology``: for hifi3dpp, its OBJ or model info must exist (no mesh loading)."""
+    if config.topology.name != "hifi3dpp":
+        return
+    weights_dir = configured_weights_dir(config)
+    candidates = [Path(config.topology.obj)] if config.topology.obj else []
+    if weights_dir:
+        candidates += [Path(weights_dir) / MODEL_INFO, Path(weights_dir) / MEAN_FACE_OBJ]
+    if not any(path.exists() for path in candidates):
+        raise ConfigError("the hifi3dpp topology needs topology.obj (a HiFi3D++ OBJ with UVs) "
+                          f"or models.weights_dir/{MODEL_INFO}; see README section 'Weights'")
 
 
 def _from_obj(path: Path, cache_dir, uv_size: int) -> Topology:

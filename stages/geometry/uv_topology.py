@@ -26,9 +26,12 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.base import configured_weights_dir
 from stages.geometry.rasterize import Raster, rasterize_uv
+from stages.run_settings import TOPOLOGY_NAMES
+from stages.views import VIEW_NAMES, VIEW_YAWS
 
-TOPOLOGIES: tuple[str, ...] = ("hifi3dpp", "mediapipe468")
+TOPOLOGIES: tuple[str, ...] = TOPOLOGY_NAMES
 UV_SIZE = 1024  # FFHQ-UV's UV resolution
 CACHE_VERSION = "uv-topology-1"  # bump when the derived products change
 DEFAULT_CACHE_DIR = Path(os.environ.get("FFHQUV_CACHE_DIR", Path.home() / ".cache" / "ffhq-uv-rebuild")) / "topology"
@@ -38,10 +41,9 @@ MASK_NAMES: tuple[str, ...] = (
     "major_valid_front", "major_valid_left", "major_valid_right", "major_valid_whole",
     "minor_valid_front", "minor_valid_left", "minor_valid_right", "minor_valid_whole",
 )
-VIEW_NAMES: tuple[str, ...] = ("front", "left", "right")
-# Camera yaw of each FFHQ-UV view in degrees, positive = the camera moves towards the image-left side of the
-# face. FFHQ-UV's "left" view (StyleFlow yaw +30) shows the image-left cheek (ffhq_uv_example/edit/01223_left.png).
-VIEW_YAW_DEG: dict[str, float] = {"front": 0.0, "left": 30.0, "right": -30.0}
+# Camera yaw of each FFHQ-UV view (``stages.views.VIEW_YAWS``, degrees): positive = the camera moves towards the
+# image-left side of the face. FFHQ-UV's "left" view (StyleFlow yaw +30) shows the image-left cheek
+# (ffhq_uv_example/edit/01223_left.png).
 
 # Mediapipe face-mesh landmark groups used to draw masks. Image-left = the subject's right.
 # Nostril openings and the nose base were picked on a labelled render of the HiFi3D++ teaser head.
@@ -348,7 +350,7 @@ def build_masks(topology: Topology) -> dict[str, np.ndarray]:
     # Views are only trusted on the head, not on the neck below the chin.
     skin = covered & ~masks["hair"] & (y > lm3d[CHIN, 1] - CHIN_MARGIN * eye_dist_3d)
     cos = {}
-    for view, yaw in VIEW_YAW_DEG.items():
+    for view, yaw in VIEW_YAWS.items():
         rad = np.deg2rad(yaw)
         direction = np.array([-np.sin(rad), 0.0, np.cos(rad)])  # towards the camera, in the template frame
         cos[view] = normal @ direction
@@ -380,9 +382,7 @@ def load_topology(name: str, obj_path: str | None = None, weights_dir: str | Non
 
 
 def topology_from_config(config) -> Topology:
-    """The run's topology, from the unwrap stage's settings (the complete stage uses the same one)."""
-    unwrap = config.stages.unwrap
-    weights_dir = config.models.weights_dir
-    cache_dir = unwrap.cache_dir if unwrap.cache_dir else DEFAULT_CACHE_DIR
-    return load_topology(unwrap.topology, obj_path=unwrap.topology_obj or None,
-                         weights_dir=None if weights_dir in (None, "") else str(weights_dir), cache_dir=cache_dir)
+    """The run's topology, from the run-level ``topology`` section (unwrap, complete and later stages share it)."""
+    settings = config.topology
+    return load_topology(str(settings.name), obj_path=settings.obj or None, weights_dir=configured_weights_dir(config),
+                         cache_dir=settings.cache_dir or DEFAULT_CACHE_DIR)

@@ -59,7 +59,7 @@ def fit_shading(rgb: np.ndarray, points: np.ndarray) -> ShadingFit:
 
 def fit_shading_or_fail(rgb: np.ndarray, points: np.ndarray) -> ShadingFit:
     """``fit_shading`` for a stage: a failed fit becomes the sample's ``lighting_fit_failed`` error."""
-    from stages.base import SampleError
+    from stages.errors import SampleError
 
     try:
         return fit_shading(rgb, points)

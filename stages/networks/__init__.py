@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Optional
 
-from stages.base import ConfigError
+from stages.errors import ConfigError
 
 # FFHQ-UV's checkpoints/ layout for the DPR network (attribute and relight stages).
 DPR_FILE = "dpr_model/trained_model_03.t7"

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.base import ConfigError
+from stages.errors import ConfigError
 from stages.networks.checkpoint import load_strict, read_state_dict
 
 # CelebAMask-HQ label order used by the released checkpoint (face-parsing.PyTorch / FFHQ-UV's FaceParsing_API).

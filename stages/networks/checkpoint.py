@@ -12,14 +12,10 @@ from typing import Union
 
 import torch
 
-from stages.base import ConfigError
+from stages.errors import CheckpointError, ConfigError
 
 # Buffers that files from older PyTorch versions lack (BatchNorm gained it in 0.4.1).
 OPTIONAL_KEY_SUFFIXES = ("num_batches_tracked",)
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint file does not have the structure of its declared format."""
 
 
 def read_state_dict(path: Union[str, Path], what: str) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stages.base import ConfigError
+from stages.errors import ConfigError
 from stages.networks.checkpoint import load_strict, read_state_dict
 
 DEEP3D_FILE = "deep3d_model/epoch_latest.pth"

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.base import ConfigError
+from stages.errors import ConfigError
 from stages.networks.checkpoint import load_strict, read_state_dict
 
 # DPR's 512 model: HG3 > HG2 > HG1 > HG0 > lighting net, each level halving the resolution.

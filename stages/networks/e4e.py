@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.networks.checkpoint import CheckpointError, load_strict
+from stages.errors import CheckpointError
+from stages.networks.checkpoint import load_strict
 from stages.networks.stylegan2 import Generator, convert_rosinality, generator_from_state_dict
 
 STYLE_LRELU_SLOPE = 0.01  # GradualStyleBlock uses nn.LeakyReLU() default slope

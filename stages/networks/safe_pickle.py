@@ -21,9 +21,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
+from stages.errors import CheckpointError
 
-class UnsafePickleError(pickle.UnpicklingError):
-    """The pickle references a global outside what its checkpoint format needs."""
+
+class UnsafePickleError(CheckpointError, pickle.UnpicklingError):
+    """The pickle references a global outside what its checkpoint format needs (a checkpoint error: fatal)."""
 
 
 class TFNetworkStub:

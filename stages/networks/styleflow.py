@@ -16,17 +16,15 @@ from typing import Optional
 import torch
 from torch import nn
 
-from stages.networks.checkpoint import CheckpointError, load_strict
+from stages.condition import ATTRIBUTE_INDEX, LIGHT, VECTOR_SIZE
+from stages.errors import CheckpointError
+from stages.networks.checkpoint import load_strict
 
-NUM_ATTRIBUTES = 17  # 9 DPR SH lighting values + 8 Face-API attributes
 BN_EPS = 1e-4  # StyleFlow's MovingBatchNorm1d eps
 ODE_TOLERANCE = 1e-5  # StyleFlow's atol = rtol for dopri5
 
-# Condition-vector indices (pipeline.md 2.3) and the W+ rows each edit replaces, inclusive
-# (FFHQ-UV run_styleflow_editing.py attribute_idx, the original StyleFlow UI's ranges).
-LIGHT = slice(0, 9)
-ATTRIBUTE_INDEX = {"Gender": 9, "Glasses": 10, "Yaw": 11, "Pitch": 12, "Baldness": 13, "Beard": 14, "Age": 15,
-                   "Expression": 16}
+# The W+ rows each edit replaces, inclusive (FFHQ-UV run_styleflow_editing.py, the original StyleFlow UI's
+# ranges); the condition's indices are ``stages.condition``'s.
 EDIT_LAYERS = {"Light": (7, 11), "Gender": (0, 7), "Glasses": (2, 3), "Yaw": (0, 3), "Pitch": (0, 3),
                "Baldness": (0, 5), "Beard": (5, 9), "Age": (4, 7), "Expression": (0, 17)}
 
@@ -119,7 +117,7 @@ class CNF(nn.Module):
 class StyleFlow(nn.Module):
     """``chain = [MovingBatchNorm1d, CNF, MovingBatchNorm1d]``: w (B, rows, dim) <-> z given attributes (B, 17)."""
 
-    def __init__(self, dim: int = 512, hidden: tuple[int, ...] = (512,) * 5, num_attributes: int = NUM_ATTRIBUTES):
+    def __init__(self, dim: int = 512, hidden: tuple[int, ...] = (512,) * 5, num_attributes: int = VECTOR_SIZE):
         super().__init__()
         self.dim = dim
         self.num_attributes = num_attributes

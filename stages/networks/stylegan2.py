@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stages.errors import CheckpointError
 from stages.networks import safe_pickle
-from stages.networks.checkpoint import CheckpointError
 
 SQRT2 = math.sqrt(2.0)
 LRELU_SLOPE = 0.2

@@ -1,0 +1,89 @@
+"""The stage contract fails loudly: a configuration mistake is one line at start-up or one line from a worker,
+never thousands of failed rows."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import pytest
+
+import stages
+from pipeline import cli
+from pipeline.config import load_config, run_schema
+from stages.errors import ConfigError
+from tests.conftest import cli_env, run_cli, write_images
+from tests.doubles import PLUGINS
+
+
+def _choice_settings(schema: type, prefix: str = "") -> list[tuple[str, tuple[str, ...]]]:
+    """(dotted key, allowed values) of every Literal-typed setting under a settings dataclass."""
+    found = []
+    hints = typing.get_type_hints(schema)
+    for item in dataclasses.fields(schema):
+        kind = hints[item.name]
+        if typing.get_origin(kind) is typing.Union:  # Optional[Literal[...]]
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        if typing.get_origin(kind) is typing.Literal:
+            found.append((f"{prefix}{item.name}", typing.get_args(kind)))
+        elif dataclasses.is_dataclass(kind):
+            found += _choice_settings(kind, f"{prefix}{item.name}.")
+    return found
+
+
+CHOICES = _choice_settings(run_schema())
+
+
+def test_every_stage_has_its_choices_typed():
+    keys = {key for key, _ in CHOICES}
+    # One per kind of choice, so that a stage that goes back to a plain str is noticed.
+    for expected in ("models.device", "input.format", "topology.name", "stages.unwrap.multiple_faces",
+                     "stages.unwrap.rasterizer", "stages.unwrap.landmarks", "stages.attribute.input",
+                     "stages.attribute.lighting", "stages.attribute.deepface", "stages.attribute.source_yaw",
+                     "stages.relight.method", "stages.inversion.landmarks"):
+        assert expected in keys
+    for name in stages.available_stages():
+        assert dataclasses.is_dataclass(stages.stage_class(name).Settings)
+
+
+@pytest.mark.parametrize("key, allowed", CHOICES, ids=[key for key, _ in CHOICES])
+def test_a_wrong_choice_is_one_line_at_start_up(key, allowed, tmp_path, capsys):
+    output = tmp_path / "run"
+    code = cli.main(["run", "--output", str(output), f"{key}=bogus_value"])
+    stderr = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(stderr.splitlines()) == 1, stderr
+    assert key in stderr and "bogus_value" in stderr
+    assert all(value in stderr for value in allowed), stderr
+    assert not output.exists()  # nothing written: not even the run folder
+
+
+def test_the_issue_typo_is_refused_before_anything_runs(tmp_path):
+    result = run_cli(["run", "--input", str(tmp_path), "--output", str(tmp_path / "out"),
+                      "stages.unwrap.multiple_faces=rejct"], check=False, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ffhq-uv: error: stages.unwrap.multiple_faces: Invalid value 'rejct', expected one of ['largest', 'reject']"]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("stages.complete.pyramid_levels=11", "stages.complete.pyramid_levels: 11 is out of range; allowed: 1..10"),
+    ("stages.relight.threshold=-1", "stages.relight.threshold: -1.0 is out of range; allowed: >= 0"),
+    ("stages.unwrap.pool_size=0", "stages.unwrap.pool_size: 0 is out of range; allowed: >= 1"),
+])
+def test_ranges_are_checked_at_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("photo", overrides=(override,))
+
+
+def test_a_config_error_inside_a_worker_stops_the_run(tmp_path):
+    write_images(tmp_path / "in", 6)
+    output = tmp_path / "out"
+    result = run_cli(["run", "--profile", "tiny", "--no-progress", "--no-visuals", "--input", str(tmp_path / "in"),
+                      "--output", str(output), "stages.enabled=[attribute,relight]", "shard_size=6",
+                      "stages.relight.config_error_ids=[img_003]"], cli_env(PLUGINS), check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == \
+        "ffhq-uv: error: relight found a configuration mistake at img_003"
+    assert not list(output.glob("shards/*/stats.json"))  # no shard committed with failed rows
