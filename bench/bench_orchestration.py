@@ -42,7 +42,7 @@ def run_driver(args: list[str]) -> tuple[float, float, float]:
     touched (they grow with the number of result blocks read and belong to the
     store, not the driver); USS is the driver's own private memory.
     """
-    env = dict(os.environ, PYTHONPATH=str(ROOT), FFHQ_UV_STAGE_PLUGINS=NOOP_PLUGINS)
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=env, cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -74,7 +74,7 @@ def main() -> None:
             write_list(listing, size)
             output = Path(tmp) / f"run-{size}"
             args = ["run", "--profile", "tiny", "--no-progress", "--no-visuals", "--input", str(listing),
-                    "--output", str(output), "stages.enabled=[attribute,relight,complete]",
+                    "--output", str(output), "stages.enabled=[attribute,relight,complete]", *NOOP_PLUGINS,
                     f"shard_size={options.shard_size}"]
             args += [f"stages.{s}.batch_size={options.batch_size}" for s in ("attribute", "relight", "complete")]
             seconds, peak_mb, private_mb = run_driver(args)

@@ -51,7 +51,7 @@ def _run_with_kills(command: list[str], log_path: Path, every: float, rng: rando
     seen_workers: set[int] = set()
     with open(log_path, "w") as log:
         started = time.time()
-        process = subprocess.Popen(command, env=cli_env(PLUGINS), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, env=cli_env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
         next_kill = time.time() + every
         while process.poll() is None:
@@ -108,7 +108,7 @@ def soak(work: Path, args: argparse.Namespace) -> None:
     ids = write_images(inputs, args.samples, size=(64, 64), seed=args.seed, prefix="s")
     print(f"wrote {len(ids)} inputs in {time.time() - started:.1f}s")
     command = CLI + ["run", "--profile", "tiny", "--no-progress", "--input", str(inputs),
-                     "--output", str(output), "stages.enabled=[attribute,relight,complete]",
+                     "--output", str(output), "stages.enabled=[attribute,relight,complete]", *PLUGINS,
                      f"shard_size={args.shard_size}",
                      *(f"stages.{name}.batch_size={args.batch_size}" for name in ("attribute", "relight", "complete"))]
     rng = random.Random(args.seed)

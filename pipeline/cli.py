@@ -19,15 +19,20 @@ Errors a user can fix print one line and exit with status 2; ``--debug`` shows t
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import tempfile
+from pathlib import Path
 from typing import Optional
 
+from pipeline import layout
 from pipeline.dataset_cli import DATASET_COMMANDS, add_dataset_subcommands, run_dataset_command
 from pipeline.jobs import JOB_COMMANDS, add_job_subcommands, run_job_command
 from pipeline.mesh_cli import add_mesh_subcommands, run_mesh_command, user_errors
 from pipeline.report import add_report_subcommands, run_report_command
-from stages.errors import ConfigError
+from pipeline.storage import endpoint_options
+from stages.errors import FatalError
 
 EXIT_USAGE = 2
 
@@ -111,7 +116,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     from pipeline import driver, ops
-    from pipeline.config import load_config
+    from pipeline.config import load_config, registry_for
     from pipeline.storage import open_storage
 
     if args.command == "mesh":
@@ -134,14 +139,15 @@ def _dispatch(args: argparse.Namespace) -> int:
             overrides.append("ray.log_to_driver=true")
         profile = "fit" if args.command == "fit" else args.profile
         config = load_config(profile, tuple(args.config), tuple(overrides))
-        summary = driver.run(config, restart=args.restart, progress=not args.no_progress)
+        summary = driver.run(config, registry_for(config), restart=args.restart, progress=not args.no_progress)
         print(_render_summary(summary))
         if not args.no_visuals:
             _print_visuals(driver.storage_for(config))
         return 0
     if args.command == "retry-failed":
         config = driver.load_run_config(args.output, tuple(args.overrides), args.endpoint_url)
-        summary = driver.retry_failed(config, error_codes=args.code, progress=not args.no_progress)
+        summary = driver.retry_failed(config, registry_for(config), error_codes=args.code,
+                                      progress=not args.no_progress)
         print(_render_summary(summary))
         return 0
     if args.command == "schema":
@@ -151,7 +157,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{column.name}\t{column.type}")
         return 0
 
-    options = {"client_kwargs": {"endpoint_url": args.endpoint_url}} if args.endpoint_url else {}
+    options = endpoint_options(args.endpoint_url)
     storage = open_storage(args.output, options)
     if args.command == "status":
         print(ops.run_status(storage).render())
@@ -165,8 +171,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             pacsv.write_csv(table, sys.stdout.buffer)
         elif args.format == "json":
-            import json
-
             print(json.dumps(table.to_pylist(), default=str, indent=1))
         else:
             print(ops.format_table(table))
@@ -188,9 +192,6 @@ def _render_summary(summary) -> str:
 
 def _print_visuals(storage) -> None:
     """The end-of-run pictures, written into the run: a contact sheet of UV maps and the HTML gallery."""
-    import tempfile
-    from pathlib import Path
-
     from pipeline.contact_sheet import build_contact_sheet
     from pipeline.report import build_report
 
@@ -199,15 +200,13 @@ def _print_visuals(storage) -> None:
         print(f"UV maps: {storage.url('shards')}/*/samples/*/uv.png")
         print(f"contact sheet: {storage.url(sheet)}")
     with tempfile.TemporaryDirectory() as tmp:  # the report is self-contained: build locally, then store
-        report = build_report(storage, Path(tmp) / "report.html")
-        storage.write_bytes("report.html", report.read_bytes())
-    print(f"gallery: {storage.url('report.html')}")
+        report = build_report(storage, Path(tmp) / layout.REPORT_HTML)
+        storage.write_bytes(layout.REPORT_HTML, report.read_bytes())
+    print(f"gallery: {storage.url(layout.REPORT_HTML)}")
 
 
 def _is_user_error(error: Exception) -> bool:
-    from stages.errors import StorageError
-
-    return isinstance(error, (ConfigError, StorageError, FileNotFoundError, PermissionError, *user_errors()))
+    return isinstance(error, (FatalError, FileNotFoundError, PermissionError, *user_errors()))
 
 
 def _one_line(error: Exception) -> str:

@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, Optional
 
-from pipeline.inputs import input_kind
+from pipeline.inputs import resolve_format
 from stages.errors import ConfigError
 
 log = logging.getLogger("ffhq_uv")
@@ -59,7 +59,7 @@ def check_paths(config: Any) -> str:
     """
     nodes = alive_nodes()
     # A list file is read by the driver alone; the URIs in it are what the workers read (check_listed_inputs).
-    source = None if input_kind(str(config.input.source), str(config.input.format)) == "list" \
+    source = None if resolve_format(str(config.input.source), str(config.input.format)).name == "list" \
         else str(config.input.source)
     local = [(key, value) for key, value in (("input.source", source), ("output", str(config.output)))
              if value is not None and is_local_path(value)]

@@ -22,9 +22,9 @@ from typing import Any, Literal, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
-import stages
-from pipeline.inputs import InputFormat
+from pipeline.inputs import BUILTIN_SAMPLES, InputFormat
 from pipeline.placement import check_pool_settings
+from stages import STAGES, StageRegistry
 from stages.base import StageSettings, bounded, check_ranges
 from stages.errors import ConfigError
 from stages.run_settings import TopologySettings
@@ -33,8 +33,6 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PROFILES = ("photo", "ffhq-uv", "from-latents", "tiny", "fit")
 DEFAULT_PROFILE = "photo"
 
-# The pipeline's own default run: the embedded sample faces that ship with packages.
-BUILTIN_SAMPLES = "builtin:samples"
 
 
 @dataclass
@@ -82,23 +80,25 @@ class StorageConfig:
     shared_filesystem: bool = False
 
 
-def _stages_schema() -> type:
-    """The ``stages`` section: the enabled list plus each stage's own settings."""
+def _stages_schema(registry: StageRegistry) -> type:
+    """The ``stages`` section: the enabled list plus each registered stage's own settings."""
     fields_: list[tuple[str, Any, Any]] = [
-        ("enabled", list[str], field(default_factory=lambda: list(stages.available_stages()))),
+        ("enabled", list[str], field(default_factory=lambda: list(registry.names))),
     ]
-    for name in stages.STAGE_ORDER:
-        settings_cls = stages.stage_class(name).Settings if name in stages.STAGE_CLASSES else StageSettings
+    for name in registry.names:
+        settings_cls = registry.stage_class(name).Settings
         fields_.append((name, settings_cls, field(default_factory=settings_cls)))
     return dataclasses.make_dataclass("StagesConfig", fields_)
 
 
-def run_schema() -> type:
-    """The full typed run schema (built at call time so newly registered stages appear)."""
-    stages_schema = _stages_schema()
+def run_schema(registry: StageRegistry = STAGES) -> type:
+    """The full typed run schema for the stages of ``registry``."""
+    stages_schema = _stages_schema(registry)
     return dataclasses.make_dataclass("RunConfig", [
         ("name", str, field(default="photo-demo")),
         ("profile", str, field(default=DEFAULT_PROFILE)),
+        # Stage implementations swapped in for this run: name -> "module:Class" (``stages.StageRegistry``).
+        ("stage_classes", dict[str, str], field(default_factory=dict)),
         ("output", str, field(default="runs/${name}")),  # local folder or fsspec URL
         ("shard_size", int, bounded(100, low=1)),
         ("topology", TopologySettings, field(default_factory=TopologySettings)),
@@ -113,16 +113,18 @@ def run_schema() -> type:
 def load_config(profile: str = DEFAULT_PROFILE, files: tuple[str, ...] = (),
                 overrides: tuple[str, ...] = ()) -> DictConfig:
     """Resolve the run config: schema <- profile <- files <- ``key=value`` overrides."""
-    schema = OmegaConf.structured(run_schema())
     profile_file = CONFIG_DIR / f"{profile}.yaml"
     if not profile_file.exists():
         raise ConfigError(f"unknown profile {profile!r}; profiles are {', '.join(PROFILES)} (configs/)")
-    layers = [OmegaConf.load(profile_file), *(OmegaConf.load(_existing(f)) for f in files)]
     for override in overrides:
         if "=" not in override:
             raise ConfigError(f"override {override!r} is not key=value")
+    layers = [OmegaConf.load(profile_file), *(OmegaConf.load(_existing(f)) for f in files),
+              OmegaConf.from_dotlist(list(overrides))]
     try:
-        config = OmegaConf.merge(schema, *layers, OmegaConf.from_dotlist(list(overrides)))
+        # The schema depends on which classes implement the stages (their Settings), which the layers may change.
+        schema = OmegaConf.structured(run_schema(_registry_of_layers(layers)))
+        config = OmegaConf.merge(schema, *layers)
         config.profile = profile
         OmegaConf.resolve(config)
     except ConfigKeyError as error:
@@ -136,15 +138,28 @@ def load_config(profile: str = DEFAULT_PROFILE, files: tuple[str, ...] = (),
     return config
 
 
+def _registry_of_layers(layers: list[DictConfig]) -> StageRegistry:
+    """``STAGES`` with the ``stage_classes`` the config layers name swapped in."""
+    classes: dict[str, str] = {}
+    for layer in layers:
+        classes.update(OmegaConf.to_container(layer, resolve=False).get("stage_classes") or {})
+    try:
+        return STAGES.replaced(classes)
+    except ValueError as error:
+        raise ConfigError(f"stage_classes: {error}") from None
+
+
+def registry_for(config: DictConfig) -> StageRegistry:
+    """The stage registry of a resolved run config: ``STAGES`` with its ``stage_classes`` swapped in."""
+    return STAGES.replaced(dict(config.stage_classes))
+
+
 def validate(config: DictConfig) -> None:
     """Checks the schema types cannot express."""
-    unknown = [s for s in config.stages.enabled if s not in stages.STAGE_ORDER]
+    names = registry_for(config).names
+    unknown = [s for s in config.stages.enabled if s not in names]
     if unknown:
-        raise ConfigError(f"unknown stage(s) {unknown}; stages are {', '.join(stages.STAGE_ORDER)}")
-    missing = [s for s in config.stages.enabled if s not in stages.STAGE_CLASSES]
-    if missing:
-        raise ConfigError(f"stage(s) {missing} are not implemented in this version; "
-                          f"available: {', '.join(stages.available_stages())}")
+        raise ConfigError(f"stages.enabled: unknown stage(s) {unknown}; stages are {', '.join(names)}")
     for name in enabled_stages(config):
         check_pool_settings(name, stage_settings(config, name))
     _check_all_ranges(OmegaConf.to_object(config), "")
@@ -160,13 +175,13 @@ def _check_all_ranges(settings: Any, prefix: str) -> None:
 
 
 def enabled_stages(config: DictConfig) -> list[str]:
-    """The enabled stages in the fixed pipeline order."""
-    return [name for name in stages.STAGE_ORDER if name in set(config.stages.enabled)]
+    """The enabled stages in the pipeline order."""
+    return registry_for(config).ordered(list(config.stages.enabled))
 
 
 def stage_settings(config: DictConfig, name: str) -> StageSettings:
     """The typed settings object of one stage."""
-    settings_cls = stages.stage_class(name).Settings
+    settings_cls = registry_for(config).stage_class(name).Settings
     values = OmegaConf.to_container(config.stages[name], resolve=True)
     return settings_cls(**values)
 

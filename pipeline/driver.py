@@ -35,17 +35,18 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 
 import pipeline
-import stages
 from pipeline import layout
 from pipeline.cluster_checks import check_listed_inputs, check_paths, gpu_watch, watched
 from pipeline.config import as_overrides, enabled_stages, load_config, redact_text, redacted_yaml, stage_settings
 from pipeline.inputs import Plan, list_inputs, make_plan
 from pipeline.manifest import MANIFEST_VERSION, committed_shards, manifest_dataset, samples_to_table, table_to_bytes
 from pipeline.placement import PoolSize, pool_sizes
+from pipeline.preflight import check_run
 from pipeline.progress import ProgressLine
 from pipeline.runner import DUPLICATE_ID, PLAN_COLUMNS, StageRunner, initial_states, storage_for
 from pipeline.sample_codec import decode_sample
-from pipeline.storage import Storage
+from pipeline.storage import Storage, endpoint_options
+from stages import STAGES, StageRegistry
 from stages.base import Sample, Status
 from stages.errors import FATAL_ERRORS, ConfigError, FatalError
 from stages.networks.weights_cache import CACHE_ENV
@@ -86,7 +87,7 @@ def config_container(config: DictConfig) -> dict:
 
 def plan_run(config: DictConfig, storage: Storage, restart: bool) -> Plan:
     """List the inputs, check them against an existing run, and save run metadata."""
-    options = _input_storage_options(config)
+    options = endpoint_options(config.storage.endpoint_url)
     pairs = list_inputs(str(config.input.source), str(config.input.format), list(config.input.extensions),
                         storage, options)
     plan = make_plan(pairs, int(config.shard_size), config.input.limit)
@@ -103,7 +104,7 @@ def plan_run(config: DictConfig, storage: Storage, restart: bool) -> Plan:
                               "would re-shard it. Use the same input and shard_size, another output, "
                               "or --restart to delete it and start over")
     if restart:
-        for relpath in (layout.SHARDS, layout.PLAN, layout.RUN_JSON, "progress.json"):
+        for relpath in (layout.SHARDS, layout.PLAN, layout.RUN_JSON, layout.PROGRESS_JSON):
             storage.delete(relpath, recursive=True)
     storage.write_bytes(layout.PLAN, table_to_bytes(plan.table))
     storage.write_bytes(layout.CONFIG_YAML, redacted_yaml(config).encode())
@@ -119,12 +120,6 @@ def plan_run(config: DictConfig, storage: Storage, restart: bool) -> Plan:
     return plan
 
 
-def _input_storage_options(config: DictConfig) -> dict:
-    if config.storage.endpoint_url:
-        return {"client_kwargs": {"endpoint_url": str(config.storage.endpoint_url)}}
-    return {}
-
-
 # -- Ray execution -----------------------------------------------------------------------
 
 def init_ray(config: DictConfig) -> None:
@@ -136,8 +131,6 @@ def init_ray(config: DictConfig) -> None:
     env_vars = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     if not config.ray.log_to_driver:  # mediapipe / TF Lite chatter stays in the worker log files
         env_vars.update(GLOG_minloglevel="2", TF_CPP_MIN_LOG_LEVEL="3")
-    if os.environ.get(stages.PLUGINS_ENV):
-        env_vars[stages.PLUGINS_ENV] = os.environ[stages.PLUGINS_ENV]
     if config.models.weights_cache_dir:
         env_vars[CACHE_ENV] = str(config.models.weights_cache_dir)
     runtime_env = {"env_vars": env_vars}
@@ -177,7 +170,8 @@ def _join_cluster(config: DictConfig) -> Optional[str]:
     return check_paths(config)
 
 
-def _build_dataset(config: DictConfig, shard_tables: dict[int, pa.Table], pools: dict[str, PoolSize]):
+def _build_dataset(config: DictConfig, registry: StageRegistry, shard_tables: dict[int, pa.Table],
+                   pools: dict[str, PoolSize]):
     """A Ray dataset with one block per shard, mapped through each enabled stage's actor pool.
 
     ``shard_tables`` are slices of the plan (id, uri, index, shard, duplicate); the
@@ -205,7 +199,7 @@ def _build_dataset(config: DictConfig, shard_tables: dict[int, pa.Table], pools:
             warnings.filterwarnings("ignore", message=".*ray_remote_args.*")
             dataset = dataset.map_batches(
                 StageRunner,
-                fn_constructor_kwargs={"stage_name": name, "config": container},
+                fn_constructor_kwargs={"stage_name": name, "config": container, "registry": registry},
                 batch_size=settings.batch_size,
                 batch_format="numpy",
                 compute=pools[name].strategy(),
@@ -254,7 +248,7 @@ def _restart_args(max_restarts: int) -> dict:
     return {} if max_restarts == -1 else {"max_restarts": max_restarts, "max_task_retries": max_restarts}
 
 
-def _stream(config: DictConfig, storage: Storage, shard_tables: dict[int, pa.Table],
+def _stream(config: DictConfig, registry: StageRegistry, storage: Storage, shard_tables: dict[int, pa.Table],
             on_shard_done: Callable[[int, list[Sample]], None], progress: bool) -> int:
     """Run the listed samples through the stages; call ``on_shard_done`` as each shard completes."""
     expected = {shard: table.num_rows for shard, table in shard_tables.items()}
@@ -268,7 +262,7 @@ def _stream(config: DictConfig, storage: Storage, shard_tables: dict[int, pa.Tab
     pools = stage_pools(config)
     log.info("actor pools: %s", ", ".join(f"{name}: {pool.describe()}" for name, pool in pools.items()))
     bar = ProgressLine(total, {name: pool.min_size for name, pool in pools.items()}, enabled=progress)
-    dataset = _build_dataset(config, shard_tables, pools)
+    dataset = _build_dataset(config, registry, shard_tables, pools)
     watch = gpu_watch(config, [name for name in pools if stage_settings(config, name).num_gpus > 0])
     for batch in _explained(watched(dataset.iter_batches(batch_size=None, batch_format="numpy"), watch)):
         for state in batch["state"]:
@@ -358,16 +352,16 @@ def _heartbeat(storage: Storage, progress: ProgressLine, finished: bool = False)
             "samples_total": progress.total, "samples_per_s": rate, "finished": finished,
             "eta_s": (progress.total - progress.done) / rate if rate > 0 else None,
             "stages": progress.stage_summary()}
-    storage.write_bytes("progress.json", json.dumps(beat).encode())
+    storage.write_bytes(layout.PROGRESS_JSON, json.dumps(beat).encode())
 
 
 # -- committing ----------------------------------------------------------------------------
 
 def commit_shard(storage: Storage, shard: int, samples: list[Sample], revision: int, fingerprint: str,
-                 previous_manifest: Optional[str] = None) -> dict:
+                 previous_manifest: Optional[str] = None, registry: StageRegistry = STAGES) -> dict:
     """Check the samples' files, write the shard's manifest, then its stats.json (the completion marker) last."""
     verify_outputs(storage, shard, samples)
-    table = samples_to_table(samples)
+    table = samples_to_table(samples, registry)
     data = table_to_bytes(table)
     manifest = layout.manifest_path(shard, revision)
     storage.write_bytes(manifest, data)
@@ -427,14 +421,13 @@ def _summarise(storage: Storage, summary: RunSummary) -> RunSummary:
 
 # -- entry points ----------------------------------------------------------------------------
 
-def run(config: DictConfig, restart: bool = False, progress: bool = True) -> RunSummary:
-    """Run (or resume) the pipeline described by ``config``; returns a summary."""
+def run(config: DictConfig, registry: StageRegistry, restart: bool = False, progress: bool = True) -> RunSummary:
+    """Run (or resume) the pipeline described by ``config`` with the stages of ``registry``; returns a summary."""
     started = time.time()
+    check_run(config, registry)  # before anything is written: a refused run leaves no run folder
     storage = storage_for(config)
     cluster_note = _join_cluster(config)
     storage.check_writable()
-    for name in enabled_stages(config):
-        stages.stage_class(name).preflight(stage_settings(config, name), config)
     with _run_log(storage):
         if cluster_note:
             log.info(cluster_note)
@@ -449,22 +442,22 @@ def run(config: DictConfig, restart: bool = False, progress: bool = True) -> Run
         summary = RunSummary(output=storage.root_url, shards_total=plan.num_shards, shards_skipped=len(done))
 
         def on_shard_done(shard: int, samples: list[Sample]) -> None:
-            commit_shard(storage, shard, samples, revision=0, fingerprint=plan.fingerprint)
+            commit_shard(storage, shard, samples, revision=0, fingerprint=plan.fingerprint, registry=registry)
             summary.shards_committed += 1
             log.info("committed shard %s (%d samples)", layout.shard_name(shard), len(samples))
 
-        summary.samples_processed = _stream(config, storage, shard_tables, on_shard_done, progress)
+        summary.samples_processed = _stream(config, registry, storage, shard_tables, on_shard_done, progress)
         summary.seconds = time.time() - started
         return _summarise(storage, summary)
 
 
-def retry_failed(config: DictConfig, error_codes: Optional[list[str]] = None, progress: bool = True) -> RunSummary:
+def retry_failed(config: DictConfig, registry: StageRegistry, error_codes: Optional[list[str]] = None,
+                 progress: bool = True) -> RunSummary:
     """Re-run only the failed samples of a run and rewrite their shards (marker last)."""
     started = time.time()
+    check_run(config, registry)
     storage = storage_for(config)
     _join_cluster(config)
-    for name in enabled_stages(config):
-        stages.stage_class(name).preflight(stage_settings(config, name), config)
     with _run_log(storage):
         run_meta = json.loads(storage.read_bytes(layout.RUN_JSON))
         shards = committed_shards(storage)
@@ -472,9 +465,13 @@ def retry_failed(config: DictConfig, error_codes: Optional[list[str]] = None, pr
         condition = (pc.field("status") == "failed") & (pc.field("error_code") != DUPLICATE_ID)
         if error_codes:
             condition = condition & pc.field("error_code").isin(error_codes)
-        failed = dataset.to_table(columns=["id", "source_uri", "shard", "input_index"], filter=condition)
-        failed = pa.table({"id": failed["id"], "uri": failed["source_uri"], "index": failed["input_index"],
-                           "shard": failed["shard"], "duplicate": pa.array([False] * failed.num_rows)})
+        failed = dataset.to_table(columns=["input_index"], filter=condition)
+        # The plan holds what the input format listed (uri and inputs) for each input index.
+        plan = pq.read_table(_open(storage, layout.PLAN))
+        retried = pc.is_in(plan["index"], value_set=failed["input_index"].combine_chunks())
+        failed = plan.filter(retried).select(PLAN_COLUMNS)
+        failed = failed.set_column(failed.schema.get_field_index("duplicate"), "duplicate",
+                                   pa.array([False] * failed.num_rows))
         shard_tables = {shard: failed.filter(pc.equal(failed["shard"], shard))
                         for shard in sorted(set(failed["shard"].to_pylist()))}
         log.info("retrying %d failed samples in %d shards", failed.num_rows, len(shard_tables))
@@ -487,11 +484,12 @@ def retry_failed(config: DictConfig, error_codes: Optional[list[str]] = None, pr
             by_index = {s.index: s for s in retried}
             merged = [by_index.get(index) or _sample_from_row(row) for index, row in sorted(old_rows.items())]
             commit_shard(storage, shard, merged, revision=int(old_stats["revision"]) + 1,
-                         fingerprint=run_meta["input_fingerprint"], previous_manifest=old_stats["manifest"])
+                         fingerprint=run_meta["input_fingerprint"], previous_manifest=old_stats["manifest"],
+                         registry=registry)
             summary.shards_committed += 1
             log.info("rewrote shard %s (%d retried)", layout.shard_name(shard), len(retried))
 
-        summary.samples_processed = _stream(config, storage, shard_tables, on_shard_done, progress)
+        summary.samples_processed = _stream(config, registry, storage, shard_tables, on_shard_done, progress)
         summary.seconds = time.time() - started
         return _summarise(storage, summary)
 
@@ -500,8 +498,7 @@ def load_run_config(output: str, overrides: tuple[str, ...] = (), endpoint_url: 
     """The config saved with a run (plus overrides), to resume or retry it."""
     from pipeline.storage import open_storage
 
-    options = {"client_kwargs": {"endpoint_url": endpoint_url}} if endpoint_url else {}
-    storage = open_storage(output, options)
+    storage = open_storage(output, endpoint_options(endpoint_url))
     if not storage.exists(layout.CONFIG_YAML):
         raise ConfigError(f"{output} is not a run folder (no {layout.CONFIG_YAML})")
     with tempfile.NamedTemporaryFile("wb", suffix=".yaml", delete=False) as handle:

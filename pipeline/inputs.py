@@ -10,8 +10,16 @@ Sources (``input.source``):
   ``face-latents/<clip>/<id>/`` (or the project's ``edit/<id>/``) holding
   ``<id>_<view>_latent.pt``, its URI that folder; and flat ``dataset_project`` files
   ``latents/<id>.pt``, their URI the file (``stages/latents.py``, read by ``stages/render.py``);
+- ``views``: ready-made multi-view images, one sample per id: FFHQ-UV's
+  ``edit/<id>/<id>_<view>.png`` layout, a flat folder of ``<id>_<view>.png`` or a folder
+  per sample holding ``front/left/right`` images; the samples start with the edit
+  stage's ``view_<view>`` keys, so ``unwrap`` + ``complete`` run on them directly;
 - ``builtin:samples``: the face photos that ship with installed packages
   (scikit-image's astronaut), copied into the run folder.
+
+Each format (``INPUT_FORMATS``) declares the file keys its samples start with
+(``provides``); the start-up check (``pipeline.preflight``) matches them against what
+the first enabled stages read. A new format is one more entry in ``INPUT_FORMATS``.
 
 Only ids and URIs are held (70k rows are a few MB); images are opened by the
 stages. Ids are sorted, so shard ``k`` always holds the same samples for the same
@@ -22,9 +30,11 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal, get_args
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,8 +42,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 
+from pipeline import layout
 from pipeline.storage import Storage, describe_storage_error
+from stages.base import PHOTO
 from stages.errors import ConfigError
+from stages.latents import LATENT_SUFFIX, LATENTS
+from stages.views import FRONT, VIEW, VIEW_NAMES, view_key
 
 PLAN_SCHEMA = pa.schema([
     ("id", pa.string()),
@@ -41,12 +55,10 @@ PLAN_SCHEMA = pa.schema([
     ("index", pa.int64()),
     ("shard", pa.int32()),
     ("duplicate", pa.bool_()),  # a later occurrence of an id already listed: a failed row, never processed
+    ("inputs", pa.map_(pa.string(), pa.string())),  # file key -> URI the format provides besides uri; null if none
 ])
 
-# input.format: how a source is listed (``auto`` picks list for .csv/.parquet, else folder).
-InputFormat = Literal["auto", "folder", "list", "ffhq"]
-INPUT_FORMATS: tuple[str, ...] = get_args(InputFormat)
-
+BUILTIN_SAMPLES = "builtin:samples"  # input.source of the pipeline's own default run
 BUILTIN_FACES = {"astronaut": "astronaut.png"}  # id -> file in skimage's data folder
 
 
@@ -69,40 +81,39 @@ class Plan:
         return self.table.slice(start, self.shard_size)
 
 
-def input_kind(source: str, input_format: str) -> str:
-    """The input format in effect: ``auto`` resolved (a .csv/.parquet file is a list, anything else a folder)."""
-    if input_format != "auto":
-        return input_format
-    return "list" if source.lower().endswith((".csv", ".parquet")) else "folder"
+def resolve_format(source: str, input_format: str) -> InputFormatSpec:
+    """The format that lists ``source``: ``auto`` is a list file for .csv/.parquet, else a folder."""
+    if source == BUILTIN_SAMPLES:
+        return BUILTIN_FORMAT
+    if input_format == "auto":
+        input_format = "list" if source.lower().endswith((".csv", ".parquet")) else "folder"
+    return INPUT_FORMATS[input_format]
 
 
 def list_inputs(source: str, input_format: str, extensions: list[str], storage: Storage,
                 storage_options: dict | None = None) -> pa.Table:
-    """The (id, uri) pairs of a source, unsorted. Raises ConfigError if unreadable or empty."""
-    storage_options = storage_options or {}
-    if source == "builtin:samples":
-        return _builtin_samples(storage)
-    kind = input_kind(source, input_format)
-    if kind == "list":
-        table = _read_list_file(source, storage_options)
-    elif kind == "latents":
-        table = _list_latents(source, storage_options)
-    elif kind in ("folder", "ffhq"):
-        table = _list_folder(source, extensions, storage_options)
-        if kind == "ffhq":
-            _check_ffhq_ids(table, source)
-    else:
-        raise ConfigError(f"input.format must be auto, folder, list, ffhq or latents, not {input_format!r}")
+    """The (id, uri, inputs) rows of a source, unsorted. Raises ConfigError if unreadable or empty."""
+    if source == BUILTIN_SAMPLES:
+        return _with_inputs(_builtin_samples(storage))
+    spec = resolve_format(source, input_format)
+    table = spec.lister(source, extensions, storage_options or {})
     if table.num_rows == 0:
-        if kind == "latents":
-            raise ConfigError(f"no input latent files (*.pt) found at {source}")
-        raise ConfigError(f"no input images found at {source} (extensions {', '.join(extensions)})")
-    return table
+        wanted = "latent files (*.pt)" if spec.name == "latents" else f"images ({', '.join(extensions)})"
+        raise ConfigError(f"no input {wanted} found at {source} (input.format={spec.name})")
+    return _with_inputs(table)
+
+
+def _with_inputs(table: pa.Table) -> pa.Table:
+    """``table`` with an ``inputs`` column (null where the format provides nothing besides ``uri``)."""
+    if "inputs" in table.column_names:
+        return table.select(["id", "uri", "inputs"])
+    nulls = pa.nulls(table.num_rows, PLAN_SCHEMA.field("inputs").type)
+    return table.select(["id", "uri"]).append_column("inputs", nulls)
 
 
 def make_plan(pairs: pa.Table, shard_size: int, limit: int | None = None) -> Plan:
-    """Sort the (id, uri) pairs, flag duplicate ids and assign shards."""
-    pairs = pairs.select(["id", "uri"]).sort_by([("id", "ascending"), ("uri", "ascending")])
+    """Sort the listed (id, uri, inputs) rows, flag duplicate ids and assign shards."""
+    pairs = _with_inputs(pairs).sort_by([("id", "ascending"), ("uri", "ascending")])
     if limit is not None:
         pairs = pairs.slice(0, limit)
     ids = pairs["id"]
@@ -111,11 +122,12 @@ def make_plan(pairs: pa.Table, shard_size: int, limit: int | None = None) -> Pla
     duplicate = pc.fill_null(pc.equal(ids, previous), False)
     index = pa.array(range(pairs.num_rows), pa.int64())
     shard = pc.cast(pc.divide(index, shard_size), pa.int32())
-    table = pa.Table.from_arrays([ids, pairs["uri"], index, shard, duplicate], schema=PLAN_SCHEMA)
+    table = pa.Table.from_arrays([ids, pairs["uri"], index, shard, duplicate, pairs["inputs"]], schema=PLAN_SCHEMA)
     digest = hashlib.sha256(f"shard_size={shard_size}\n".encode())
-    for batch in table.select(["id", "uri"]).to_batches(max_chunksize=65536):
-        for sample_id, uri in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
-            digest.update(f"{sample_id}\t{uri}\n".encode())
+    for batch in table.select(["id", "uri", "inputs"]).to_batches(max_chunksize=65536):
+        for sample_id, uri, inputs in zip(*(column.to_pylist() for column in batch.columns)):
+            extra = "".join(f"\t{key}={value}" for key, value in sorted(inputs)) if inputs else ""
+            digest.update(f"{sample_id}\t{uri}{extra}\n".encode())
     return Plan(table=table, shard_size=shard_size, fingerprint=digest.hexdigest())
 
 
@@ -125,7 +137,7 @@ def _builtin_samples(storage: Storage) -> pa.Table:
     data_dir = Path(skimage.__file__).parent / "data"
     ids, uris = [], []
     for sample_id, filename in BUILTIN_FACES.items():
-        relpath = f"inputs/{filename}"
+        relpath = f"{layout.INPUTS}/{filename}"
         if not storage.exists(relpath):
             storage.write_bytes(relpath, (data_dir / filename).read_bytes())
         ids.append(sample_id)
@@ -133,10 +145,8 @@ def _builtin_samples(storage: Storage) -> pa.Table:
     return pa.table({"id": ids, "uri": uris})
 
 
-def _list_latents(source: str, storage_options: dict) -> pa.Table:
+def _list_latents(source: str, _extensions: list[str], storage_options: dict) -> pa.Table:
     """FFHQ-UV latents: a folder per sample for ``<id>_<view>_latent.pt`` files, else one flat ``<id>.pt``."""
-    from stages.latents import LATENT_SUFFIX
-
     paths, protocol = _find_files(source, [".pt"], storage_options)
     samples: dict[str, str] = {}  # uri -> id
     for path in paths:
@@ -206,8 +216,61 @@ def _read_list_file(source: str, storage_options: dict) -> pa.Table:
     return pa.table({"id": table["id"], "uri": resolved})
 
 
-def _check_ffhq_ids(table: pa.Table, source: str) -> None:
+def _list_ffhq(source: str, extensions: list[str], storage_options: dict) -> pa.Table:
+    table = _list_folder(source, extensions, storage_options)
     bad = [i for i in table["id"].to_pylist()[:100000] if not (len(i) == 5 and i.isdigit())]
     if bad:
         raise ConfigError(f"{source} is not FFHQ's layout: ids like {bad[:3]} are not five-digit numbers "
                           "(use input.format=folder)")
+    return table
+
+
+_VIEW_STEM = re.compile(rf"^(?P<id>.+)_(?P<view>{'|'.join(VIEW_NAMES)})$")
+
+
+def _list_views(source: str, extensions: list[str], storage_options: dict) -> pa.Table:
+    """One row per sample id: ``<id>_<view>.<ext>`` anywhere below ``source``, or ``<id>/<view>.<ext>``.
+
+    ``uri`` is the front view (else the first view found); ``inputs`` maps ``view_<view>`` to each
+    view's URI. Other images (``<id>_preview.png``) are ignored; a view found twice is an error.
+    """
+    files = _list_folder(source, extensions, storage_options)
+    views: dict[str, dict[str, str]] = {}
+    for stem, uri in sorted(zip(files["id"].to_pylist(), files["uri"].to_pylist())):
+        match = _VIEW_STEM.match(stem)
+        if match:
+            sample_id, view = match["id"], match["view"]
+        elif stem in VIEW_NAMES:
+            sample_id, view = PurePosixPath(uri).parent.name, stem
+        else:
+            continue
+        key = view_key(VIEW, view)
+        if key in views.setdefault(sample_id, {}):
+            raise ConfigError(f"sample {sample_id} has two {view} views: {views[sample_id][key]} and {uri}")
+        views[sample_id][key] = uri
+    ids = sorted(views)
+    uris = [views[i].get(view_key(VIEW, FRONT)) or min(views[i].values()) for i in ids]
+    inputs = [sorted(views[i].items()) for i in ids]
+    return pa.table({"id": pa.array(ids, pa.string()), "uri": pa.array(uris, pa.string()),
+                     "inputs": pa.array(inputs, PLAN_SCHEMA.field("inputs").type)})
+
+
+@dataclass(frozen=True)
+class InputFormatSpec:
+    """One ``input.format``: how it lists a source and which file keys its samples start with."""
+
+    name: str
+    provides: tuple[str, ...]  # file keys (``stages.base.PHOTO``, ``view_{view}``, ...) every sample has at the start
+    lister: Callable[[str, list[str], dict], pa.Table]  # (source, extensions, storage options) -> id, uri[, inputs]
+
+
+INPUT_FORMATS: dict[str, InputFormatSpec] = {
+    "folder": InputFormatSpec("folder", (PHOTO,), _list_folder),
+    "list": InputFormatSpec("list", (PHOTO,), lambda source, _extensions, options: _read_list_file(source, options)),
+    "ffhq": InputFormatSpec("ffhq", (PHOTO,), _list_ffhq),
+    "views": InputFormatSpec("views", (VIEW,), _list_views),
+    "latents": InputFormatSpec("latents", (LATENTS,), _list_latents),
+}
+BUILTIN_FORMAT = InputFormatSpec("builtin", (PHOTO,), lambda *_: pa.table({}))  # listed by _builtin_samples
+# input.format: a format's name, or auto (a list file for .csv/.parquet, else a folder).
+InputFormat = Literal[("auto", *INPUT_FORMATS)]  # type: ignore[valid-type]  # built from the table above

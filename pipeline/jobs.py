@@ -29,7 +29,6 @@ from typing import Any, Optional
 
 from omegaconf import OmegaConf
 
-import stages
 from stages.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +37,7 @@ DEFAULT_ADDRESS = "http://127.0.0.1:8265"
 WORKING_DIR_EXCLUDES = [".venv/", "venv/", ".git/", "runs/", "build/", "bench/out/", "*.egg-info/", "__pycache__/",
                         ".pytest_cache/", ".ruff_cache/", ".ipynb_checkpoints/", "*.pyc"]
 # Environment forwarded to the job when set here: stage plugins and the CPU thread count.
-FORWARDED_ENV = (stages.PLUGINS_ENV, "OMP_NUM_THREADS", "AWS_DEFAULT_REGION")
+FORWARDED_ENV = ("OMP_NUM_THREADS", "AWS_DEFAULT_REGION")
 JOB_ID_PREFIX = "ffhq-uv"
 METADATA_KEY = "ffhq_uv"  # metadata marking the cluster's jobs that ffhq-uv submitted
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")

@@ -3,6 +3,9 @@
     run.json                      run metadata: config hash, code version, input fingerprint
     config.yaml                   the resolved config (secrets redacted)
     plan.parquet                  the sorted input listing with shard assignment
+    progress.json                 the running driver's heartbeat (``ffhq-uv status``)
+    report.html                   the static HTML report written at the end of ``ffhq-uv run``
+    inputs/                       copies of built-in input samples (``builtin:samples``)
     logs/                         driver logs
     shards/00042/stats.json       completion marker, written last; names the manifest file
     shards/00042/manifest-<n>.parquet
@@ -17,6 +20,9 @@ import re
 RUN_JSON = "run.json"
 CONFIG_YAML = "config.yaml"
 PLAN = "plan.parquet"
+PROGRESS_JSON = "progress.json"
+REPORT_HTML = "report.html"
+INPUTS = "inputs"
 LOGS = "logs"
 SHARDS = "shards"
 SHARD_DIGITS = 5  # 00000..99999 shards; FFHQ at 1000/shard needs 70

@@ -36,9 +36,9 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from pyarrow.fs import FSSpecHandler, LocalFileSystem, PyFileSystem
 
-import stages
 from pipeline import layout
 from pipeline.storage import Storage
+from stages import STAGES, StageRegistry
 from stages.base import Sample
 
 MANIFEST_VERSION = 2  # 2: stage_node_id, stage_gpu_ids
@@ -46,8 +46,8 @@ MANIFEST_VERSION = 2  # 2: stage_node_id, stage_gpu_ids
 OUTPUT_FILE_TYPE = pa.struct([("path", pa.string()), ("sha256", pa.string()), ("bytes", pa.int64())])
 
 
-def core_fields() -> list[pa.Field]:
-    """Columns every manifest has, whatever stages ran."""
+def core_fields(registry: StageRegistry = STAGES) -> list[pa.Field]:
+    """Columns every manifest has, whatever stages ran (``stage_seconds`` has one entry per registered stage)."""
     return [
         pa.field("id", pa.string(), nullable=False),
         pa.field("source_uri", pa.string()),
@@ -58,19 +58,19 @@ def core_fields() -> list[pa.Field]:
         pa.field("error_code", pa.string()),
         pa.field("error_message", pa.string()),
         pa.field("filter_reason", pa.string()),
-        pa.field("stage_seconds", pa.struct([(name, pa.float64()) for name in stages.STAGE_ORDER])),
+        pa.field("stage_seconds", pa.struct([(name, pa.float64()) for name in registry.names])),
         pa.field("outputs", pa.map_(pa.string(), OUTPUT_FILE_TYPE)),
-        pa.field("stage_node_id", pa.struct([(name, pa.string()) for name in stages.STAGE_ORDER])),
-        pa.field("stage_gpu_ids", pa.struct([(name, pa.list_(pa.int32())) for name in stages.STAGE_ORDER])),
+        pa.field("stage_node_id", pa.struct([(name, pa.string()) for name in registry.names])),
+        pa.field("stage_gpu_ids", pa.struct([(name, pa.list_(pa.int32())) for name in registry.names])),
     ]
 
 
-def manifest_schema() -> pa.Schema:
+def manifest_schema(registry: StageRegistry = STAGES) -> pa.Schema:
     """Core columns plus the declared columns of every registered stage."""
-    fields = core_fields()
+    fields = core_fields(registry)
     seen = {f.name for f in fields}
-    for name in stages.available_stages():
-        for stage_field in stages.stage_class(name).manifest_fields:
+    for name in registry.names:
+        for stage_field in registry.stage_class(name).manifest_fields:
             if stage_field.name in seen:
                 raise ValueError(f"manifest column {stage_field.name!r} declared twice (stage {name})")
             seen.add(stage_field.name)
@@ -90,21 +90,21 @@ def _cell(value: Any, arrow_type: pa.DataType) -> Any:
     return value
 
 
-def samples_to_table(samples: Iterable[Sample], schema: Optional[pa.Schema] = None) -> pa.Table:
+def samples_to_table(samples: Iterable[Sample], registry: StageRegistry = STAGES) -> pa.Table:
     """Build a manifest table (sorted by input index) from finished samples."""
-    schema = schema or manifest_schema()
-    core = {f.name for f in core_fields()}
+    schema = manifest_schema(registry)
+    core = {f.name for f in core_fields(registry)}
     columns: dict[str, list[Any]] = {f.name: [] for f in schema}
     for sample in sorted(samples, key=lambda s: s.index):
         row = {
             "id": sample.id, "source_uri": sample.uri, "shard": sample.shard, "input_index": sample.index,
             "status": sample.status, "failed_stage": sample.failed_stage, "error_code": sample.error_code,
             "error_message": sample.error_message, "filter_reason": sample.filter_reason,
-            "stage_seconds": {name: sample.stage_seconds.get(name) for name in stages.STAGE_ORDER},
+            "stage_seconds": {name: sample.stage_seconds.get(name) for name in registry.names},
             "outputs": [(name, {"path": o.path, "sha256": o.sha256, "bytes": o.bytes})
                         for name, o in sorted(sample.outputs.items())],
-            "stage_node_id": {name: sample.stage_nodes.get(name) for name in stages.STAGE_ORDER},
-            "stage_gpu_ids": {name: sample.stage_gpus.get(name) for name in stages.STAGE_ORDER},
+            "stage_node_id": {name: sample.stage_nodes.get(name) for name in registry.names},
+            "stage_gpu_ids": {name: sample.stage_gpus.get(name) for name in registry.names},
         }
         for stage_field in schema:
             name = stage_field.name

@@ -68,8 +68,8 @@ def run_status(storage: Storage) -> RunStatus:
                        shards_done=len(done), shards_partial=len(partial),
                        shards_pending=meta["num_shards"] - len(done) - len(partial),
                        status_counts=dict(statuses), error_counts=dict(errors))
-    if storage.exists("progress.json"):
-        beat = json.loads(storage.read_bytes("progress.json"))
+    if storage.exists(layout.PROGRESS_JSON):
+        beat = json.loads(storage.read_bytes(layout.PROGRESS_JSON))
         if not beat.get("finished") and time.time() - beat["updated_at"] < RUNNING_IF_BEAT_WITHIN_S:
             status.running = True
             status.samples_per_s = beat.get("samples_per_s")

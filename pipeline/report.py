@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline import layout
-from pipeline.storage import Storage, open_storage
+from pipeline.storage import Storage, endpoint_options, open_storage
 from stages.condition import LABELS as ATTRIBUTE_LABELS
 
 # The image drawn as "the UV map" of a sample: the final map if the run has it,
@@ -466,7 +466,7 @@ def add_report_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
 def run_report_command(args: argparse.Namespace) -> int:
     """Write the report and print its path."""
-    options = {"client_kwargs": {"endpoint_url": args.endpoint_url}} if args.endpoint_url else {}
+    options = endpoint_options(args.endpoint_url)
     storage = open_storage(args.output, options)
     out = args.out or default_report_path(storage)
     started = time.monotonic()
@@ -478,5 +478,5 @@ def run_report_command(args: argparse.Namespace) -> int:
 def default_report_path(storage: Storage) -> str:
     """OUT/report.html beside a local run; ./<last path component>-report.html for a remote one."""
     if storage.is_local:
-        return storage.full_path("report.html")
+        return storage.full_path(layout.REPORT_HTML)
     return f"{Path(storage.root.rstrip('/')).name or 'run'}-report.html"

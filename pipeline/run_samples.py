@@ -24,7 +24,8 @@ import pyarrow.compute as pc
 
 from pipeline.manifest import committed_shards, manifest_dataset
 from pipeline.storage import Storage
-from stages.latents import VIEWS, read_view_latent, view_file_name
+from stages.latents import read_view_latent, view_file_name
+from stages.views import VIEW_NAMES
 
 # Index of the StyleFlow condition entries used to describe and classify a face (pipeline.md 2.3).
 GENDER, BEARD, AGE, EXPRESSION = 9, 14, 15, 16
@@ -51,12 +52,12 @@ class RunSample:
         """View -> (W+ (num_ws, w_dim) float32, condition (17,) or None); {} if the run has none."""
         views: dict[str, tuple[np.ndarray, Optional[np.ndarray]]] = {}
         if self.row.get("render_layout") == "released":
-            for view in VIEWS:
+            for view in VIEW_NAMES:
                 uri = f"{self.source_uri.rstrip('/')}/{view_file_name(self.id, view)}"
                 latent = read_view_latent(storage.read_source(uri), uri)
                 views[view] = (latent.latent, latent.attribute)
             return views
-        for view in VIEWS:
+        for view in VIEW_NAMES:
             w, a = self._cell(f"edit_latent_{view}"), self.row.get(f"edit_attribute_{view}")
             if w is None:
                 return {}
@@ -69,7 +70,7 @@ class RunSample:
 
         if self.row.get("render_layout") == "released":
             return {view: storage.read_source(f"{self.source_uri.rstrip('/')}/{view_file_name(self.id, view)}")
-                    for view in VIEWS}
+                    for view in VIEW_NAMES}
         return {view: write_view_latent(w, a) for view, (w, a) in self.latents(storage).items()}
 
     def _cell(self, column: str) -> Optional[np.ndarray]:

@@ -36,11 +36,11 @@ import numpy as np
 import pyarrow as pa
 from omegaconf import OmegaConf
 
-import stages
 from pipeline.config import stage_settings
 from pipeline.placement import assigned_device, current_placement
 from pipeline.sample_codec import decode_sample, encode_sample
-from pipeline.storage import RetryPolicy, Storage, open_storage
+from pipeline.storage import RetryPolicy, Storage, endpoint_options, open_storage
+from stages import StageRegistry
 from stages.base import Sample, StageContext, StageResult
 from stages.errors import FatalError, SampleError
 
@@ -58,10 +58,7 @@ MAX_ABANDONED_THREADS = 3
 
 def storage_for(config: Any) -> Storage:
     """The run's output storage as configured (endpoint, retry policy)."""
-    options = {}
-    if config.storage.endpoint_url:
-        options["client_kwargs"] = {"endpoint_url": str(config.storage.endpoint_url)}
-    storage = open_storage(str(config.output), options)
+    storage = open_storage(str(config.output), endpoint_options(config.storage.endpoint_url))
     storage.retry = RetryPolicy(attempts=int(config.storage.retry_attempts),
                                 base_delay_s=float(config.storage.retry_base_delay_s))
     return storage
@@ -70,10 +67,11 @@ def storage_for(config: Any) -> Storage:
 class StageRunner:
     """Ray Data callable class: ``{"state": bytes[]}`` batch in, same shape out."""
 
-    def __init__(self, stage_name: str, config: dict):
+    def __init__(self, stage_name: str, config: dict, registry: StageRegistry):
         self.config = OmegaConf.create(config)
         OmegaConf.set_readonly(self.config, True)
         self.stage_name = stage_name
+        self.stage_class = registry.stage_class(stage_name)
         self.settings = stage_settings(self.config, stage_name)
         self.abandoned: list[threading.Thread] = []
         self.placement = current_placement()  # recorded in every sample this actor processes
@@ -82,7 +80,7 @@ class StageRunner:
     def _build_stage(self):
         context = StageContext(storage=storage_for(self.config), config=self.config, stage_name=self.stage_name,
                                assigned_device=assigned_device(str(self.config.models.device)))
-        stage = stages.stage_class(self.stage_name)(self.settings, context)
+        stage = self.stage_class(self.settings, context)
         stage.setup()
         return stage
 
@@ -209,20 +207,20 @@ def _call_with_timeout(fn: Callable[[], Any], seconds: float) -> Any:
     return outcome["value"]
 
 
-PLAN_COLUMNS = ["id", "uri", "index", "shard", "duplicate"]
+PLAN_COLUMNS = ["id", "uri", "index", "shard", "duplicate", "inputs"]
 
 
 def initial_states(plan: pa.Table) -> pa.Table:
     """Plan rows -> packed fresh samples (the first task of every run, on the workers)."""
-    states = [encode_sample(initial_sample(r["id"], r["uri"], r["shard"], r["index"], r["duplicate"]))
-              for r in plan.to_pylist()]
+    states = [encode_sample(initial_sample(row)) for row in plan.to_pylist()]
     return pa.table({"shard": plan["shard"], "state": pa.array(states, pa.binary())})
 
 
-def initial_sample(sample_id: str, uri: str, shard: int, index: int, duplicate: bool) -> Sample:
-    """A fresh sample as listed in the plan."""
-    sample = Sample(id=sample_id, uri=uri, shard=shard, index=index)
-    if duplicate:
-        sample.fail(INPUT_STAGE, DUPLICATE_ID, f"id {sample_id!r} is listed more than once; "
+def initial_sample(row: dict) -> Sample:
+    """A fresh sample from a plan row (``pipeline.inputs.PLAN_SCHEMA``)."""
+    sample = Sample(id=row["id"], uri=row["uri"], shard=row["shard"], index=row["index"],
+                    inputs=dict(row.get("inputs") or ()))
+    if row["duplicate"]:
+        sample.fail(INPUT_STAGE, DUPLICATE_ID, f"id {sample.id!r} is listed more than once; "
                                                "only its first occurrence is processed")
     return sample

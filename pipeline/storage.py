@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+def endpoint_options(endpoint_url: Optional[str]) -> dict:
+    """fsspec storage options for an S3-compatible endpoint (MinIO, moto); {} for the default (AWS, local)."""
+    return {"client_kwargs": {"endpoint_url": str(endpoint_url)}} if endpoint_url else {}
+
+
 # Errors worth retrying: throttling, 5xx, connection resets. Permission and
 # missing-file errors are not transient and are raised at once.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)

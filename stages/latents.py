@@ -21,12 +21,14 @@ from typing import Any
 
 import numpy as np
 
+from stages.condition import VECTOR_SIZE
 from stages.errors import SampleError
 
-VIEWS: tuple[str, ...] = ("front", "left", "right")
 CLIP_SIZE = 1000  # samples per released clip
-NUM_ATTRIBUTES = 17
 LATENT_SUFFIX = "_latent.pt"
+# The input key of the ``latents`` input format: the sample's latent files, at ``Sample.uri`` (a folder of
+# per-view files, or one flat ``<id>.pt``). The render stage reads it.
+LATENTS = "latents"
 
 LATENT_UNREADABLE = "latent_unreadable"  # not a tensor-only torch file, or not the expected dict / tensor
 LATENT_BAD_SHAPE = "latent_bad_shape"  # latent or attribute of the wrong shape for the generator, or not finite
@@ -80,8 +82,8 @@ def read_view_latent(data: bytes, source: str) -> ViewLatent:
     a = None
     if attribute is not None:
         a = attribute.detach().float().cpu().numpy().reshape(-1)
-        if a.size != NUM_ATTRIBUTES:
-            raise SampleError(LATENT_BAD_SHAPE, f"{source}: attribute of {a.size} values, expected {NUM_ATTRIBUTES}")
+        if a.size != VECTOR_SIZE:
+            raise SampleError(LATENT_BAD_SHAPE, f"{source}: attribute of {a.size} values, expected {VECTOR_SIZE}")
     if not np.isfinite(w).all() or (a is not None and not np.isfinite(a).all()):
         raise SampleError(LATENT_BAD_SHAPE, f"{source}: latent or attribute is not finite")
     return ViewLatent(np.ascontiguousarray(w, dtype=np.float32), a)
@@ -100,7 +102,7 @@ def write_view_latent(latent: np.ndarray, attribute: np.ndarray | None) -> bytes
 
     value: dict[str, Any] = {"latent": torch.from_numpy(np.asarray(latent, np.float32).copy())[None]}
     if attribute is not None:
-        value["attribute"] = torch.from_numpy(np.asarray(attribute, np.float32).reshape(1, NUM_ATTRIBUTES, 1, 1).copy())
+        value["attribute"] = torch.from_numpy(np.asarray(attribute, np.float32).reshape(1, VECTOR_SIZE, 1, 1).copy())
     buffer = io.BytesIO()
     torch.save(value, buffer)
     return buffer.getvalue()

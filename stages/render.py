@@ -23,10 +23,12 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 
-from stages.base import Sample, Stage, StageResult, StageSettings
+from stages.base import Sample, Stage, StageResult, StageSettings, configured_weights_dir
 from stages.errors import ConfigError, SampleError
-from stages.latents import VIEWS, ViewLatent, check_shape, read_view_latent, view_file_name
+from stages.inversion import INVERSION, INVERSION_LATENT
+from stages.latents import LATENTS, ViewLatent, check_shape, read_view_latent, view_file_name
 from stages.synthesis import GENERATOR_FILE
+from stages.views import VIEW, VIEW_NAMES, view_key
 
 RENDER_MISSING_LATENT = "render_missing_latent"  # a view's latent file is not in the sample's folder
 
@@ -38,7 +40,7 @@ class RenderSettings(StageSettings):
     batch_size: int = 4  # samples per synthesis call (each view of the batch is one generator batch)
     generator_file: str = GENERATOR_FILE  # TF or ADA .pkl, rosinality .pt; relative to models.weights_dir
     noise_seed: Optional[int] = 0  # FFHQ-UV's RandomState(0) noise; None keeps the checkpoint's noise
-    views: list[str] = field(default_factory=lambda: list(VIEWS))  # views to render from a sample's folder
+    views: list[str] = field(default_factory=lambda: list(VIEW_NAMES))  # views to render from a sample's folder
 
 
 class RenderStage(Stage):
@@ -48,8 +50,11 @@ class RenderStage(Stage):
     Settings = RenderSettings
     manifest_fields = (
         pa.field("render_layout", pa.string()),  # released (per-view files) | flat (one e4e inversion W+)
-        *(pa.field(f"render_attribute_{view}", pa.list_(pa.float32())) for view in VIEWS),  # 17-dim condition
+        *(pa.field(f"render_attribute_{view}", pa.list_(pa.float32())) for view in VIEW_NAMES),  # 17-dim condition
     )
+    inputs = (LATENTS,)
+    # Released per-view latents give the views; a flat e4e file gives the inversion and its latent.
+    outputs = (VIEW, INVERSION, INVERSION_LATENT)
 
     @classmethod
     def preflight(cls, settings: StageSettings, config: Any) -> None:
@@ -57,12 +62,11 @@ class RenderStage(Stage):
         from stages.networks import weight_location
 
         assert isinstance(settings, RenderSettings)
-        unknown = [view for view in settings.views if view not in VIEWS]
+        unknown = [view for view in settings.views if view not in VIEW_NAMES]
         if unknown or not settings.views:
-            raise ConfigError(f"stages.render.views must be a non-empty subset of {list(VIEWS)}, not {settings.views}")
-        weights_dir = config.models.weights_dir
-        weight_location(None if weights_dir in (None, "") else str(weights_dir), settings.generator_file,
-                        "stages.render.generator_file")
+            raise ConfigError(f"stages.render.views must be a non-empty subset of {list(VIEW_NAMES)}, "
+                              f"not {settings.views}")
+        weight_location(configured_weights_dir(config), settings.generator_file, "stages.render.generator_file")
 
     def setup(self) -> None:
         from stages.networks import weight_location
@@ -87,7 +91,7 @@ class RenderStage(Stage):
             members = [i for i, views in latents.items() if name in views]
             images = self.synthesizer.render(np.stack([latents[i][name].latent for i in members]))
             for i, image in zip(members, images):
-                output = "inversion" if name == "inversion" else f"view_{name}"
+                output = INVERSION if name == INVERSION else view_key(VIEW, name)
                 self.context.write_image(samples[i], output, image)
         for i, views in latents.items():
             results[i] = StageResult(fields=self._fields(views))
@@ -97,7 +101,7 @@ class RenderStage(Stage):
         """View name -> its latent (``inversion`` for a flat file), shapes checked against the generator."""
         synth = self.synthesizer
         if sample.uri.endswith(".pt"):
-            views = {"inversion": read_view_latent(self.context.storage.read_source(sample.uri), sample.uri)}
+            views = {INVERSION: read_view_latent(self.context.storage.read_source(sample.uri), sample.uri)}
         else:
             views = {}
             for view in self.settings.views:
@@ -113,8 +117,8 @@ class RenderStage(Stage):
 
     @staticmethod
     def _fields(views: dict[str, ViewLatent]) -> dict[str, Any]:
-        if "inversion" in views:
-            return {"render_layout": FLAT, "inversion_latent": views["inversion"].latent.reshape(-1)}
+        if INVERSION in views:
+            return {"render_layout": FLAT, INVERSION_LATENT: views[INVERSION].latent.reshape(-1)}
         fields: dict[str, Any] = {"render_layout": RELEASED}
         for name, view in views.items():
             fields[f"render_attribute_{name}"] = view.attribute

@@ -40,13 +40,11 @@ def write_images(folder: Path, count: int, size: tuple[int, int] = (96, 80), see
     return ids
 
 
-def cli_env(plugins: str | None = None, **extra: str) -> dict[str, str]:
+def cli_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     env.pop("RAY_ADDRESS", None)
-    if plugins:
-        env["FFHQ_UV_STAGE_PLUGINS"] = plugins
     env.update(extra)
     return env
 

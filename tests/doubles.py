@@ -1,4 +1,4 @@
-"""Test-double stages for the pipeline-core tests (registered through FFHQ_UV_STAGE_PLUGINS).
+"""Test-double stages for the pipeline-core tests (swapped in with ``stage_classes.<stage>=`` overrides).
 
 They do real, cheap work on real files (decode the photo, write a thumbnail, compute
 a statistic) and can be told to fail, crash, sleep or hang on chosen samples.
@@ -103,8 +103,13 @@ class MeanFilterStage(_DoubleStage):
         return StageResult(fields={"complete_score": score}, filter_reason="too_bright" if score > 250 else None)
 
 
-PLUGINS = ("attribute=tests.doubles:ThumbnailStage;relight=tests.doubles:InvertStage;"
-           "complete=tests.doubles:MeanFilterStage")
+def stage_class_overrides(**classes: str) -> tuple[str, ...]:
+    """``stage_classes.<stage>=<module:Class>`` overrides: how a user (and a test) swaps stage implementations."""
+    return tuple(f"stage_classes.{name}={target}" for name, target in classes.items())
+
+
+PLUGINS = stage_class_overrides(attribute="tests.doubles:ThumbnailStage", relight="tests.doubles:InvertStage",
+                                complete="tests.doubles:MeanFilterStage")
 
 
 class NoopStage(Stage):
@@ -116,4 +121,4 @@ class NoopStage(Stage):
         return [StageResult() for _ in samples]
 
 
-NOOP_PLUGINS = ";".join(f"{name}=tests.doubles:NoopStage" for name in ("attribute", "relight", "complete"))
+NOOP_PLUGINS = stage_class_overrides(**dict.fromkeys(("attribute", "relight", "complete"), "tests.doubles:NoopStage"))

@@ -13,7 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from stages.base import Sample, StageResult
-from tests.doubles import MeanFilterStage, ThumbnailStage
+from tests.doubles import MeanFilterStage, ThumbnailStage, stage_class_overrides
 
 UV_PX = 64
 
@@ -51,8 +51,8 @@ class UVStage(MeanFilterStage):
         return result
 
 
-PLUGINS = ("attribute=tests.report_doubles:AttributeVectorStage;relight=tests.doubles:InvertStage;"
-           "complete=tests.report_doubles:UVStage")
+PLUGINS = stage_class_overrides(attribute="tests.report_doubles:AttributeVectorStage",
+                                relight="tests.doubles:InvertStage", complete="tests.report_doubles:UVStage")
 STAGES = "stages.enabled=[attribute,relight,complete]"
 
 
@@ -64,5 +64,5 @@ def produce_run(root: Path) -> dict:
     (root / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     output = root / "out"
     run_cli(["run", "--profile", "tiny", "--no-progress", "--input", str(root / "in"), "--output", str(output),
-             STAGES, "shard_size=3", "stages.relight.fail_ids=[img_002]"], cli_env(PLUGINS))
+             STAGES, *PLUGINS, "shard_size=3", "stages.relight.fail_ids=[img_002]"], cli_env())
     return {"root": root, "ids": ids, "output": output}

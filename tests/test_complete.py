@@ -12,7 +12,7 @@ from PIL import Image
 
 from pipeline.config import load_config, stage_settings
 from pipeline.storage import open_storage
-from stages import stage_class
+from stages import STAGES
 from stages.base import Sample, StageContext
 from stages.complete import NO_UV_VIEWS, UV_SIZE_MISMATCH, CompleteStage
 from stages.errors import SampleError
@@ -150,7 +150,7 @@ def stage_pair(tmp_path: Path, topology: str, *overrides: str):
     storage = open_storage(str(tmp_path / "run"))
     pair = []
     for name in ("unwrap", "complete"):
-        stage = stage_class(name)(stage_settings(config, name), StageContext(storage, config, name))
+        stage = STAGES.stage_class(name)(stage_settings(config, name), StageContext(storage, config, name))
         stage.setup()
         pair.append(stage)
     return pair

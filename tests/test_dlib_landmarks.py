@@ -100,7 +100,7 @@ def test_ffhq_points_follow_ffhqs_68_point_recipe():
 
 @pytest.mark.parametrize("stage_name", ["inversion", "attribute", "unwrap"])
 def test_dlib_without_its_model_file_is_a_config_error(tmp_path, stage_name):
-    from stages import stage_class
+    from stages import STAGES
 
     missing = tmp_path / "nowhere" / "shape_predictor_68_face_landmarks.dat"
     config = load_config("photo", overrides=(f"output={tmp_path / 'run'}", f"models.weights_dir={tmp_path}",
@@ -109,7 +109,7 @@ def test_dlib_without_its_model_file_is_a_config_error(tmp_path, stage_name):
     # With dlib installed the missing file is named; without it, the package to install is.
     expected = str(missing) if dlib68.dlib_available() else "pip install dlib"
     with pytest.raises(ConfigError, match=rf"stages\.{stage_name}\.dlib_predictor.*README section 'Weights'") as error:
-        stage_class(stage_name).preflight(stage_settings(config, stage_name), config)
+        STAGES.stage_class(stage_name).preflight(stage_settings(config, stage_name), config)
     assert expected in str(error.value)
 
 

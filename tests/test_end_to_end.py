@@ -22,7 +22,7 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from stages import STAGE_ORDER, stage_class
+from stages import STAGES
 from tests import tiny_gan_weights as tiny
 from tests.conftest import cli_env, run_cli, shared_data
 from tests.face_drawing_gan import draw_fixed_face_
@@ -69,7 +69,7 @@ def run(tmp_path_factory, weights_dir) -> dict:
         shutil.copy(photo, inputs / photo.name)
     output = root / "out"
     overrides = [f"models.weights_dir={weights_dir}", "models.device=cpu", f"shard_size={SHARD_SIZE}",
-                 *(f"stages.{name}.num_gpus=0" for name in STAGE_ORDER),
+                 *(f"stages.{name}.num_gpus=0" for name in STAGES.names),
                  "topology.name=hifi3dpp", f"topology.obj={topology}",
                  f"topology.cache_dir={root / 'topology_cache'}",
                  "stages.edit.noise_seed=null",  # keep the checkpoint's noise buffers: they hold the drawn face
@@ -148,10 +148,10 @@ def test_every_sample_ends_ok_in_its_shard(run):
 
 def test_manifest_schema_has_every_stage_column(run):
     schema: pa.Schema = run["table"].schema
-    for name in STAGE_ORDER:
-        for field in stage_class(name).manifest_fields:
+    for name in STAGES.names:
+        for field in STAGES.stage_class(name).manifest_fields:
             assert schema.field(field.name).type == field.type, field.name
-    assert schema.field("stage_seconds").type == pa.struct([(name, pa.float64()) for name in STAGE_ORDER])
+    assert schema.field("stage_seconds").type == pa.struct([(name, pa.float64()) for name in STAGES.names])
     for row in _ok_rows(run):
         for name in PROFILE_STAGES:
             seconds = row["stage_seconds"][name]

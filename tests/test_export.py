@@ -17,7 +17,7 @@ from pipeline.export import ExportOptions, export_run
 from pipeline.interpolate import InterpolateConfig, class_names, face_class
 from pipeline.storage import Storage
 from stages.errors import ConfigError
-from stages.latents import VIEWS
+from stages.views import VIEW_NAMES
 from tests.conftest import run_cli
 from tests.tiny_runs import TinySample, condition, write_run
 
@@ -46,11 +46,11 @@ def test_ffhq_uv_layout_latents_and_meta_info(run, tmp_path):
     summary = export_run(run, str(dest), ExportOptions("ffhq-uv"))
     assert summary.samples == len(OK) and summary.units == 1
     expected = {"meta-info.json", *(f"uv-maps/000/{i}.png" for i in OK),
-                *(f"face-latents/000/{i}/{i}_{v}_latent.pt" for i in OK for v in VIEWS)}
+                *(f"face-latents/000/{i}/{i}_{v}_latent.pt" for i in OK for v in VIEW_NAMES)}
     assert _files(dest) == expected
     for sample_id in OK:
         assert (dest / f"uv-maps/000/{sample_id}.png").read_bytes() == _uv(run, sample_id)
-        for view in VIEWS:  # the released files, byte for byte
+        for view in VIEW_NAMES:  # the released files, byte for byte
             source = tmp_path / "face-latents" / "000" / sample_id / f"{sample_id}_{view}_latent.pt"
             assert (dest / f"face-latents/000/{sample_id}/{sample_id}_{view}_latent.pt").read_bytes() == \
                 source.read_bytes()
@@ -185,7 +185,7 @@ def test_local_to_s3_and_s3_to_local(tmp_path, s3_bucket):
     export_run(local_run, f"s3://{bucket}/ffhq-uv", ExportOptions("ffhq-uv"), options)
     found = {p.split("/", 2)[2] for p in fs.find(f"{bucket}/ffhq-uv") if "/_export/" not in p}
     assert found == {"meta-info.json", *(f"uv-maps/000/{i}.png" for i in OK),
-                     *(f"face-latents/000/{i}/{i}_{v}_latent.pt" for i in OK for v in VIEWS)}
+                     *(f"face-latents/000/{i}/{i}_{v}_latent.pt" for i in OK for v in VIEW_NAMES)}
     assert fs.cat_file(f"{bucket}/ffhq-uv/uv-maps/000/00001.png") == _uv(local_run, "00001")
 
     s3_run = write_run(f"s3://{bucket}/run", tmp_path / "latents-s3", SAMPLES, storage_options=options)

@@ -23,9 +23,10 @@ from pipeline.inputs import list_inputs, make_plan
 from pipeline.storage import open_storage
 from stages.base import Sample, StageContext
 from stages.errors import ConfigError, SampleError
-from stages.latents import LATENT_BAD_SHAPE, LATENT_UNREADABLE, VIEWS, read_view_latent, write_view_latent
+from stages.latents import LATENT_BAD_SHAPE, LATENT_UNREADABLE, read_view_latent, write_view_latent
 from stages.networks.stylegan2 import ffhq_uv_noise, load_generator, to_uint8
 from stages.render import RENDER_MISSING_LATENT, RenderStage
+from stages.views import VIEW_NAMES
 from tests import tiny_gan_weights as tiny
 from tests.conftest import cli_env, run_cli, shared_data
 from tests.face_drawing_gan import draw_fixed_face_
@@ -63,7 +64,7 @@ def test_real_released_latents_are_listed_read_and_planned(released, tmp_path):
     assert folder.resolve() == (released / "000" / "01223").resolve()
     plan = make_plan(pairs, shard_size=1000)
     assert plan.num_samples == 1 and plan.num_shards == 1
-    for view in VIEWS:
+    for view in VIEW_NAMES:
         path = folder / f"01223_{view}_latent.pt"
         latent = read_view_latent(path.read_bytes(), str(path))
         assert latent.latent.shape == (18, 512) and latent.latent.dtype == np.float32
@@ -84,7 +85,7 @@ def test_render_draws_the_real_latents_as_gen_face_from_latent(released, weights
     assert results[0].fields["render_layout"] == "released"
     reference = load_generator(str(weights_512 / tiny.TF_PICKLE_FILE))
     reference.set_noise(ffhq_uv_noise(reference.config.resolution, 0))
-    for view in VIEWS:
+    for view in VIEW_NAMES:
         latent = read_view_latent((Path(folder) / f"01223_{view}_latent.pt").read_bytes(), view)
         with torch.no_grad():  # alone, not batched
             expected = to_uint8(reference.synthesis(torch.from_numpy(latent.latent)[None]), rounding="tf")[0]
@@ -99,7 +100,7 @@ def test_bad_latent_files_fail_their_sample_only(weights_512, tmp_path):
     good, bad_shape, not_torch, missing = (tmp_path / "in" / name for name in ("a", "b", "c", "d"))
     for folder in (good, bad_shape, not_torch, missing):
         folder.mkdir(parents=True)
-    for view in VIEWS:
+    for view in VIEW_NAMES:
         (good / f"a_{view}_latent.pt").write_bytes(write_view_latent(np.zeros((18, 512)), np.zeros(17)))
         (bad_shape / f"b_{view}_latent.pt").write_bytes(write_view_latent(np.zeros((18, 64)), np.zeros(17)))
         (not_torch / f"c_{view}_latent.pt").write_bytes(b"not a torch file")
@@ -110,7 +111,7 @@ def test_bad_latent_files_fail_their_sample_only(weights_512, tmp_path):
     results = stage.process_batch(samples)
     assert not isinstance(results[0], SampleError)
     assert [r.code for r in results[1:]] == [LATENT_BAD_SHAPE, LATENT_UNREADABLE, RENDER_MISSING_LATENT]
-    assert set(samples[0].outputs) == {f"view_{v}" for v in VIEWS} and not samples[1].outputs
+    assert set(samples[0].outputs) == {f"view_{v}" for v in VIEW_NAMES} and not samples[1].outputs
 
 
 def test_flat_dataset_project_latent_becomes_the_inversion(weights_512, tmp_path):
@@ -144,7 +145,7 @@ def _write_released(root: Path, ids: list[str], w_dim: int, seed: int = 0) -> Pa
         folder = root / "face-latents" / "000" / sample_id
         folder.mkdir(parents=True)
         base = rng.standard_normal((18, w_dim)).astype(np.float32)
-        for view in VIEWS:
+        for view in VIEW_NAMES:
             attribute = np.zeros(17, np.float32)
             attribute[0], attribute[13], attribute[15], attribute[YAW_INDEX] = 1.0, 1.0, 30.0, YAW[view]
             turned = base.copy()
@@ -177,7 +178,7 @@ def test_from_latents_profile_end_to_end(tmp_path):
     assert sorted(rows) == ["00001", "00002"]
     for sample_id, row in rows.items():
         outputs = dict(row["outputs"])
-        assert {"uv", *(f"view_{v}" for v in VIEWS), *(f"uv_{v}" for v in VIEWS)} <= set(outputs)
+        assert {"uv", *(f"view_{v}" for v in VIEW_NAMES), *(f"uv_{v}" for v in VIEW_NAMES)} <= set(outputs)
         assert row["render_layout"] == "released" and row["render_attribute_left"][YAW_INDEX] == 30.0
         assert row["source_uri"] == str(source / "000" / sample_id)
         uv = np.asarray(Image.open(output / outputs["uv"]["path"]))

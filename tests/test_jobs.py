@@ -27,7 +27,7 @@ HEAD_START_TIMEOUT_S = 120
 
 
 def _job_env(address: str) -> dict[str, str]:
-    return cli_env(PLUGINS, RAY_AUTH_MODE="disabled", RAY_ADDRESS=address)
+    return cli_env(RAY_AUTH_MODE="disabled", RAY_ADDRESS=address)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_submit_wait_logs_and_outputs(head_node, tmp_path):
     output = tmp_path / "out"
     env = _job_env(head_node)
     result = run_cli(["submit", "--address", head_node, "--profile", "tiny", "--input", str(tmp_path / "in"),
-                      "--output", str(output), STAGES, "shard_size=4", "stages.relight.fail_ids=[img_002]",
+                      "--output", str(output), STAGES, *PLUGINS, "shard_size=4", "stages.relight.fail_ids=[img_002]",
                       "--job-id", "ffhq-uv-test-ok", "--wait"], env)
     assert "submitted ffhq-uv-test-ok" in result.stdout
     assert "job ffhq-uv-test-ok SUCCEEDED" in result.stdout
@@ -117,7 +117,7 @@ def test_stop_a_running_job_then_resume(head_node, tmp_path):
     write_images(tmp_path / "in", 4)
     output = tmp_path / "out"
     env = _job_env(head_node)
-    slow = ["--input", str(tmp_path / "in"), "--output", str(output), STAGES, "shard_size=2",
+    slow = ["--input", str(tmp_path / "in"), "--output", str(output), STAGES, *PLUGINS, "shard_size=2",
             "stages.attribute.sleep_s=3"]
     run_cli(["submit", "--address", head_node, "--profile", "tiny", *slow, "--job-id", "ffhq-uv-test-stop"], env)
     deadline = time.monotonic() + 120

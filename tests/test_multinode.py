@@ -67,7 +67,7 @@ def multinode():
 
 def _args(nodes: MultiNode, inputs: str, output: str, *overrides: str) -> list[str]:
     return ["run", "--profile", "tiny", "--no-progress", "--no-visuals", "--address", nodes.address,
-            "--input", inputs, "--output", output, STAGES, "shard_size=2", *LIGHT, *overrides]
+            "--input", inputs, "--output", output, STAGES, *PLUGINS, "shard_size=2", *LIGHT, *overrides]
 
 
 def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
@@ -102,7 +102,7 @@ def test_local_output_on_a_multinode_cluster_is_refused_before_anything_is_writt
 
     s3fs.S3FileSystem(skip_instance_cache=True).put(str(tmp_path / "in") + "/", source + "/", recursive=True)
     output = tmp_path / "out"
-    result = run_cli(_args(multinode, source, str(output)), env=cli_env(PLUGINS), check=False)
+    result = run_cli(_args(multinode, source, str(output)), env=cli_env(), check=False)
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = _error_lines(result)
     assert f"output {output} is a local path" in line and "3 nodes" in line and "storage.shared_filesystem" in line
@@ -138,7 +138,7 @@ def test_gpu_actors_on_gpu_nodes_weights_once_per_node_shared_filesystem_checked
     weights = (f"models.weights_dir=s3://{multinode.bucket}/weights",
                "stages.attribute.weights_file=double/weights.bin")
     run_cli(_args(multinode, str(tmp_path / "in"), str(output), "storage.shared_filesystem=true", *GPU_STAGE,
-                  *weights, f"models.weights_cache_dir={tmp_path / 'cache'}"), env=cli_env(PLUGINS))
+                  *weights, f"models.weights_cache_dir={tmp_path / 'cache'}"), env=cli_env())
     rows = _check_exactly_once(output, ids)
     log = _driver_log(output)
     assert "shared filesystem checked on 3 nodes" in log
@@ -164,7 +164,7 @@ def _wait_for(condition, timeout: float = 180, what: str = "") -> None:
 def _start_run(nodes: MultiNode, inputs: Path, output: Path, *overrides: str) -> subprocess.Popen:
     return subprocess.Popen(CLI + _args(nodes, str(inputs), str(output), "storage.shared_filesystem=true",
                                         *GPU_STAGE, *overrides),
-                            env=cli_env(PLUGINS), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=cli_env(), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_a_worker_node_lost_mid_run_redoes_only_its_samples(multinode, tmp_path):
@@ -210,7 +210,7 @@ def test_losing_the_last_gpu_node_stops_after_the_wait_and_resumes(multinode, tm
     stopped = _committed_files(output)  # shards committed up to the stop, kept as they are
     assert {path: stopped.get(path) for path in before} == before
     resumed = run_cli(_args(multinode, str(tmp_path / "in"), str(output), "storage.shared_filesystem=true",
-                            *GPU_STAGE), env=cli_env(PLUGINS))
+                            *GPU_STAGE), env=cli_env())
     done_before = len({path.split("/")[1] for path in stopped})
     assert 0 < done_before < len(ids) // 2 and f"({done_before} already done)" in resumed.stdout, resumed.stdout
     assert {path: _committed_files(output).get(path) for path in stopped} == stopped

@@ -37,8 +37,8 @@ def finished_run(tmp_path_factory):
     (root / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     output = root / "out"
     args = ["run", "--profile", "tiny", "--no-progress", "--input", str(root / "in"), "--output", str(output),
-            STAGES, "shard_size=8", "stages.relight.fail_ids=[img_017]"]
-    result = run_cli(args, cli_env(PLUGINS))
+            STAGES, *PLUGINS, "shard_size=8", "stages.relight.fail_ids=[img_017]"]
+    result = run_cli(args, cli_env())
     return {"root": root, "ids": ids, "output": output, "args": args, "stdout": result.stdout}
 
 
@@ -109,12 +109,12 @@ def test_status_failed_and_query(finished_run):
 def test_rerun_is_a_no_op_and_changed_sharding_is_refused(finished_run):
     output: Path = finished_run["output"]
     before = _stats_bytes(output)
-    again = run_cli(finished_run["args"], cli_env(PLUGINS)).stdout
+    again = run_cli(finished_run["args"], cli_env()).stdout
     assert "0 samples processed, 0 shards committed (7 already done)" in again
     assert _stats_bytes(output) == before
 
     changed = [a if not a.startswith("shard_size=") else "shard_size=5" for a in finished_run["args"]]
-    refused = run_cli(changed, cli_env(PLUGINS), check=False)
+    refused = run_cli(changed, cli_env(), check=False)
     assert refused.returncode == 2
     assert "different shard_size 8 -> 5" in refused.stderr and "Traceback" not in refused.stderr
     assert _stats_bytes(output) == before
@@ -127,7 +127,7 @@ def test_retry_failed_fixes_only_failed_samples(finished_run, tmp_path):
     output = tmp_path / "out"
     shutil.copytree(finished_run["output"], output)
     before = _stats_bytes(output)
-    result = run_cli(["retry-failed", str(output), "stages.relight.fail_ids=[]", "--no-progress"], cli_env(PLUGINS))
+    result = run_cli(["retry-failed", str(output), "stages.relight.fail_ids=[]", "--no-progress"], cli_env())
     assert "2 samples processed" in result.stdout
     after = _stats_bytes(output)
     rows = {r["id"]: r for r in _manifest(str(output))}
@@ -145,8 +145,8 @@ def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path):
     ids = write_images(tmp_path / "in", 40, seed=1)
     output = tmp_path / "out"
     args = ["run", "--profile", "tiny", "--no-progress", "--input", str(tmp_path / "in"), "--output", str(output),
-            STAGES, "shard_size=4", "stages.attribute.sleep_s=0.3"]
-    process = subprocess.Popen(CLI + args, env=cli_env(PLUGINS), start_new_session=True,
+            STAGES, *PLUGINS, "shard_size=4", "stages.attribute.sleep_s=0.3"]
+    process = subprocess.Popen(CLI + args, env=cli_env(), start_new_session=True,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=Path(__file__).parents[1])
     deadline = time.time() + 240
     while len(list(output.glob("shards/*/stats.json"))) < 3 or not (output / "progress.json").exists():
@@ -161,7 +161,7 @@ def test_killed_driver_resumes_without_loss_or_duplicates(tmp_path):
     committed = _stats_bytes(output)
     assert 3 <= len(committed) < 10
 
-    run_cli(args, cli_env(PLUGINS))
+    run_cli(args, cli_env())
     after = _stats_bytes(output)
     assert len(after) == 10
     assert {k: after[k] for k in committed} == committed
@@ -176,7 +176,7 @@ def test_s3_input_and_output(s3_bucket, tmp_path):
     fs.put(str(tmp_path / "in") + "/", f"{bucket}/inputs/", recursive=True)
     output = f"s3://{bucket}/runs/one"
     run_cli(["run", "--profile", "tiny", "--no-progress", "--input", f"s3://{bucket}/inputs", "--output", output,
-             STAGES, "shard_size=5", f"storage.endpoint_url={endpoint}"], cli_env(PLUGINS))
+             STAGES, *PLUGINS, "shard_size=5", f"storage.endpoint_url={endpoint}"], cli_env())
     rows = _manifest(output, endpoint)
     assert sorted(r["id"] for r in rows) == ids
     for row in rows:

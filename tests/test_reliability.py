@@ -23,9 +23,8 @@ from pathlib import Path
 
 import pytest
 
-import stages
 from pipeline import driver
-from pipeline.config import load_config
+from pipeline.config import load_config, registry_for
 from pipeline.manifest import read_manifest
 from pipeline.storage import open_storage
 from stages.base import OutputFile, Sample
@@ -46,28 +45,22 @@ def local_ray(s3_server, tmp_path_factory):
         ray.shutdown()
     faults_file = tmp_path_factory.mktemp("faults") / "faults.json"
     faults_file.write_text("{}")
-    saved_env = {k: os.environ.get(k) for k in (stages.PLUGINS_ENV, faults.FAULTS_ENV)}
-    saved_classes = dict(stages.STAGE_CLASSES)
-    os.environ[stages.PLUGINS_ENV] = PLUGINS
+    saved = os.environ.get(faults.FAULTS_ENV)
     os.environ[faults.FAULTS_ENV] = str(faults_file)
-    stages._apply_plugins()
     driver.init_ray(load_config("tiny", overrides=(STAGES,)))  # workers inherit the environment above
     try:
         yield faults_file
     finally:
         ray.shutdown()
-        stages.STAGE_CLASSES.clear()
-        stages.STAGE_CLASSES.update(saved_classes)
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        if saved is None:
+            os.environ.pop(faults.FAULTS_ENV, None)
+        else:
+            os.environ[faults.FAULTS_ENV] = saved
 
 
 def _config(inputs: Path, output: str, *overrides: str):
-    return load_config("tiny", overrides=(f"input.source={inputs}", f"output={output}", STAGES, "shard_size=4",
-                                          *overrides))
+    return load_config("tiny", overrides=(f"input.source={inputs}", f"output={output}", STAGES, *PLUGINS,
+                                          "shard_size=4", *overrides))
 
 
 def _set_faults(faults_file: Path, **settings) -> None:
@@ -85,7 +78,7 @@ class _Background:
 
     def _run(self, config) -> None:
         try:
-            self.summary = driver.run(config, progress=False)
+            self.summary = driver.run(config, registry_for(config), progress=False)
         except BaseException as error:  # noqa: BLE001 - inspected by the test
             self.error = error
 
@@ -153,10 +146,11 @@ def test_a_worker_that_may_not_restart_stops_the_run_with_a_clear_error(local_ra
     config = _config(tmp_path / "in", str(tmp_path / "out"), "stages.relight.max_restarts=0",
                      "stages.relight.exit_ids=[img_009]", f"stages.relight.marker_dir={tmp_path}")
     with pytest.raises(RuntimeError, match="stage worker died and was not restarted") as caught:
-        driver.run(config, progress=False)
+        driver.run(config, registry_for(config), progress=False)
     assert "\n" not in str(caught.value)
     committed, shards_before = _committed_files(tmp_path / "out"), len(_committed_shards(tmp_path / "out"))
-    summary = driver.run(config, progress=False)  # the marker says img_009 already killed a worker once
+    # The marker says img_009 already killed a worker once.
+    summary = driver.run(config, registry_for(config), progress=False)
     assert (summary.shards_skipped, summary.shards_committed) == (shards_before, 3 - shards_before)
     after = _committed_files(tmp_path / "out")
     assert {path: after.get(path) for path in committed} == committed
@@ -172,7 +166,7 @@ def test_stragglers_fail_with_timeout_and_the_run_finishes(local_ray, tmp_path):
                      "stages.relight.sample_timeout_s=1", "stages.relight.batch_size=3",
                      "stages.relight.hang_ids=[img_017]")
     started = time.time()
-    summary = driver.run(config, progress=False)
+    summary = driver.run(config, registry_for(config), progress=False)
     assert time.time() - started < 200  # the hour-long sleeps were cut short
     rows = _check_run(str(tmp_path / "out"), ids)
     for sample_id, row in rows.items():
@@ -191,8 +185,9 @@ def test_flaky_storage_is_retried_and_the_run_completes(local_ray, tmp_path):
     ids = write_images(tmp_path / "in", 24, seed=5)
     _set_faults(local_ray, transient_rate=0.15, lost_ack_rate=0.1)
     try:
-        summary = driver.run(_config(tmp_path / "in", f"faulty://{tmp_path}/out", "storage.retry_attempts=10",
-                                     "storage.retry_base_delay_s=0.01"), progress=False)
+        config = _config(tmp_path / "in", f"faulty://{tmp_path}/out", "storage.retry_attempts=10",
+                         "storage.retry_base_delay_s=0.01")
+        summary = driver.run(config, registry_for(config), progress=False)
     finally:
         _set_faults(local_ray)
     injected = faults.injected_faults(str(local_ray))
@@ -211,8 +206,9 @@ def test_s3_slowdown_and_internal_errors_are_retried(local_ray, s3_bucket, tmp_p
     server.start()
     try:
         output = f"s3://{bucket}/flaky"
-        driver.run(_config(tmp_path / "in", output, f"storage.endpoint_url={server.endpoint}",
-                           "storage.retry_base_delay_s=0.05"), progress=False)
+        config = _config(tmp_path / "in", output, f"storage.endpoint_url={server.endpoint}",
+                         "storage.retry_base_delay_s=0.05")
+        driver.run(config, registry_for(config), progress=False)
     finally:
         server.stop()
     statuses = {status.split()[0] for status, _, _ in server.app.injected}
@@ -241,7 +237,7 @@ def test_disk_full_mid_run_stops_with_a_clear_error_and_keeps_committed_shards(l
     committed = _committed_files(output)
     assert 2 <= len(_committed_shards(output)) < 7
 
-    summary = driver.run(config, progress=False)  # space freed: resume
+    summary = driver.run(config, registry_for(config), progress=False)  # space freed: resume
     assert summary.shards_skipped == len(_committed_shards(output)) - summary.shards_committed
     after = _committed_files(output)
     assert {path: after.get(path) for path in committed} == committed
@@ -254,7 +250,7 @@ def test_permission_denied_on_the_output_is_one_line(tmp_path):
     faults_file = tmp_path / "faults.json"
     faults_file.write_text(json.dumps({"write_errno": "EACCES"}))
     result = run_cli(["run", "--profile", "tiny", "--no-progress", "--input", str(tmp_path / "in"), "--output",
-                      f"faulty://{tmp_path}/out", STAGES], cli_env(PLUGINS, **{faults.FAULTS_ENV: str(faults_file)}),
+                      f"faulty://{tmp_path}/out", STAGES, *PLUGINS], cli_env(**{faults.FAULTS_ENV: str(faults_file)}),
                      check=False, timeout=120)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -291,8 +287,8 @@ def test_killed_driver_resumes_with_committed_shards_byte_identical(tmp_path):
     ids = write_images(tmp_path / "in", 21, seed=8)
     output = tmp_path / "out"
     args = ["run", "--profile", "tiny", "--no-progress", "--input", str(tmp_path / "in"), "--output", str(output),
-            STAGES, "shard_size=3", "stages.relight.sleep_s=0.15"]
-    process = subprocess.Popen(CLI + args, env=cli_env(PLUGINS), start_new_session=True, cwd=ROOT,
+            STAGES, *PLUGINS, "shard_size=3", "stages.relight.sleep_s=0.15"]
+    process = subprocess.Popen(CLI + args, env=cli_env(), start_new_session=True, cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while len(_committed_shards(output)) < 2 or not faults.stage_worker_processes(process.pid):
@@ -304,7 +300,7 @@ def test_killed_driver_resumes_with_committed_shards_byte_identical(tmp_path):
     committed_shards = _committed_shards(output)
     assert 2 <= len(committed_shards) < 7
 
-    result = run_cli(args, cli_env(PLUGINS))
+    result = run_cli(args, cli_env())
     after = _committed_files(output)
     assert {path: after.get(path) for path in committed} == committed
     assert len(_committed_shards(output)) == 7

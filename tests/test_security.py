@@ -190,12 +190,12 @@ def test_secrets_stay_out_of_every_artifact_and_local_ray_listens_on_loopback_on
     write_images(tmp_path / "in", 10, seed=9)
     secret, token = f"fake-secret-{uuid.uuid4().hex}", f"fake-token-{uuid.uuid4().hex}"
     ray_tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths live inside it
-    env = cli_env(PLUGINS, AWS_ACCESS_KEY_ID="AKIDFAKEEXAMPLE", AWS_SECRET_ACCESS_KEY=secret,
+    env = cli_env(AWS_ACCESS_KEY_ID="AKIDFAKEEXAMPLE", AWS_SECRET_ACCESS_KEY=secret,
                   AWS_SESSION_TOKEN=token, RAY_TMPDIR=ray_tmp)
     env.pop("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", None)  # as in a user's shell: loopback is the driver's job
     output = f"s3://{bucket}/secret-run"
     args = ["run", "--profile", "tiny", "--no-progress", "--input", str(tmp_path / "in"), "--output", output,
-            "stages.enabled=[attribute,relight,complete]", "shard_size=5", f"storage.endpoint_url={endpoint}",
+            "stages.enabled=[attribute,relight,complete]", *PLUGINS, "shard_size=5", f"storage.endpoint_url={endpoint}",
             "ray.include_dashboard=true", "stages.relight.crash_ids=[img_001]", "stages.attribute.sleep_s=0.4"]
     try:
         _check_run_with_secrets(args, env, output, endpoint, bucket, fs, ray_tmp, (secret, token))

@@ -179,11 +179,11 @@ class SourceAsFrontViewStage(Stage):
 def photo_stage(tmp_path: Path, *overrides: str):
     from pipeline.config import load_config, stage_settings
     from pipeline.storage import open_storage
-    from stages import stage_class
+    from stages import STAGES
 
     config = load_config("photo", overrides=(f"output={tmp_path / 'run'}", *overrides))
     storage = open_storage(str(tmp_path / "run"))
-    stage = stage_class("unwrap")(stage_settings(config, "unwrap"), StageContext(storage, config, "unwrap"))
+    stage = STAGES.stage_class("unwrap")(stage_settings(config, "unwrap"), StageContext(storage, config, "unwrap"))
     stage.setup()
     return stage
 

@@ -18,7 +18,8 @@ from pipeline.driver import commit_shard
 from pipeline.storage import Storage, open_storage
 from stages.base import OutputFile, Sample
 from stages.imageio import encode_png
-from stages.latents import VIEWS, view_file_name, write_view_latent
+from stages.latents import view_file_name, write_view_latent
+from stages.views import VIEW_NAMES
 
 YAW = {"front": 0.0, "left": 30.0, "right": -30.0}
 
@@ -47,7 +48,7 @@ def write_released_latents(folder: Path, sample: TinySample, w_dim: int = 8, see
     rng = np.random.default_rng(seed)
     base = rng.standard_normal((18, w_dim)).astype(np.float32)
     folder.mkdir(parents=True, exist_ok=True)
-    for view in VIEWS:
+    for view in VIEW_NAMES:
         turned = base.copy()
         turned[:4] += YAW[view] / 30.0
         (folder / view_file_name(sample.id, view)).write_bytes(write_view_latent(turned, condition(sample, view)))
@@ -72,7 +73,7 @@ def write_run(root: str, latents_root: Path, samples: list[TinySample], shard_si
         sample.outputs["uv"] = OutputFile.for_data(path, data)
         sample.fields.update({"render_layout": "released", "complete_bs_error": tiny.bs_error,
                               "complete_valid_ratio": tiny.valid_ratio, "edit_expression_happy": tiny.happy,
-                              **{f"render_attribute_{v}": condition(tiny, v) for v in VIEWS}, **tiny.extra})
+                              **{f"render_attribute_{v}": condition(tiny, v) for v in VIEW_NAMES}, **tiny.extra})
         if tiny.status == "filtered":
             sample.filter_reason = "bs_error"
         by_shard.setdefault(sample.shard, []).append(sample)
