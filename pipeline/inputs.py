@@ -98,8 +98,10 @@ def list_inputs(source: str, input_format: str, extensions: list[str], storage: 
     spec = resolve_format(source, input_format)
     table = spec.lister(source, extensions, storage_options or {})
     if table.num_rows == 0:
-        wanted = "latent files (*.pt)" if spec.name == "latents" else f"images ({', '.join(extensions)})"
-        raise ConfigError(f"no input {wanted} found at {source} (input.format={spec.name})")
+        if spec.name == "latents":
+            raise ConfigError(f"no input latent files (*.pt) found at {source}")
+        raise ConfigError(f"no input images found at {source} (input.format={spec.name}, "
+                          f"extensions {', '.join(extensions)})")
     return _with_inputs(table)
 
 
