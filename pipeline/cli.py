@@ -117,6 +117,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from pipeline import driver, ops
     from pipeline.config import load_config, registry_for
+    from pipeline.runner import storage_for
     from pipeline.storage import open_storage
 
     if args.command == "mesh":
@@ -142,7 +143,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         summary = driver.run(config, registry_for(config), restart=args.restart, progress=not args.no_progress)
         print(_render_summary(summary))
         if not args.no_visuals:
-            _print_visuals(driver.storage_for(config))
+            _print_visuals(storage_for(config))
         return 0
     if args.command == "retry-failed":
         config = driver.load_run_config(args.output, tuple(args.overrides), args.endpoint_url)

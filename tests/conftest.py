@@ -18,6 +18,50 @@ SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 CLI = [sys.executable, "-m", "pipeline.cli"]
 
 
+# The skip policy, in one place. Without ../shared/data a test that needs a file of it skips (``shared_data``).
+# With it (CI), a skip is a failure unless its reason starts with one of these: hardware or optional packages
+# this machine may lack. Chromium is a system package (the HTML report's browser test), not a pip one.
+ALLOWED_SKIPS = ("needs a GPU", "needs dlib", "needs chromium")
+
+
+def gpu_reason(why: str) -> str:
+    """A skip reason CI accepts: the test needs a CUDA GPU (``why``: what for)."""
+    return f"needs a GPU: {why}"
+
+
+def dlib_reason(why: str) -> str:
+    return f"needs dlib: {why}"
+
+
+def _refused_skip(report) -> str | None:
+    """Why a skip report breaks the policy (None if it does not)."""
+    if not report.skipped or not SHARED_DATA.is_dir() or hasattr(report, "wasxfail"):
+        return None
+    reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    if reason.startswith(ALLOWED_SKIPS):
+        return None
+    return f"skipped although ../shared/data is present: {reason!r} (allowed: {', '.join(ALLOWED_SKIPS)})"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    refused = _refused_skip(report)
+    if refused:
+        report.outcome, report.longrepr = "failed", refused
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector):
+    outcome = yield
+    report = outcome.get_result()
+    refused = _refused_skip(report)
+    if refused:
+        report.outcome, report.longrepr = "failed", refused
+
+
 def shared_data(relative: str) -> Path:
     """A file of ../shared/data, or skip the test when that folder is absent."""
     path = SHARED_DATA / relative

@@ -17,6 +17,7 @@ from stages.face.align import align_face, ffhq_quad
 from stages.face.landmarks import DLIB68, FaceLandmarker, ffhq_points
 from stages.geometry.landmark_schemes import IBUG68_SCHEME, MEDIAPIPE_TO_IBUG68, scheme_of
 from stages.imageio import decode_image
+from tests.conftest import dlib_reason
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -26,7 +27,8 @@ EDIT = DATA / "ffhq_uv_example" / "edit"
 VIEWS = ("front", "left", "right")
 
 HAVE_DLIB = dlib68.dlib_available() and dlib68.packaged_predictor() is not None
-needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason=f"dlib is optional and not installed ({dlib68.INSTALL_HINT})")
+NO_DLIB = dlib_reason(f"it is optional, not installed ({dlib68.INSTALL_HINT})")
+needs_dlib = pytest.mark.skipif(not HAVE_DLIB, reason=NO_DLIB)
 needs_faces = pytest.mark.skipif(not FACES, reason=f"real face photos not found under {DATA / 'faces'}")
 
 # Parity tolerances, as fractions of the distance between the eye centres (55-250 px on these photos).
@@ -54,7 +56,7 @@ def mediapipe():
 @pytest.fixture(scope="module")
 def dlib_detector():
     if not HAVE_DLIB:
-        pytest.skip(f"dlib is optional and not installed ({dlib68.INSTALL_HINT})")
+        pytest.skip(dlib_reason(f"it is optional, not installed ({dlib68.INSTALL_HINT})"))
     with dlib68.Dlib68Landmarker(str(dlib68.packaged_predictor())) as detector:
         yield detector
 

@@ -11,6 +11,7 @@ import torch
 from stages.errors import ConfigError
 from stages.lighting import sh
 from stages.networks.dpr import DEMO_SH_SCALE, DPRConfig, DPRRelighter, HourglassNet, load_dpr
+from tests.conftest import gpu_reason
 from tests.tiny_dpr_weights import DPR_FILE, official_format, write_tiny_dpr
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -140,7 +141,7 @@ def test_camera_to_dpr_is_a_rotation():
 @needs_weights
 def test_cuda_fp16_matches_cpu(relighter):
     if not torch.cuda.is_available():
-        pytest.skip("no CUDA device on this machine")
+        pytest.skip(gpu_reason("DPR in half precision on CUDA"))
     image = _bgr(DATA / "ffhq_uv_example" / "inversions" / "01223.png")
     gpu = DPRRelighter(load_dpr(WEIGHTS, "cuda"), device="cuda", fp16=True)
     np.testing.assert_allclose(gpu.estimate([image]), relighter.estimate([image]), atol=0.02)

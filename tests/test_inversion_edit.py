@@ -18,7 +18,7 @@ from stages.edit import EDIT_BAD_INPUT, EDIT_MISSING_INPUT, EditStage
 from stages.errors import ConfigError, SampleError
 from stages.inversion import INVERSION_NO_FACE, InversionStage
 from tests import tiny_gan_weights as tiny
-from tests.conftest import cli_env, run_cli, shared_data
+from tests.conftest import cli_env, gpu_reason, run_cli, shared_data
 from tests.tiny_deepface_weights import write_random_deepface_weights
 
 EXAMPLE = "ffhq_uv_example"
@@ -242,7 +242,7 @@ def test_inversion_and_edit_in_the_ray_pipeline(tmp_path, tiny_weights):
         assert row["stage_seconds"]["inversion"] is not None and row["stage_seconds"]["edit"] is not None
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason=gpu_reason("the GAN stages on CUDA"))
 def test_gpu_fp16_paths_match_cpu(tmp_path, tiny_weights, weights_512):
     photo = str(shared_data(f"{EXAMPLE}/images/01223.png"))
     latents = []

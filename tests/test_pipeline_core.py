@@ -9,8 +9,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from pipeline.manifest import read_manifest
 from pipeline.storage import open_storage
@@ -62,10 +64,14 @@ def test_every_row_and_file_is_accounted_for(finished_run):
         row = by_id[sample_id]
         assert row["status"] == "ok", row
         assert row["attribute_size"] == [80, 96]
-        assert row["relight_mean"] == pytest.approx(255 - (255 - row["relight_mean"]))
         assert all(row["stage_seconds"][s] >= 0 for s in ("attribute", "relight", "complete"))
         outputs = dict(row["outputs"])
         assert outputs.keys() == {"aligned", "relit_front"}
+        # The second stage read the first one's file and wrote its negative: checked on the files themselves.
+        thumbnail = np.asarray(Image.open(output / outputs["aligned"]["path"]), dtype=np.float64)
+        negative = np.asarray(Image.open(output / outputs["relit_front"]["path"]), dtype=np.float64)
+        assert np.array_equal(negative, 255 - thumbnail)
+        assert row["relight_mean"] == pytest.approx(negative.mean())
         for record in outputs.values():
             data = (output / record["path"]).read_bytes()
             assert hashlib.sha256(data).hexdigest() == record["sha256"] and len(data) == record["bytes"]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from stages.geometry.rasterize import Raster, interpolate, rasterize, rasterize_uv, uv_to_texel
+from tests.conftest import gpu_reason
 
 
 def brute_force(xyz: np.ndarray, tris: np.ndarray, h: int, w: int) -> Raster:
@@ -127,9 +128,9 @@ def _has_cuda() -> bool:
         return False
 
 
-@pytest.mark.skipif(not _has_cuda(), reason="nvdiffrast backend needs a CUDA GPU")
+@pytest.mark.skipif(not _has_cuda(), reason=gpu_reason("the nvdiffrast backend"))
 def test_nvdiffrast_agrees_with_cpu():
-    pytest.importorskip("nvdiffrast.torch", reason="nvdiffrast is not installed")
+    pytest.importorskip("nvdiffrast.torch", reason=gpu_reason("nvdiffrast is not installed"))
     xyz, tris = random_mesh(3, 50, 64)
     cpu = rasterize(xyz, tris, 64, 64, backend="cpu")
     gpu = rasterize(xyz, tris, 64, 64, backend="nvdiffrast")

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import driver
+from pipeline import commit, driver, streaming
 from pipeline.config import load_config, registry_for
 from pipeline.manifest import read_manifest
 from pipeline.storage import open_storage
@@ -47,7 +47,7 @@ def local_ray(s3_server, tmp_path_factory):
     faults_file.write_text("{}")
     saved = os.environ.get(faults.FAULTS_ENV)
     os.environ[faults.FAULTS_ENV] = str(faults_file)
-    driver.init_ray(load_config("tiny", overrides=(STAGES,)))  # workers inherit the environment above
+    streaming.init_ray(load_config("tiny", overrides=(STAGES,)))  # workers inherit the environment above
     try:
         yield faults_file
     finally:
@@ -272,7 +272,7 @@ def test_a_shard_never_names_files_that_are_not_in_storage(tmp_path):
     os.remove(storage.full_path("shards/00000/samples/already_failed/aligned.png"))
     samples[3].status, samples[3].failed_stage, samples[3].error_code = "failed", "relight", "no_face"
 
-    stats = driver.commit_shard(storage, 0, samples, revision=0, fingerprint="f")
+    stats = commit.commit_shard(storage, 0, samples, revision=0, fingerprint="f")
     rows = {r["id"]: r for r in read_manifest(storage).to_pylist()}
     assert rows["kept"]["status"] == "ok" and dict(rows["kept"]["outputs"]).keys() == {"aligned"}
     for name in ("lost", "short"):

@@ -38,7 +38,7 @@ def chromium_binary() -> str:
         path = shutil.which(name)
         if path:
             return path
-    pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    pytest.skip("needs chromium: not installed (Debian: apt-get install -y chromium)")
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import layout
-from pipeline.driver import commit_shard
+from pipeline.commit import commit_shard
 from pipeline.storage import Storage, open_storage
 from stages.base import OutputFile, Sample
 from stages.imageio import encode_png
