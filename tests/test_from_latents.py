@@ -123,7 +123,7 @@ def test_flat_dataset_project_latent_becomes_the_inversion(weights_512, tmp_path
     torch.save(w, buffer)
     (flat / "00042.pt").write_bytes(buffer.getvalue())
     pairs = list_inputs(str(flat), "latents", [], open_storage(str(tmp_path / "out")))
-    assert pairs.to_pylist() == [{"id": "00042", "uri": str(flat / "00042.pt")}]
+    assert pairs.select(["id", "uri"]).to_pylist() == [{"id": "00042", "uri": str(flat / "00042.pt")}]
     stage = make_render(weights_512, tmp_path / "out")
     sample = Sample(id="00042", uri=str(flat / "00042.pt"), shard=0, index=0)
     [result] = stage.process_batch([sample])
