@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (stages.fit.stage3_steps=50)")
     fit.add_argument("--profile", default="open", choices=("open", "faithful"),
                      help="open (default: pip packages only) or faithful (FFHQ-UV's checkpoints in models.weights_dir)")
-    fit.add_argument("--topology-obj", help="a HiFi3D++ OBJ with UVs (stages.fit.topology_obj)")
+    fit.add_argument("--topology-obj", help="a HiFi3D++ OBJ with UVs (topology.obj)")
     fit.add_argument("--config", action="append", default=[], metavar="FILE", help="extra YAML config file(s)")
     fit.add_argument("--input", help="input folder, glob, fsspec URL or id,uri list file (input.source)")
     fit.add_argument("--output", help="output folder or fsspec URL")
@@ -132,7 +132,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         overrides = list(args.overrides)
         flags = [(args.input, "input.source"), (args.output, "output"), (args.address, "ray.address")]
         if args.command == "fit":
-            flags += [(args.profile, "stages.fit.profile"), (args.topology_obj, "stages.fit.topology_obj")]
+            flags += [(args.profile, "stages.fit.profile"), (args.topology_obj, "topology.obj")]
         for flag, key in flags:
             if flag:
                 overrides.append(f"{key}={flag}")

@@ -14,15 +14,18 @@ Writes FFHQ-UV's output set per photo (``stages/fitting/outputs.py``); the final
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pyarrow as pa
 
-from stages.base import Sample, Stage, StageResult, StageSettings
+from stages.base import PHOTO, Sample, Stage, StageResult, StageSettings, bounded, configured_weights_dir
 from stages.errors import ConfigError, SampleError
+from stages.face.landmarks import MultiFacePolicy
+from stages.unwrap import Rasterizer
 
-PROFILES = ("open", "faithful")
+FitProfile = Literal["open", "faithful"]
+PROFILES: tuple[str, ...] = get_args(FitProfile)
 FIT_FAILED = "fit_failed"  # the landmark fit or the optimisation could not run on this photo
 STAGES = (1, 2, 3)
 LOSS_TERMS = ("colour", "smooth", "symmetry", "gamma", "landmark")
@@ -40,13 +43,12 @@ FAITHFUL_FILES = (
 
 @dataclass
 class FitSettings(StageSettings):
-    profile: str = "open"  # open | faithful
-    topology_obj: Optional[str] = None  # a HiFi3D++ OBJ with UVs (else models.weights_dir/topo_assets)
-    cache_dir: Optional[str] = None  # topology cache; None = ~/.cache/ffhq-uv-rebuild
-    stage2_steps: int = 100  # FFHQ-UV's schedule
-    stage3_steps: int = 200
-    multiple_faces: str = "largest"  # largest | reject
-    rasterizer: str = "auto"  # auto (nvdiffrast on cuda, else cpu) | cpu | nvdiffrast
+    profile: FitProfile = "open"  # open | faithful
+    # The HiFi3D++ topology is the run-level ``topology`` (its ``obj`` and ``cache_dir``); the fit needs hifi3dpp.
+    stage2_steps: int = bounded(100, low=0)  # FFHQ-UV's schedule
+    stage3_steps: int = bounded(200, low=0)
+    multiple_faces: MultiFacePolicy = "largest"  # largest | reject
+    rasterizer: Rasterizer = "auto"  # auto (nvdiffrast on cuda, else cpu) | cpu | nvdiffrast
 
 
 def _manifest_fields() -> tuple[pa.Field, ...]:
@@ -65,21 +67,20 @@ class FitStage(Stage):
     name = "fit"
     Settings = FitSettings
     manifest_fields = _manifest_fields()
+    inputs = (PHOTO,)
+    outputs = ("uv",)  # and FFHQ-UV's fitting output set (stages/fitting/outputs.py)
 
     @classmethod
     def preflight(cls, settings: FitSettings, config: Any) -> None:
-        """Options, the topology's source and (faithful) every checkpoint, without loading anything."""
+        """The topology's source and (faithful) every checkpoint, without loading anything."""
         from pathlib import Path
 
         from stages.geometry.hifi3dpp import MEAN_FACE_OBJ, MODEL_INFO
 
-        if settings.profile not in PROFILES:
-            raise ConfigError(f"stages.fit.profile must be one of {PROFILES}, not {settings.profile!r}")
-        if settings.rasterizer not in ("auto", "cpu", "nvdiffrast"):
-            raise ConfigError(f"stages.fit.rasterizer must be auto, cpu or nvdiffrast, not {settings.rasterizer!r}")
-        if settings.stage2_steps < 0 or settings.stage3_steps < 0:
-            raise ConfigError("stages.fit.stage2_steps and stage3_steps must be >= 0")
-        weights = None if config.models.weights_dir in (None, "") else Path(str(config.models.weights_dir))
+        if config.topology.name != "hifi3dpp":
+            raise ConfigError(f"the fit stage needs topology.name=hifi3dpp, not {config.topology.name}")
+        weights_dir = configured_weights_dir(config)
+        weights = None if weights_dir is None else Path(weights_dir)
         if settings.profile == "faithful":
             for name in FAITHFUL_FILES:
                 if weights is None or not (weights / name).is_file():
@@ -87,11 +88,11 @@ class FitStage(Stage):
                                       "profile); see README section 'RGB fitting'")
             raise ConfigError("stages.fit.profile=faithful: the faithful optimisation is not implemented in this "
                               "version; use profile=open")
-        candidates = [Path(settings.topology_obj)] if settings.topology_obj else []
+        candidates = [Path(config.topology.obj)] if config.topology.obj else []
         if weights is not None:
             candidates += [weights / MODEL_INFO, weights / MEAN_FACE_OBJ]
         if not any(p.is_file() for p in candidates):
-            raise ConfigError("the fit stage needs stages.fit.topology_obj (a HiFi3D++ OBJ with UVs, e.g. "
+            raise ConfigError("the fit stage needs topology.obj (a HiFi3D++ OBJ with UVs, e.g. "
                               f"shared/data/hifi3dpp/head_teaser1.obj) or models.weights_dir/{MODEL_INFO}; "
                               "see README section 'RGB fitting'")
 
@@ -105,8 +106,9 @@ class FitStage(Stage):
         from stages.texture.template import template_for
 
         settings: FitSettings = self.settings
-        self.topology = load_hifi3dpp(settings.topology_obj, self.context.weights_dir,
-                                      settings.cache_dir or DEFAULT_CACHE_DIR)
+        topology = self.context.config.topology
+        self.topology = load_hifi3dpp(topology.obj or None, self.context.weights_dir,
+                                      topology.cache_dir or DEFAULT_CACHE_DIR)
         template = template_for(self.topology.name, self.topology.masks(), self.context.weights_dir)
         choice = settings.rasterizer
         backend = backend_for_device(self.context.device) if choice == "auto" else choice

@@ -226,7 +226,7 @@ def test_fit_command_writes_ffhq_uv_outputs_and_manifest(tmp_path):
     output = tmp_path / "out"
     run_cli(["fit", "--no-progress", "--no-visuals", "--input", str(inputs), "--output", str(output),
              "--topology-obj", str(shared_data("hifi3dpp/head_teaser1.obj")), "stages.fit.stage2_steps=1",
-             "stages.fit.stage3_steps=1", f"stages.fit.cache_dir={tmp_path / 'cache'}"])
+             "stages.fit.stage3_steps=1", f"topology.cache_dir={tmp_path / 'cache'}"])
     rows = {r["id"]: r for r in read_manifest(str(output)).to_pylist()}
     assert (rows["noise"]["status"], rows["noise"]["error_code"]) == ("failed", "no_face")
     row = rows["000055"]
@@ -251,7 +251,7 @@ def test_preflight_names_missing_files(tmp_path):
     from stages.fit import FitStage
 
     config = load_config("fit", overrides=(f"output={tmp_path}",))
-    with pytest.raises(ConfigError, match="topology_obj"):
+    with pytest.raises(ConfigError, match="topology.obj"):
         FitStage.preflight(stage_settings(config, "fit"), config)
     config = load_config("fit", overrides=(f"output={tmp_path}", "stages.fit.profile=faithful",
                                            f"models.weights_dir={tmp_path}"))
