@@ -40,7 +40,8 @@ import pyarrow as pa
 
 from pipeline.run_samples import AGE, BEARD, GENDER, attribute_meta, iter_run_samples
 from pipeline.storage import Storage
-from stages.latents import VIEWS, clip_name, read_view_latent, view_file_name, write_view_latent
+from stages.latents import clip_name, read_view_latent, view_file_name, write_view_latent
+from stages.views import VIEW_NAMES
 
 LATENTS_DIR = "inputs/face-latents"  # the children's latents inside the new run folder
 TABLE = "interpolation.parquet"
@@ -226,7 +227,7 @@ def write_children(children: list[Child], candidates: list[Candidate], out: Stor
         prefix = f"{LATENTS_DIR}/{clip_name(index)}/{child.id}"
         sizes = out.file_sizes(prefix)
         parents = [_views(out, folders[pid], pid) for pid in (child.parent_a, child.parent_b)]
-        for view in VIEWS:
+        for view in VIEW_NAMES:
             (wa, aa), (wb, ab) = parents[0][view], parents[1][view]
             w = (1.0 - child.alpha) * wa + child.alpha * wb
             a = None if aa is None or ab is None else (1.0 - child.alpha) * aa + child.alpha * ab
@@ -240,7 +241,7 @@ def write_children(children: list[Child], candidates: list[Candidate], out: Stor
 
 def _views(storage: Storage, folder: str, sample_id: str) -> dict[str, tuple[np.ndarray, Optional[np.ndarray]]]:
     views = {}
-    for view in VIEWS:
+    for view in VIEW_NAMES:
         uri = f"{folder.rstrip('/')}/{view_file_name(sample_id, view)}"
         latent = read_view_latent(storage.read_source(uri), uri)
         views[view] = (latent.latent.astype(np.float64), None if latent.attribute is None else

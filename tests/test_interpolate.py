@@ -23,7 +23,8 @@ from pipeline.interpolate import (
     interpolate,
 )
 from pipeline.storage import open_storage
-from stages.latents import VIEWS, read_view_latent
+from stages.latents import read_view_latent
+from stages.views import VIEW_NAMES
 from tests.conftest import run_cli
 from tests.tiny_runs import TinySample, condition, write_run
 
@@ -82,7 +83,7 @@ def test_children_interpolate_their_parents_views(run):
     storage, root = run
     interpolate(storage.root_url, str(root / "mix"), 4, InterpolateConfig(seed=2))
     for child in _children(root / "mix"):
-        for view in VIEWS:
+        for view in VIEW_NAMES:
             a, b = (_latent(root / "face-latents" / "000" / p, p, view) for p in (child["parent_a"], child["parent_b"]))
             made = _latent(root / "mix" / LATENTS_DIR / "000" / child["id"], child["id"], view)
             alpha = child["alpha"]
@@ -131,8 +132,8 @@ def test_an_edit_run_interpolates_its_manifest_latents(tmp_path):
     for i in range(3):
         tiny = TinySample(f"e{i}", age=30.0)
         tiny.extra = {"render_layout": None, **{f"edit_latent_{v}": rng.standard_normal(18 * 8).astype(np.float32)
-                                                for v in VIEWS},
-                      **{f"edit_attribute_{v}": condition(tiny, v) for v in VIEWS}}
+                                                for v in VIEW_NAMES},
+                      **{f"edit_attribute_{v}": condition(tiny, v) for v in VIEW_NAMES}}
         samples.append(tiny)
     storage = write_run(str(tmp_path / "run"), tmp_path / "unused", samples)
     interpolate(storage.root_url, str(tmp_path / "new"), 2, InterpolateConfig())

@@ -98,126 +98,141 @@ def read_obj(path: str | os.PathLike) -> Mesh:
 
 def parse_obj(text: str, source: str = "<obj>") -> Mesh:
     """Parse OBJ text into a triangle Mesh; ``source`` names it in error messages."""
-    vertices: list[list[float]] = []
-    colors: list[list[float]] = []
-    uvs: list[list[float]] = []
-    normals: list[list[float]] = []
-    faces: list[tuple[int, int, int]] = []
-    face_uvs: list[tuple[int, int, int]] = []
-    face_normals: list[tuple[int, int, int]] = []
-    face_material: list[int] = []
-    materials: list[str] = []
-    current_material = -1
-    mtllib: str | None = None
-    corner_forms: set[tuple[bool, bool]] = set()
-
-    def fail(line_no: int, message: str) -> ObjError:
-        return ObjError(f"{source}:{line_no}: {message}")
-
-    def numbers(parts: list[str], line_no: int, low: int, high: int, what: str) -> list[float]:
-        values = parts[1:]
-        if not low <= len(values) <= high:
-            raise fail(line_no, f"'{parts[0]}' needs {low}..{high} numbers, got {len(values)}")
-        try:
-            out = [float(p) for p in values]
-        except ValueError:
-            raise fail(line_no, f"bad number in {what}: {' '.join(values)!r}") from None
-        if not np.all(np.isfinite(out)):
-            raise fail(line_no, f"non-finite value in {what}")
-        return out
-
-    def resolve(token: str, count: int, line_no: int, what: str) -> int:
-        try:
-            index = int(token)
-        except ValueError:
-            raise fail(line_no, f"bad {what} index {token!r}") from None
-        # OBJ indices are 1-based; negative ones count back from the latest element.
-        resolved = index - 1 if index > 0 else count + index
-        if index == 0 or not 0 <= resolved < count:
-            raise fail(line_no, f"{what} index {index} out of range (have {count} so far)")
-        return resolved
-
+    reader = _ObjReader(source)
     for line_no, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
+        if line:
+            reader.line_no = line_no
+            reader.read(line)
+    return reader.mesh()
+
+
+class _ObjReader:
+    """The state of one ``parse_obj`` call: elements so far, and one method per OBJ statement."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.line_no = 0
+        self.vertices: list[list[float]] = []
+        self.colors: list[list[float]] = []
+        self.uvs: list[list[float]] = []
+        self.normals: list[list[float]] = []
+        self.faces: list[tuple[int, int, int]] = []
+        self.face_uvs: list[tuple[int, int, int]] = []
+        self.face_normals: list[tuple[int, int, int]] = []
+        self.face_material: list[int] = []
+        self.materials: list[str] = []
+        self.current_material = -1
+        self.mtllib: str | None = None
+        self.corner_forms: set[tuple[bool, bool]] = set()
+
+    def fail(self, message: str) -> ObjError:
+        return ObjError(f"{self.source}:{self.line_no}: {message}")
+
+    def read(self, line: str) -> None:
         parts = line.split()
         key = parts[0]
         if key == "v":
-            coords = numbers(parts, line_no, 3, 7, "vertex")
+            coords = self.numbers(parts, 3, 7, "vertex")
             if len(coords) not in (3, 4, 6):
-                raise fail(line_no, f"vertex needs x y z [w] or x y z r g b, got {len(coords)} numbers")
-            vertices.append(coords[:3])
+                raise self.fail(f"vertex needs x y z [w] or x y z r g b, got {len(coords)} numbers")
+            self.vertices.append(coords[:3])
             if len(coords) == 6:
-                colors.append(coords[3:])
+                self.colors.append(coords[3:])
         elif key == "vt":
             # 'vt u [v [w]]': a missing v defaults to 0 (OBJ spec); w is unused for 2-D maps.
-            uv = numbers(parts, line_no, 1, 3, "texture coordinate")
-            uvs.append([uv[0], uv[1] if len(uv) > 1 else 0.0])
+            uv = self.numbers(parts, 1, 3, "texture coordinate")
+            self.uvs.append([uv[0], uv[1] if len(uv) > 1 else 0.0])
         elif key == "vn":
-            normals.append(numbers(parts, line_no, 3, 3, "normal"))
+            self.normals.append(self.numbers(parts, 3, 3, "normal"))
         elif key == "f":
-            corners = parts[1:]
-            if len(corners) < 3:
-                raise fail(line_no, f"face needs at least 3 corners, got {len(corners)}")
-            vi, ti, ni = [], [], []
-            for corner in corners:
-                fields = corner.split("/")
-                if len(fields) > 3 or not fields[0]:
-                    raise fail(line_no, f"bad face corner {corner!r}")
-                vi.append(resolve(fields[0], len(vertices), line_no, "vertex"))
-                has_t = len(fields) > 1 and fields[1] != ""
-                has_n = len(fields) > 2 and fields[2] != ""
-                if has_t:
-                    ti.append(resolve(fields[1], len(uvs), line_no, "texture"))
-                if has_n:
-                    ni.append(resolve(fields[2], len(normals), line_no, "normal"))
-                corner_forms.add((has_t, has_n))
-            if len(corner_forms) > 1:
-                raise fail(line_no, "faces mix corner forms (some with texture/normal indices, some without)")
-            # Fan triangulation: exact for the convex quads and polygons of our meshes.
-            for k in range(1, len(vi) - 1):
-                faces.append((vi[0], vi[k], vi[k + 1]))
-                if ti:
-                    face_uvs.append((ti[0], ti[k], ti[k + 1]))
-                if ni:
-                    face_normals.append((ni[0], ni[k], ni[k + 1]))
-                face_material.append(current_material)
-        elif key == "mtllib":
+            self.face(parts[1:])
+        elif key in ("mtllib", "usemtl"):
             if len(parts) < 2:
-                raise fail(line_no, "mtllib needs a file name")
-            mtllib = line.split(None, 1)[1]
-        elif key == "usemtl":
-            if len(parts) < 2:
-                raise fail(line_no, "usemtl needs a material name")
-            name = line.split(None, 1)[1]
-            if name not in materials:
-                materials.append(name)
-            current_material = materials.index(name)
+                raise self.fail(f"{key} needs a {'file' if key == 'mtllib' else 'material'} name")
+            self.material_statement(key, line.split(None, 1)[1])
 
-    if not vertices:
-        raise ObjError(f"{source}: no vertices")
-    if not faces:
-        raise ObjError(f"{source}: no faces")
-    if colors and len(colors) != len(vertices):
-        raise ObjError(f"{source}: only {len(colors)} of {len(vertices)} vertices carry colours")
+    def numbers(self, parts: list[str], low: int, high: int, what: str) -> list[float]:
+        values = parts[1:]
+        if not low <= len(values) <= high:
+            raise self.fail(f"'{parts[0]}' needs {low}..{high} numbers, got {len(values)}")
+        try:
+            out = [float(p) for p in values]
+        except ValueError:
+            raise self.fail(f"bad number in {what}: {' '.join(values)!r}") from None
+        if not np.all(np.isfinite(out)):
+            raise self.fail(f"non-finite value in {what}")
+        return out
 
-    material_array = None
-    if materials:
-        # Faces before the first usemtl get the first material, as most viewers do.
-        material_array = np.maximum(np.asarray(face_material, dtype=np.int64), 0)
-    return Mesh(
-        vertices=np.asarray(vertices, dtype=np.float64),
-        faces=np.asarray(faces, dtype=np.int64),
-        uvs=np.asarray(uvs, dtype=np.float64).reshape(-1, 2) if face_uvs else None,
-        face_uvs=np.asarray(face_uvs, dtype=np.int64) if face_uvs else None,
-        normals=np.asarray(normals, dtype=np.float64).reshape(-1, 3) if face_normals else None,
-        face_normals=np.asarray(face_normals, dtype=np.int64) if face_normals else None,
-        colors=np.asarray(colors, dtype=np.float64) if colors else None,
-        mtllib=mtllib,
-        materials=tuple(materials),
-        face_material=material_array,
-    )
+    def resolve(self, token: str, count: int, what: str) -> int:
+        try:
+            index = int(token)
+        except ValueError:
+            raise self.fail(f"bad {what} index {token!r}") from None
+        # OBJ indices are 1-based; negative ones count back from the latest element.
+        resolved = index - 1 if index > 0 else count + index
+        if index == 0 or not 0 <= resolved < count:
+            raise self.fail(f"{what} index {index} out of range (have {count} so far)")
+        return resolved
+
+    def face(self, corners: list[str]) -> None:
+        if len(corners) < 3:
+            raise self.fail(f"face needs at least 3 corners, got {len(corners)}")
+        vi, ti, ni = [], [], []
+        for corner in corners:
+            fields = corner.split("/")
+            if len(fields) > 3 or not fields[0]:
+                raise self.fail(f"bad face corner {corner!r}")
+            vi.append(self.resolve(fields[0], len(self.vertices), "vertex"))
+            has_t = len(fields) > 1 and fields[1] != ""
+            has_n = len(fields) > 2 and fields[2] != ""
+            if has_t:
+                ti.append(self.resolve(fields[1], len(self.uvs), "texture"))
+            if has_n:
+                ni.append(self.resolve(fields[2], len(self.normals), "normal"))
+            self.corner_forms.add((has_t, has_n))
+        if len(self.corner_forms) > 1:
+            raise self.fail("faces mix corner forms (some with texture/normal indices, some without)")
+        # Fan triangulation: exact for the convex quads and polygons of our meshes.
+        for k in range(1, len(vi) - 1):
+            self.faces.append((vi[0], vi[k], vi[k + 1]))
+            if ti:
+                self.face_uvs.append((ti[0], ti[k], ti[k + 1]))
+            if ni:
+                self.face_normals.append((ni[0], ni[k], ni[k + 1]))
+            self.face_material.append(self.current_material)
+
+    def material_statement(self, key: str, name: str) -> None:
+        if key == "mtllib":
+            self.mtllib = name
+            return
+        if name not in self.materials:
+            self.materials.append(name)
+        self.current_material = self.materials.index(name)
+
+    def mesh(self) -> Mesh:
+        if not self.vertices:
+            raise ObjError(f"{self.source}: no vertices")
+        if not self.faces:
+            raise ObjError(f"{self.source}: no faces")
+        if self.colors and len(self.colors) != len(self.vertices):
+            raise ObjError(f"{self.source}: only {len(self.colors)} of {len(self.vertices)} vertices carry colours")
+        material_array = None
+        if self.materials:
+            # Faces before the first usemtl get the first material, as most viewers do.
+            material_array = np.maximum(np.asarray(self.face_material, dtype=np.int64), 0)
+        return Mesh(
+            vertices=np.asarray(self.vertices, dtype=np.float64),
+            faces=np.asarray(self.faces, dtype=np.int64),
+            uvs=np.asarray(self.uvs, dtype=np.float64).reshape(-1, 2) if self.face_uvs else None,
+            face_uvs=np.asarray(self.face_uvs, dtype=np.int64) if self.face_uvs else None,
+            normals=np.asarray(self.normals, dtype=np.float64).reshape(-1, 3) if self.face_normals else None,
+            face_normals=np.asarray(self.face_normals, dtype=np.int64) if self.face_normals else None,
+            colors=np.asarray(self.colors, dtype=np.float64) if self.colors else None,
+            mtllib=self.mtllib,
+            materials=tuple(self.materials),
+            face_material=material_array,
+        )
 
 
 def format_obj(mesh: Mesh, precision: int = 6) -> str:

@@ -130,11 +130,32 @@ def _perspective_correct(raster: Raster, triangles: np.ndarray, w: np.ndarray) -
     return out
 
 
+@dataclass
+class _Boxes:
+    """The triangles' screen corners (M, 3, 3), signed areas (M,) and pixel bounding boxes (origin, size)."""
+
+    corners: np.ndarray
+    area: np.ndarray
+    x0: np.ndarray
+    y0: np.ndarray
+    bw: np.ndarray
+    bh: np.ndarray
+
+
+@dataclass
+class _Buffers:
+    """Flat (height * width) fragment buffers: closest depth, its triangle id (-1 = none) and barycentrics."""
+
+    width: int
+    depth: np.ndarray
+    tri: np.ndarray
+    bary: np.ndarray
+
+
 def _rasterize_numpy(xyz: np.ndarray, triangles: np.ndarray, height: int, width: int) -> Raster:
     """Vectorised CPU rasteriser: triangles grouped by bounding-box size, tested in batches of candidate pixels."""
-    depth_buf = np.full(height * width, np.inf, dtype=np.float64)
-    tri_buf = np.full(height * width, -1, dtype=np.int64)
-    bary_buf = np.zeros((height * width, 3), dtype=np.float64)
+    buffers = _Buffers(width, np.full(height * width, np.inf, dtype=np.float64),
+                       np.full(height * width, -1, dtype=np.int64), np.zeros((height * width, 3), dtype=np.float64))
 
     corners = xyz[triangles]  # (M, 3, 3)
     x, y = corners[..., 0], corners[..., 1]
@@ -145,6 +166,7 @@ def _rasterize_numpy(xyz: np.ndarray, triangles: np.ndarray, height: int, width:
     y0 = np.clip(np.ceil(np.where(finite, y.min(axis=1), 0.0)), 0, height).astype(np.int64)
     y1 = np.clip(np.floor(np.where(finite, y.max(axis=1), -1.0)), -1, height - 1).astype(np.int64)
     bw, bh = x1 - x0 + 1, y1 - y0 + 1
+    boxes = _Boxes(corners, area, x0, y0, bw, bh)
     live = np.flatnonzero(finite & (np.abs(area) > 1e-12) & (bw > 0) & (bh > 0))
     # Sorting by box size keeps the padding small inside a chunk.
     live = live[np.lexsort((bw[live], bh[live]))]
@@ -163,17 +185,19 @@ def _rasterize_numpy(xyz: np.ndarray, triangles: np.ndarray, height: int, width:
             step *= 2
         ids = live[start:end]
         start = end
-        _raster_chunk(ids, corners, area, x0, y0, bw, bh, width, depth_buf, tri_buf, bary_buf)
+        _raster_chunk(ids, boxes, buffers)
 
     return Raster(
-        triangle_id=tri_buf.reshape(height, width).astype(np.int32),
-        barycentrics=bary_buf.reshape(height, width, 3).astype(np.float32),
-        depth=depth_buf.reshape(height, width).astype(np.float32),
+        triangle_id=buffers.tri.reshape(height, width).astype(np.int32),
+        barycentrics=buffers.bary.reshape(height, width, 3).astype(np.float32),
+        depth=buffers.depth.reshape(height, width).astype(np.float32),
     )
 
 
-def _raster_chunk(ids, corners, area, x0, y0, bw, bh, width, depth_buf, tri_buf, bary_buf) -> None:
+def _raster_chunk(ids: np.ndarray, boxes: _Boxes, buffers: _Buffers) -> None:
     """Rasterise one chunk of triangles and merge its fragments into the buffers (closest, then lowest id)."""
+    corners, area, x0, y0, bw, bh = boxes.corners, boxes.area, boxes.x0, boxes.y0, boxes.bw, boxes.bh
+    width, depth_buf, tri_buf, bary_buf = buffers.width, buffers.depth, buffers.tri, buffers.bary
     mw, mh = int(bw[ids].max()), int(bh[ids].max())
     gx = x0[ids, None, None] + np.arange(mw)[None, None, :]  # (T, 1, mw)
     gy = y0[ids, None, None] + np.arange(mh)[None, :, None]  # (T, mh, 1)
