@@ -29,6 +29,24 @@ sys.path.insert(0, str(ROOT))
 DATA = ROOT / ".." / "shared" / "data"
 EXAMPLE = DATA / "ffhq_uv_example"
 
+import cv2  # noqa: E402 - after the path set-up above
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from stages.attribute import AttributeStage  # noqa: E402
+from stages.base import Sample  # noqa: E402
+from stages.face.align import align_face  # noqa: E402
+from stages.face.deepface_models import deepface_home, face_input  # noqa: E402
+from stages.face.landmarks import ffhq_points  # noqa: E402
+from stages.face.pose import head_pose  # noqa: E402
+from stages.lighting.analytic import divide_shading, fit_shading  # noqa: E402
+from stages.lighting.sh import EVEN_LIGHT  # noqa: E402
+from stages.networks import DPR_FILE  # noqa: E402
+from stages.relight import RelightStage  # noqa: E402
+from stages.views import VIEW, VIEW_NAMES, view_key  # noqa: E402
+from tests.tiny_deepface_weights import write_random_deepface_weights  # noqa: E402
+
 
 def _timed(fn, repeats: int) -> float:
     """Mean CPU seconds of ``fn()`` over ``repeats`` runs after one warm-up.
@@ -69,25 +87,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="torch / OpenCV threads")
     args = parser.parse_args()
-
-    import cv2
-    import numpy as np
-    import torch
-    from PIL import Image
-
     torch.set_num_threads(args.threads)
     cv2.setNumThreads(args.threads)
-    from stages.attribute import DPR_FILE, AttributeStage
-    from stages.base import Sample
-    from stages.face.align import align_face
-    from stages.face.deepface_models import deepface_home, face_input
-    from stages.face.landmarks import ffhq_points
-    from stages.face.pose import head_pose
-    from stages.lighting.analytic import divide_shading, fit_shading
-    from stages.lighting.sh import EVEN_LIGHT
-    from stages.relight import RelightStage
-    from tests.tiny_deepface_weights import write_random_deepface_weights
-
     work = Path(tempfile.mkdtemp(prefix="bench_attr_"))
     try:
         weights = work / "weights"
@@ -95,77 +96,87 @@ def main() -> None:
         shutil.copy(DATA / "dpr" / "trained_model_03.t7", weights / DPR_FILE)
         write_random_deepface_weights(deepface_home(weights))
         common = ("models.device=cpu", f"models.weights_dir={weights}")
-        rgb = lambda p: np.asarray(Image.open(p).convert("RGB"))  # noqa: E731
-
-        # ffhq-uv attribute on the 1024 inversion.
-        attribute = _stage(AttributeStage, "ffhq-uv", work / "o1", *common)
-        sample = Sample(id="01223", uri=str(EXAMPLE / "images" / "01223.png"), shard=0, index=0)
-        inversion = rgb(EXAMPLE / "inversions" / "01223.png")
-        attribute.context.write_image(sample, "inversion", inversion)
-        per_sample = _timed(lambda: attribute.process(sample), args.repeats)
-        face = attribute.landmarker.detect_one(inversion)
-        bgr = np.ascontiguousarray(inversion[:, :, ::-1])
-        crop = face_input(inversion, face.box)
-        parts = {
-            "landmarks (mediapipe)": _timed(lambda: attribute.landmarker.detect_one(inversion), args.repeats),
-            "pose": _timed(lambda: head_pose(face.points), args.repeats),
-            "DPR estimate (512)": _timed(lambda: attribute.relighter.estimate([bgr]), args.repeats),
-        }
-        for name in attribute.deepface.nets:
-            parts[f"deepface {name}"] = _timed(lambda n=name: _one_model(attribute.deepface, n, crop), args.repeats)
-        _report("ffhq-uv attribute (1024 inversion)", per_sample, parts)
-
-        # ffhq-uv relight of three 1024 views, every view relit.
-        relight = _stage(RelightStage, "ffhq-uv", work / "o2", *common, "stages.relight.threshold=0")
-        views = {v: rgb(EXAMPLE / "edit" / f"01223_{v}.png") for v in ("left", "front", "right")}
-        for view, image in views.items():
-            relight.context.write_image(sample, f"view_{view}", image)
-        per_sample = _timed(lambda: relight.process(sample), args.repeats)
-        front = views["front"]
-        points = relight.landmarker.detect_one(front).points
-        front_bgr = np.ascontiguousarray(front[:, :, ::-1])
-        parts = {
-            "landmarks (mediapipe)": 3 * _timed(lambda: relight.landmarker.detect_one(front), args.repeats),
-            "skin fit (symmetry) x2": 6 * _timed(lambda: fit_shading(front, points), args.repeats),
-            "DPR estimate x2": 6 * _timed(lambda: relight.relighter.estimate([front_bgr]), args.repeats),
-            "DPR relight": 3 * _timed(lambda: relight.relighter.relight(front_bgr, np.array(EVEN_LIGHT)),
-                                      args.repeats),
-        }
-        _report("ffhq-uv relight (3 views of 1024, all relit)", per_sample, parts)
-
-        # photo profile: attribute (align + analytic light) and relight (analytic) on a 1024 photo.
-        photo_attr = _stage(AttributeStage, "photo", work / "o3")
-        photo_relight = _stage(RelightStage, "photo", work / "o3", "stages.relight.threshold=0")
-        photo = Sample(id="e4e", uri=str(DATA / "faces" / "e4e_input.jpg"), shard=0, index=0)
-        per_attr = _timed(lambda: photo_attr.process(photo), args.repeats)
-        per_relight = _timed(lambda: photo_relight.process(photo), args.repeats)
-        source = rgb(DATA / "faces" / "e4e_input.jpg")
-        five = ffhq_points(photo_attr.landmarker.detect_one(source).points)
-        aligned = align_face(source, five, 1024).image
-        points = photo_attr.landmarker.detect_one(aligned).points
-        fit = fit_shading(aligned, points)
-        parts = {
-            "landmarks (mediapipe) x2": 2 * _timed(lambda: photo_attr.landmarker.detect_one(source), args.repeats),
-            "FFHQ alignment to 1024": _timed(lambda: align_face(source, five, 1024), args.repeats),
-            "pose": _timed(lambda: head_pose(points), args.repeats),
-            "analytic SH fit": _timed(lambda: fit_shading(aligned, points), args.repeats),
-        }
-        _report("photo attribute (1024 photo, no weights)", per_attr, parts)
-        parts = {
-            "landmarks (mediapipe)": _timed(lambda: photo_relight.landmarker.detect_one(aligned), args.repeats),
-            "analytic SH fit x2": 2 * _timed(lambda: fit_shading(aligned, points), args.repeats),
-            "shading division": _timed(lambda: divide_shading(aligned, fit, EVEN_LIGHT), args.repeats),
-        }
-        _report("photo relight (aligned 1024 view, relit)", per_relight, parts)
+        _bench_ffhq_uv_attribute(work, common, args.repeats)
+        _bench_ffhq_uv_relight(work, common, args.repeats)
+        _bench_photo(work, args.repeats)
         print(f"\n(torch/OpenCV threads: {args.threads}; {os.cpu_count()} CPUs on this machine)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _rgb(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _bench_ffhq_uv_attribute(work: Path, common: tuple[str, ...], repeats: int) -> None:
+    """ffhq-uv attribute on the 1024 inversion."""
+    attribute = _stage(AttributeStage, "ffhq-uv", work / "o1", *common)
+    sample = Sample(id="01223", uri=str(EXAMPLE / "images" / "01223.png"), shard=0, index=0)
+    inversion = _rgb(EXAMPLE / "inversions" / "01223.png")
+    attribute.context.write_image(sample, "inversion", inversion)
+    per_sample = _timed(lambda: attribute.process(sample), repeats)
+    face = attribute.landmarker.detect_one(inversion)
+    bgr = np.ascontiguousarray(inversion[:, :, ::-1])
+    crop = face_input(inversion, face.box)
+    parts = {
+        "landmarks (mediapipe)": _timed(lambda: attribute.landmarker.detect_one(inversion), repeats),
+        "pose": _timed(lambda: head_pose(face.points), repeats),
+        "DPR estimate (512)": _timed(lambda: attribute.relighter.estimate([bgr]), repeats),
+    }
+    for name in attribute.deepface.nets:
+        parts[f"deepface {name}"] = _timed(lambda n=name: _one_model(attribute.deepface, n, crop), repeats)
+    _report("ffhq-uv attribute (1024 inversion)", per_sample, parts)
+
+
+def _bench_ffhq_uv_relight(work: Path, common: tuple[str, ...], repeats: int) -> None:
+    """ffhq-uv relight of three 1024 views, every view relit."""
+    relight = _stage(RelightStage, "ffhq-uv", work / "o2", *common, "stages.relight.threshold=0")
+    sample = Sample(id="01223", uri=str(EXAMPLE / "images" / "01223.png"), shard=0, index=0)
+    views = {v: _rgb(EXAMPLE / "edit" / f"01223_{v}.png") for v in VIEW_NAMES}
+    for view, image in views.items():
+        relight.context.write_image(sample, view_key(VIEW, view), image)
+    per_sample = _timed(lambda: relight.process(sample), repeats)
+    front = views["front"]
+    points = relight.landmarker.detect_one(front).points
+    front_bgr = np.ascontiguousarray(front[:, :, ::-1])
+    parts = {
+        "landmarks (mediapipe)": 3 * _timed(lambda: relight.landmarker.detect_one(front), repeats),
+        "skin fit (symmetry) x2": 6 * _timed(lambda: fit_shading(front, points), repeats),
+        "DPR estimate x2": 6 * _timed(lambda: relight.relighter.estimate([front_bgr]), repeats),
+        "DPR relight": 3 * _timed(lambda: relight.relighter.relight(front_bgr, np.array(EVEN_LIGHT)), repeats),
+    }
+    _report("ffhq-uv relight (3 views of 1024, all relit)", per_sample, parts)
+
+
+def _bench_photo(work: Path, repeats: int) -> None:
+    """photo profile: attribute (align + analytic light) and relight (analytic) on a 1024 photo."""
+    photo_attr = _stage(AttributeStage, "photo", work / "o3")
+    photo_relight = _stage(RelightStage, "photo", work / "o3", "stages.relight.threshold=0")
+    photo = Sample(id="e4e", uri=str(DATA / "faces" / "e4e_input.jpg"), shard=0, index=0)
+    per_attr = _timed(lambda: photo_attr.process(photo), repeats)
+    per_relight = _timed(lambda: photo_relight.process(photo), repeats)
+    source = _rgb(DATA / "faces" / "e4e_input.jpg")
+    five = ffhq_points(photo_attr.landmarker.detect_one(source).points)
+    aligned = align_face(source, five, 1024).image
+    points = photo_attr.landmarker.detect_one(aligned).points
+    fit = fit_shading(aligned, points)
+    parts = {
+        "landmarks (mediapipe) x2": 2 * _timed(lambda: photo_attr.landmarker.detect_one(source), repeats),
+        "FFHQ alignment to 1024": _timed(lambda: align_face(source, five, 1024), repeats),
+        "pose": _timed(lambda: head_pose(points), repeats),
+        "analytic SH fit": _timed(lambda: fit_shading(aligned, points), repeats),
+    }
+    _report("photo attribute (1024 photo, no weights)", per_attr, parts)
+    parts = {
+        "landmarks (mediapipe)": _timed(lambda: photo_relight.landmarker.detect_one(aligned), repeats),
+        "analytic SH fit x2": 2 * _timed(lambda: fit_shading(aligned, points), repeats),
+        "shading division": _timed(lambda: divide_shading(aligned, fit, EVEN_LIGHT), repeats),
+    }
+    _report("photo relight (aligned 1024 view, relit)", per_relight, parts)
+
+
 def _one_model(models, name: str, crop) -> None:
     """Run one deepface network alone on one face."""
-    import torch
-
     with torch.no_grad():
         if name == "emotion":
             models.nets[name](models.emotion_input(crop[None]))
