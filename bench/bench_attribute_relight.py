@@ -38,7 +38,7 @@ from stages.attribute import AttributeStage  # noqa: E402
 from stages.base import Sample  # noqa: E402
 from stages.face.align import align_face  # noqa: E402
 from stages.face.deepface_models import deepface_home, face_input  # noqa: E402
-from stages.face.landmarks import ffhq_points  # noqa: E402
+from stages.face.detectors import ffhq_points  # noqa: E402
 from stages.face.pose import head_pose  # noqa: E402
 from stages.lighting.analytic import divide_shading, fit_shading  # noqa: E402
 from stages.lighting.sh import EVEN_LIGHT  # noqa: E402

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 from stages.geometry.obj import Mesh  # noqa: E402
 from stages.geometry.render import TexturedPart, render_views  # noqa: E402
-from stages.geometry.uv_topology import load_topology  # noqa: E402
+from stages.geometry.topologies import load_topology  # noqa: E402
 from stages.imageio import encode_png  # noqa: E402
 from stages.texture.merge import UVView, complete_texture  # noqa: E402
 from stages.texture.template import build_template  # noqa: E402

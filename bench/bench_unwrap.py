@@ -50,7 +50,7 @@ def main() -> None:
     args = parser.parse_args()
     from skimage import data
 
-    from stages.geometry.uv_topology import load_topology
+    from stages.geometry.topologies import load_topology
     from stages.imageio import decode_image
 
     with tempfile.TemporaryDirectory() as cache:

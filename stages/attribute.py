@@ -133,7 +133,7 @@ class AttributeStage(Stage):
     def preflight(cls, settings: StageSettings, config: Any) -> None:
         """Check the DPR file, the deepface weights and the import file, without loading models."""
         from stages.face.deepface_models import deepface_home, missing_weights
-        from stages.face.landmarks import check_backend
+        from stages.face.detectors import check_backend
 
         assert isinstance(settings, AttributeSettings)
         weights_dir = configured_weights_dir(config)
@@ -159,7 +159,8 @@ class AttributeStage(Stage):
     def setup(self) -> None:
         """Landmarker, DPR or nothing for the light, deepface models, the import table."""
         from stages.face.deepface_models import DeepfaceModels, deepface_home, missing_weights
-        from stages.face.landmarks import FaceLandmarker, make_detector
+        from stages.face.detectors import make_detector
+        from stages.face.landmarks import FaceLandmarker
 
         settings: AttributeSettings = self.settings
         weights_dir = self.context.weights_dir
@@ -243,7 +244,7 @@ class AttributeStage(Stage):
                 raise SampleError(MISSING_INPUT, f"no {INVERSION!r} image (enable the inversion stage first)")
             return self.context.read_image(sample.outputs[INVERSION].path)
         from stages.face.align import align_face, ffhq_quad
-        from stages.face.landmarks import ffhq_points
+        from stages.face.detectors import ffhq_points
 
         photo = self.context.read_source_image(sample)
         five = ffhq_points(self.aligner.detect_one(photo, settings.multiple_faces).points)

@@ -76,7 +76,7 @@ class CompleteStage(Stage):
 
     def setup(self) -> None:
         """Load the topology's masks and boxes, and the template (official file or built)."""
-        from stages.geometry.uv_topology import topology_from_config
+        from stages.geometry.topologies import topology_from_config
         from stages.texture.quality import QualityThresholds, symmetry_axis
         from stages.texture.template import OFFICIAL_TEMPLATE_TOPOLOGY, load_official_template, template_for
 

@@ -98,7 +98,7 @@ class FitStage(Stage):
 
     def setup(self) -> None:
         """Load the HiFi3D++ topology, the template texture, the fitter and the landmark detector."""
-        from stages.face.landmarks import make_detector
+        from stages.face.detectors import make_detector
         from stages.fitting.photo_fit import PhotoFitter
         from stages.geometry.hifi3dpp import load_hifi3dpp
         from stages.geometry.rasterize import backend_for_device

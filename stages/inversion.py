@@ -71,7 +71,7 @@ class InversionStage(Stage):
     @classmethod
     def preflight(cls, settings: StageSettings, config: Any) -> None:
         """The e4e checkpoint and (if chosen) dlib's model must exist."""
-        from stages.face.landmarks import check_backend
+        from stages.face.detectors import check_backend
         from stages.networks import weight_location
 
         assert isinstance(settings, InversionSettings)
@@ -83,7 +83,7 @@ class InversionStage(Stage):
         """Load e4e (encoder + decoder) on the configured device, and the landmark detector."""
         import torch
 
-        from stages.face.landmarks import make_detector
+        from stages.face.detectors import make_detector
         from stages.networks import local_weight_file, weight_location
         from stages.networks.e4e import load_e4e
 
@@ -103,7 +103,7 @@ class InversionStage(Stage):
     def process_batch(self, samples: list[Sample]) -> list[StageResult | SampleError]:
         """Align every sample, then encode and decode the aligned faces as one batch."""
         from stages.face.align import align_face
-        from stages.face.landmarks import ffhq_points
+        from stages.face.detectors import ffhq_points
 
         settings: InversionSettings = self.settings
         results: list[StageResult | SampleError | None] = [None] * len(samples)

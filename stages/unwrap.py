@@ -89,7 +89,7 @@ class UnwrapStage(Stage):
     @classmethod
     def preflight(cls, settings: UnwrapSettings, config: Any) -> None:
         """Check that dlib (if chosen), the topology's sources and the face parser exist (cheap: no mesh loading)."""
-        from stages.face.landmarks import check_backend
+        from stages.face.detectors import check_backend
         from stages.geometry.hifi3dpp import check_sources
 
         check_backend("stages.unwrap", settings.landmarks, settings.dlib_predictor, configured_weights_dir(config))
@@ -101,11 +101,11 @@ class UnwrapStage(Stage):
 
     def setup(self) -> None:
         """Load the topology (cached UV products), its shape model and the landmark detector."""
-        from stages.face.landmarks import make_detector
+        from stages.face.detectors import make_detector
         from stages.geometry.fitting import ShapeModel
         from stages.geometry.landmark_schemes import SCHEMES
         from stages.geometry.rasterize import backend_for_device, prepare_backend
-        from stages.geometry.uv_topology import topology_from_config
+        from stages.geometry.topologies import topology_from_config
 
         self.topology = topology_from_config(self.context.config)
         self.topology.masks()  # build or load the cache now, not inside the first sample's time

@@ -14,7 +14,8 @@ from stages.base import Sample, StageContext, StageResult
 from stages.errors import ConfigError
 from stages.face import dlib68
 from stages.face.align import align_face, ffhq_quad
-from stages.face.landmarks import DLIB68, FaceLandmarker, ffhq_points
+from stages.face.detectors import ffhq_points
+from stages.face.landmarks import DLIB68, FaceLandmarker
 from stages.geometry.landmark_schemes import IBUG68_SCHEME, MEDIAPIPE_TO_IBUG68, scheme_of
 from stages.imageio import decode_image
 from tests.conftest import dlib_reason

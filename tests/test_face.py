@@ -12,7 +12,8 @@ from PIL import Image
 from stages.errors import SampleError
 from stages.face import landmarks as lmk
 from stages.face.align import align_face
-from stages.face.landmarks import FaceLandmarker, ffhq_points
+from stages.face.detectors import ffhq_points
+from stages.face.landmarks import FaceLandmarker
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 FACES = sorted((DATA / "faces").glob("*.jpg"))

@@ -49,7 +49,7 @@ def detector():
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory):
-    from stages.geometry.uv_topology import load_topology
+    from stages.geometry.topologies import load_topology
 
     head = shared_data("hifi3dpp/head_teaser1.obj")
     return load_topology("hifi3dpp", obj_path=str(head), cache_dir=tmp_path_factory.mktemp("topology-cache"))

@@ -10,7 +10,8 @@ import pytest
 
 from stages.geometry.make_mediapipe468_uv import boundary_loops, tessellation_triangles
 from stages.geometry.mediapipe468 import DATA_FILE, load_mediapipe468
-from stages.geometry.uv_topology import MASK_NAMES, load_topology
+from stages.geometry.topologies import load_topology
+from stages.geometry.uv_topology import MASK_NAMES
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"

@@ -13,7 +13,7 @@ from stages.base import Sample, Stage, StageContext, StageResult
 from stages.errors import SampleError
 from stages.geometry.fitting import Fit, ShapeModel, ViewPose, focal_for
 from stages.geometry.rasterize import interpolate, rasterize
-from stages.geometry.uv_topology import load_topology
+from stages.geometry.topologies import load_topology
 from stages.imageio import decode_image
 from stages.unwrap import UnwrapSettings, unwrap_sample, unwrap_view
 

@@ -20,6 +20,9 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from pipeline import layout
+from pipeline.export import ffhq_uv, stylegan2_ada, webdataset
+from pipeline.export.common import ExportSummary
 from pipeline.storage import Storage, open_storage
 from stages.errors import ConfigError
 
@@ -45,27 +48,9 @@ class ExportOptions:
             raise ConfigError("--shard-size must be at least 1")
 
 
-@dataclass
-class ExportSummary:
-    dest: str
-    samples: int = 0  # samples in the export
-    units: int = 0  # clips / image groups / shards
-    units_skipped: int = 0  # finished by an earlier invocation
-    files_written: int = 0  # by this invocation
-    seconds: float = 0.0
-
-    def render(self) -> str:
-        rate = self.samples / self.seconds if self.seconds > 0 else 0.0
-        return (f"exported {self.samples} samples to {self.dest} in {self.seconds:.1f}s ({rate:.1f} samples/s): "
-                f"{self.units} units, {self.units_skipped} already done, {self.files_written} files written")
-
-
 def export_run(run: str | Storage, dest: str | Storage, options: ExportOptions,
                storage_options: Optional[dict[str, Any]] = None) -> ExportSummary:
     """Export the run at ``run`` to ``dest`` (URLs or Storage objects) in ``options.format``."""
-    from pipeline import layout
-    from pipeline.export import ffhq_uv, stylegan2_ada, webdataset
-
     options.check()
     source = run if isinstance(run, Storage) else open_storage(run, storage_options)
     if not source.exists(layout.RUN_JSON):

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.export.state import ExportState
 from pipeline.run_samples import RunSample, attribute_meta, ffhq_index, iter_run_samples, selection_fingerprint
 from pipeline.storage import Storage, open_storage
 from stages.errors import ConfigError
+
+
+@dataclass
+class ExportSummary:
+    dest: str
+    samples: int = 0  # samples in the export
+    units: int = 0  # clips / image groups / shards
+    units_skipped: int = 0  # finished by an earlier invocation
+    files_written: int = 0  # by this invocation
+    seconds: float = 0.0
+
+    def render(self) -> str:
+        rate = self.samples / self.seconds if self.seconds > 0 else 0.0
+        return (f"exported {self.samples} samples to {self.dest} in {self.seconds:.1f}s ({rate:.1f} samples/s): "
+                f"{self.units} units, {self.units_skipped} already done, {self.files_written} files written")
+
 
 
 class Selection:

@@ -11,7 +11,7 @@ exports maps and meta-info only. ``meta-info.json`` is written last: its presenc
 
 from __future__ import annotations
 
-from pipeline.export.common import Selection, dumps, open_destination, sample_meta, write_if_changed
+from pipeline.export.common import ExportSummary, Selection, dumps, open_destination, sample_meta, write_if_changed
 from pipeline.storage import Storage
 from stages.latents import CLIP_SIZE, clip_name, view_file_name
 
@@ -19,8 +19,6 @@ META_INFO = "meta-info.json"
 
 
 def export(source: Storage, dest_url: str, options, storage_options: dict):
-    from pipeline.export import ExportSummary
-
     selection = Selection(source, options.include_filtered)
     dest, state = open_destination(dest_url, options, selection, storage_options)
     summary = ExportSummary(dest=dest.root_url, samples=len(selection.ids))

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.export.common import Selection, dumps, open_destination, write_if_changed
+from pipeline.export.common import ExportSummary, Selection, dumps, open_destination, write_if_changed
 from pipeline.run_samples import RunSample
 from pipeline.storage import Storage, open_storage
 from stages.errors import ConfigError
@@ -77,8 +77,6 @@ def export(source: Storage, dest_url: str, options, storage_options: dict):
     selection = Selection(source, options.include_filtered)
     if dest_url.lower().endswith(".zip"):
         return _export_zip(source, dest_url, options, selection, storage_options)
-    from pipeline.export import ExportSummary
-
     dest, state = open_destination(dest_url, options, selection, storage_options)
     summary = ExportSummary(dest=dest.root_url, samples=len(selection.ids))
     labels = []
@@ -100,8 +98,6 @@ def export(source: Storage, dest_url: str, options, storage_options: dict):
 
 
 def _export_zip(source: Storage, dest_url: str, options, selection: Selection, storage_options: dict):
-    from pipeline.export import ExportSummary
-
     folder, name = dest_url.rstrip("/").rsplit("/", 1) if "/" in dest_url else (".", dest_url)
     dest, state = open_destination(folder, options, selection, storage_options)
     summary = ExportSummary(dest=open_storage(folder, storage_options).url(name), samples=len(selection.ids), units=1)

@@ -15,7 +15,7 @@ import os
 import tarfile
 import tempfile
 
-from pipeline.export.common import Selection, open_destination, sample_meta
+from pipeline.export.common import ExportSummary, Selection, open_destination, sample_meta
 from pipeline.layout import safe_component
 from pipeline.run_samples import RunSample
 from pipeline.storage import Storage
@@ -37,8 +37,6 @@ def sample_json(sample: RunSample) -> bytes:
 
 
 def export(source: Storage, dest_url: str, options, storage_options: dict):
-    from pipeline.export import ExportSummary
-
     selection = Selection(source, options.include_filtered)
     dest, state = open_destination(dest_url, options, selection, storage_options)
     summary = ExportSummary(dest=dest.root_url, samples=len(selection.ids))

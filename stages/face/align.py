@@ -64,7 +64,7 @@ def ffhq_quad(eye_left: np.ndarray, eye_right: np.ndarray, mouth_left: np.ndarra
 
 def align_face(rgb: np.ndarray, points5: np.ndarray, output_size: int, transform_size: int | None = None,
                enable_padding: bool = True) -> AlignedFace:
-    """FFHQ-align an (H, W, 3) uint8 RGB image from its 5 points (see ``landmarks.ffhq_points``).
+    """FFHQ-align an (H, W, 3) uint8 RGB image from its 5 points (see ``detectors.ffhq_points``).
 
     ``points5``: (5, 2) pixels, rows eye-left, eye-right, nose, mouth-left, mouth-right
     (image left/right). ``transform_size`` defaults to ``output_size``.

@@ -37,7 +37,7 @@ def ffhq_points68(points: np.ndarray) -> np.ndarray:
     """FFHQ's 5 alignment points from (68, 2+) iBUG landmarks -> (5, 2) float32 pixels.
 
     FFHQ's recipe: eye centres = mean of points 36-41 / 42-47, mouth corners 48 and 54; the nose tip (30)
-    fills the third row of the 5-point layout of ``landmarks.ffhq_points``.
+    fills the third row of the 5-point layout of ``detectors.ffhq_points``.
     """
     if points.shape[0] != NUM_POINTS:
         raise ValueError(f"expected {NUM_POINTS} landmarks, got {points.shape[0]}")

@@ -14,7 +14,7 @@ disk (keyed by a hash of the source and of ``CACHE_VERSION``):
 
 Template frame: x to the image right of a frontal photo, y up, z towards the camera. UV: (u, v) in [0,1] with v
 up; texel (row r, col c) is at u = (c + 0.5) / S, v = 1 - (r + 0.5) / S (see ``rasterize.uv_to_texel``). The
-topology is chosen by ``load_topology`` (``stages/geometry/hifi3dpp.py``, ``stages/geometry/mediapipe468.py``).
+topology is chosen by ``topologies.load_topology`` (``hifi3dpp.py``, ``mediapipe468.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.base import configured_weights_dir
 from stages.geometry.rasterize import Raster, rasterize_uv
 from stages.run_settings import TOPOLOGY_NAMES
 from stages.views import VIEW_NAMES, VIEW_YAWS
@@ -365,24 +364,3 @@ def build_masks(topology: Topology) -> dict[str, np.ndarray]:
     for kind in ("major", "minor"):
         masks[f"{kind}_valid_whole"] = np.logical_or.reduce([masks[f"{kind}_valid_{v}"] for v in VIEW_NAMES])
     return {name: masks[name].astype(np.float32) for name in MASK_NAMES}
-
-
-def load_topology(name: str, obj_path: str | None = None, weights_dir: str | None = None,
-                  cache_dir: str | Path | None = DEFAULT_CACHE_DIR, uv_size: int = UV_SIZE) -> Topology:
-    """Load a topology by name (``TOPOLOGIES``); ``obj_path`` / ``weights_dir`` locate hifi3dpp's sources."""
-    if name == "hifi3dpp":
-        from stages.geometry.hifi3dpp import load_hifi3dpp
-
-        return load_hifi3dpp(obj_path=obj_path, weights_dir=weights_dir, cache_dir=cache_dir, uv_size=uv_size)
-    if name == "mediapipe468":
-        from stages.geometry.mediapipe468 import load_mediapipe468
-
-        return load_mediapipe468(cache_dir=cache_dir, uv_size=uv_size)
-    raise ValueError(f"unknown topology {name!r}; choose one of {', '.join(TOPOLOGIES)}")
-
-
-def topology_from_config(config) -> Topology:
-    """The run's topology, from the run-level ``topology`` section (unwrap, complete and later stages share it)."""
-    settings = config.topology
-    return load_topology(str(settings.name), obj_path=settings.obj or None, weights_dir=configured_weights_dir(config),
-                         cache_dir=settings.cache_dir or DEFAULT_CACHE_DIR)
