@@ -26,12 +26,18 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-from pipeline import layout
+import pyarrow.csv as pacsv
+
+from pipeline import driver, layout, ops
+from pipeline.config import load_config, redact_text, registry_for
 from pipeline.dataset_cli import DATASET_COMMANDS, add_dataset_subcommands, run_dataset_command
 from pipeline.jobs import JOB_COMMANDS, add_job_subcommands, run_job_command
+from pipeline.manifest import manifest_schema
 from pipeline.mesh_cli import add_mesh_subcommands, run_mesh_command, user_errors
+from pipeline.planning import load_run_config
 from pipeline.report import add_report_subcommands, run_report_command
-from pipeline.storage import endpoint_options
+from pipeline.runner import storage_for
+from pipeline.storage import endpoint_options, open_storage
 from stages.errors import FatalError
 
 EXIT_USAGE = 2
@@ -115,11 +121,6 @@ def main(argv: Optional[list[str]] = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from pipeline import driver, ops
-    from pipeline.config import load_config, registry_for
-    from pipeline.runner import storage_for
-    from pipeline.storage import open_storage
-
     if args.command == "mesh":
         return run_mesh_command(args)
     if args.command in JOB_COMMANDS:
@@ -129,37 +130,41 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command in DATASET_COMMANDS:
         return run_dataset_command(args)
     if args.command in ("run", "fit"):
-        overrides = list(args.overrides)
-        flags = [(args.input, "input.source"), (args.output, "output"), (args.address, "ray.address")]
-        if args.command == "fit":
-            flags += [(args.profile, "stages.fit.profile"), (args.topology_obj, "topology.obj")]
-        for flag, key in flags:
-            if flag:
-                overrides.append(f"{key}={flag}")
-        if args.debug:
-            overrides.append("ray.log_to_driver=true")
-        profile = "fit" if args.command == "fit" else args.profile
-        config = load_config(profile, tuple(args.config), tuple(overrides))
-        summary = driver.run(config, registry_for(config), restart=args.restart, progress=not args.no_progress)
-        print(_render_summary(summary))
-        if not args.no_visuals:
-            _print_visuals(storage_for(config))
-        return 0
+        return _run_command(args)
     if args.command == "retry-failed":
-        config = driver.load_run_config(args.output, tuple(args.overrides), args.endpoint_url)
+        config = load_run_config(args.output, tuple(args.overrides), args.endpoint_url)
         summary = driver.retry_failed(config, registry_for(config), error_codes=args.code,
                                       progress=not args.no_progress)
         print(_render_summary(summary))
         return 0
     if args.command == "schema":
-        from pipeline.manifest import manifest_schema
-
         for column in manifest_schema():
             print(f"{column.name}\t{column.type}")
         return 0
+    return _run_view_command(args)
 
-    options = endpoint_options(args.endpoint_url)
-    storage = open_storage(args.output, options)
+
+def _run_command(args: argparse.Namespace) -> int:
+    """``run`` and ``fit``: the config from the profile, files and flags, then the driver."""
+    overrides = list(args.overrides)
+    flags = [(args.input, "input.source"), (args.output, "output"), (args.address, "ray.address")]
+    if args.command == "fit":
+        flags += [(args.profile, "stages.fit.profile"), (args.topology_obj, "topology.obj")]
+    overrides += [f"{key}={flag}" for flag, key in flags if flag]
+    if args.debug:
+        overrides.append("ray.log_to_driver=true")
+    profile = "fit" if args.command == "fit" else args.profile
+    config = load_config(profile, tuple(args.config), tuple(overrides))
+    summary = driver.run(config, registry_for(config), restart=args.restart, progress=not args.no_progress)
+    print(_render_summary(summary))
+    if not args.no_visuals:
+        _print_visuals(storage_for(config))
+    return 0
+
+
+def _run_view_command(args: argparse.Namespace) -> int:
+    """``status``, ``failed`` and ``query``: read-only views of a run."""
+    storage = open_storage(args.output, endpoint_options(args.endpoint_url))
     if args.command == "status":
         print(ops.run_status(storage).render())
     elif args.command == "failed":
@@ -168,8 +173,6 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif args.command == "query":
         table = ops.query(storage, args.sql)
         if args.format == "csv":
-            import pyarrow.csv as pacsv
-
             pacsv.write_csv(table, sys.stdout.buffer)
         elif args.format == "json":
             print(json.dumps(table.to_pylist(), default=str, indent=1))
@@ -211,7 +214,7 @@ def _is_user_error(error: Exception) -> bool:
 
 
 def _one_line(error: Exception) -> str:
-    from pipeline.config import redact_text
+
 
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return redact_text(text)
