@@ -214,8 +214,6 @@ def _is_user_error(error: Exception) -> bool:
 
 
 def _one_line(error: Exception) -> str:
-
-
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     return redact_text(text)
 
