@@ -102,7 +102,7 @@ class StageSettings:
     # Actors in this stage's pool: a number, or auto (fill the cluster's GPUs for a GPU stage, its CPUs
     # otherwise; pipeline/placement.py). With max_pool_size above it the pool autoscales up to that many
     # (auto = as many as the cluster has room for), so a cluster that grows is used.
-    pool_size: Union[int, str] = bounded(1, low=1)  # a number is checked against the range; "auto" by placement
+    pool_size: Union[int, str] = 1  # checked with max_pool_size by pipeline.placement.check_pool_settings
     max_pool_size: Optional[Union[int, str]] = None  # None = a fixed pool of pool_size actors
     batch_size: int = bounded(1, low=1)  # samples per process_batch call
     max_restarts: int = bounded(-1, low=-1)  # Ray restarts of a crashed actor (-1 = unlimited, Ray Data's default)

@@ -74,7 +74,7 @@ def test_the_issue_typo_is_refused_before_anything_runs(tmp_path):
 @pytest.mark.parametrize("override, message", [
     ("stages.complete.pyramid_levels=11", "stages.complete.pyramid_levels: 11 is out of range; allowed: 1..10"),
     ("stages.relight.threshold=-1", "stages.relight.threshold: -1.0 is out of range; allowed: >= 0"),
-    ("stages.unwrap.pool_size=0", "stages.unwrap.pool_size: 0 is out of range; allowed: >= 1"),
+    ("stages.unwrap.batch_size=0", "stages.unwrap.batch_size: 0 is out of range; allowed: >= 1"),
 ])
 def test_ranges_are_checked_at_load(override, message):
     with pytest.raises(ConfigError, match=message):
