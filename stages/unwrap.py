@@ -71,10 +71,10 @@ def face_parser_path(settings: UnwrapSettings, config: Any):
     if not settings.face_parser:
         return None
     path = Path(settings.face_parser)
-    weights = config.models.weights_dir
-    if path.is_absolute() or weights in (None, ""):
+    weights = configured_weights_dir(config)
+    if path.is_absolute() or weights is None:
         return path
-    return Path(str(weights)) / path
+    return Path(weights) / path
 
 
 class UnwrapStage(Stage):
