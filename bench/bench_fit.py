@@ -49,7 +49,7 @@ def main() -> None:
 
     from stages.face.landmarks import FaceLandmarker
     from stages.fitting.photo_fit import PhotoFitter
-    from stages.geometry.uv_topology import load_topology
+    from stages.geometry.topologies import load_topology
     from stages.imageio import decode_image, encode_png
     from stages.texture.template import template_for
 
