@@ -14,10 +14,13 @@ from PIL import Image, ImageDraw
 
 from pipeline.manifest import manifest_dataset
 from pipeline.storage import Storage
+from stages.complete import UV
+from stages.inversion import INVERSION
+from stages.views import ALIGNED
 
 CELL = 256  # pixels per image in the sheet
 MAX_SAMPLES = 48
-SOURCE_OUTPUTS = ("aligned", "inversion")  # what to show as "the photo", best first
+SOURCE_OUTPUTS = (ALIGNED, INVERSION)  # what to show as "the photo", best first
 
 
 def build_contact_sheet(storage: Storage, relpath: str = "contact_sheet.png",
@@ -28,10 +31,10 @@ def build_contact_sheet(storage: Storage, relpath: str = "contact_sheet.png",
     pairs = []
     for row in rows:
         outputs = dict(row["outputs"] or [])
-        if "uv" not in outputs:
+        if UV not in outputs:
             continue
         source = next((outputs[name]["path"] for name in SOURCE_OUTPUTS if name in outputs), None)
-        pairs.append((row["id"], source, outputs["uv"]["path"], row["source_uri"]))
+        pairs.append((row["id"], source, outputs[UV]["path"], row["source_uri"]))
         if len(pairs) == max_samples:
             break
     if not pairs:

@@ -33,12 +33,16 @@ import pyarrow as pa
 
 from pipeline import layout
 from pipeline.storage import Storage, endpoint_options, open_storage
+from stages.complete import UV
 from stages.condition import LABELS as ATTRIBUTE_LABELS
+from stages.inversion import INVERSION
+from stages.unwrap import UV_VIEW
+from stages.views import ALIGNED, FRONT, RELIT, VIEW, view_key
 
 # The image drawn as "the UV map" of a sample: the final map if the run has it,
 # else the furthest-along image a sample has (runs of fewer stages).
-UV_OUTPUTS = ("uv", "uv_front", "relit_front", "view_front", "inversion", "aligned")
-SOURCE_OUTPUTS = ("aligned",)  # fallback when the source photo cannot be read
+UV_OUTPUTS = (UV, *(view_key(key, FRONT) for key in (UV_VIEW, RELIT, VIEW)), INVERSION, ALIGNED)
+SOURCE_OUTPUTS = (ALIGNED,)  # fallback when the source photo cannot be read
 THUMB_PX = 192  # longest side of embedded images
 JPEG_QUALITY = 85
 DEFAULT_GALLERY = 60

@@ -135,7 +135,7 @@ class CompleteStage(Stage):
             texture = self.context.read_image(sample.outputs[uv_key].path)
             mask = self.context.read_image(sample.outputs[mask_key].path)[:, :, 0]
             if texture.shape[:2] != (size, size) or mask.shape != (size, size):
-                raise SampleError(UV_SIZE_MISMATCH, f"uv_{view} is {texture.shape[1]}x{texture.shape[0]} and its "
+                raise SampleError(UV_SIZE_MISMATCH, f"{uv_key} is {texture.shape[1]}x{texture.shape[0]} and its "
                                   f"mask {mask.shape[1]}x{mask.shape[0]}; the topology's UV map is {size}x{size}")
             valid = (mask > 127).astype(np.float32)
             views[view] = UVView(texture.astype(np.float32) * valid[:, :, None], valid)
