@@ -33,6 +33,7 @@ import pyarrow as pa
 
 from pipeline import layout
 from pipeline.storage import Storage, endpoint_options, open_storage
+from stages.attribute import ATTRIBUTE_VECTOR
 from stages.complete import UV
 from stages.condition import LABELS as ATTRIBUTE_LABELS
 from stages.inversion import INVERSION
@@ -95,9 +96,9 @@ def gather(storage: Storage, gallery_size: int = DEFAULT_GALLERY, where: Optiona
     wanted = scalar + [name for name in ("stage_seconds", "outputs") if name in schema.names]
     rows = dataset.to_table(columns=wanted).sort_by([("input_index", "ascending")])
     vectors = None
-    if "attribute_vector" in schema.names:
-        column = dataset.to_table(columns=["input_index", "attribute_vector"]).sort_by(
-            [("input_index", "ascending")])["attribute_vector"].to_pylist()
+    if ATTRIBUTE_VECTOR in schema.names:
+        column = dataset.to_table(columns=["input_index", ATTRIBUTE_VECTOR]).sort_by(
+            [("input_index", "ascending")])[ATTRIBUTE_VECTOR].to_pylist()
         # Rows the attribute stage never reached have no vector; NaNs inside one are values it could not give.
         vectors = np.array([_vector(v) for v in column if v is not None], dtype=np.float64).reshape(
             -1, len(ATTRIBUTE_LABELS))
