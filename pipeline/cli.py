@@ -38,6 +38,7 @@ from pipeline.planning import load_run_config
 from pipeline.report import add_report_subcommands, run_report_command
 from pipeline.runner import storage_for
 from pipeline.storage import endpoint_options, open_storage
+from stages.base import Status
 from stages.errors import FatalError
 
 EXIT_USAGE = 2
@@ -186,7 +187,7 @@ def _render_summary(summary) -> str:
     lines = [
         f"done in {summary.seconds:.1f}s: {summary.samples_processed} samples processed, "
         f"{summary.shards_committed} shards committed ({summary.shards_skipped} already done)",
-        f"run total: {counts.get('ok', 0)} ok, {counts.get('failed', 0)} failed, {counts.get('filtered', 0)} filtered",
+        "run total: " + ", ".join(f"{counts.get(status, 0)} {status}" for status in Status),
     ]
     for code, count in sorted(summary.error_counts.items(), key=lambda item: -item[1]):
         lines.append(f"  {count:>6}  {code}")

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from pipeline.manifest import manifest_dataset
 from pipeline.storage import Storage
+from stages.base import Status
 from stages.complete import UV
 from stages.inversion import INVERSION
 from stages.views import ALIGNED
@@ -27,7 +28,7 @@ def build_contact_sheet(storage: Storage, relpath: str = "contact_sheet.png",
                         max_samples: int = MAX_SAMPLES) -> Optional[str]:
     """Write the sheet of up to ``max_samples`` UV maps; returns its path, or None if no map exists."""
     rows = manifest_dataset(storage).to_table(
-        columns=["id", "source_uri", "outputs"], filter=pc.field("status") != "failed").to_pylist()
+        columns=["id", "source_uri", "outputs"], filter=pc.field("status") != Status.FAILED.value).to_pylist()
     pairs = []
     for row in rows:
         outputs = dict(row["outputs"] or [])

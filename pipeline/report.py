@@ -34,6 +34,7 @@ import pyarrow as pa
 from pipeline import layout
 from pipeline.storage import Storage, endpoint_options, open_storage
 from stages.attribute import ATTRIBUTE_VECTOR
+from stages.base import Status
 from stages.complete import UV
 from stages.condition import LABELS as ATTRIBUTE_LABELS
 from stages.inversion import INVERSION
@@ -128,7 +129,7 @@ def _pick_gallery(storage: Storage, rows: pa.Table, size: int, where: Optional[s
         chosen = set(query(storage, f"SELECT id FROM manifest WHERE {where}")["id"].to_pylist())
         candidates = [row for row in rows.to_pylist() if row["id"] in chosen]
     else:
-        candidates = [row for row in rows.to_pylist() if row["status"] == "ok"]
+        candidates = [row for row in rows.to_pylist() if row["status"] == Status.OK]
     if len(candidates) > size:
         picks = np.unique(np.linspace(0, len(candidates) - 1, size).round().astype(int))
         candidates = [candidates[i] for i in picks]
@@ -198,7 +199,7 @@ def _summary(storage: Storage, data: ReportData, counts: dict[str, int]) -> str:
         ("code version", run.get("code_version")),
         ("shards", f"{len(data.shards)} of {run.get('num_shards', '?')} committed"),
         ("samples", f"{samples} of {run.get('num_samples', '?')} done: "
-                    + ", ".join(f"{counts.get(k, 0)} {k}" for k in ("ok", "failed", "filtered"))),
+                    + ", ".join(f"{counts.get(k, 0)} {k}" for k in Status)),
     ]
     body = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows)
     return f"<section id=\"summary\"><h2>Run</h2><table>{body}</table></section>\n"

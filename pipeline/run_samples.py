@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 
 from pipeline.manifest import committed_shards, manifest_dataset
 from pipeline.storage import Storage
+from stages.base import Status
 from stages.latents import read_view_latent, view_file_name
 from stages.views import VIEW_NAMES
 
@@ -83,7 +84,7 @@ class RunSample:
 def iter_run_samples(storage: Storage, include_filtered: bool = False) -> Iterator[RunSample]:
     """The run's ok (and, on request, filtered) samples in input order, one shard in memory at a time."""
     shards = committed_shards(storage)
-    statuses = ["ok", "filtered"] if include_filtered else ["ok"]
+    statuses = [Status.OK.value, Status.FILTERED.value] if include_filtered else [Status.OK.value]
     for shard in sorted(shards):
         dataset = manifest_dataset(storage, {shard: shards[shard]})
         table = dataset.to_table(filter=pc.field("status").isin(statuses))
