@@ -123,10 +123,27 @@ def load_run_config(output: str, overrides: tuple[str, ...] = (), endpoint_url: 
         os.unlink(handle.name)
     # The run may have been moved or copied since: the folder given is the output.
     pinned = {"output": output, **({"storage": {"endpoint_url": endpoint_url}} if endpoint_url else {})}
-    saved_values = OmegaConf.to_container(saved, resolve=True)
+    saved_values = _upgraded(OmegaConf.to_container(saved, resolve=True))
     saved_values.pop("profile", None)
     return load_config(str(saved.profile), files=(),
                        overrides=tuple(as_overrides(saved_values) + as_overrides(pinned)) + overrides)
+
+
+# Settings an earlier version kept elsewhere: (old section, old key) -> (new section, new key).
+_MOVED_SETTINGS = {("stages.unwrap", "topology"): ("topology", "name"),
+                   ("stages.unwrap", "topology_obj"): ("topology", "obj"),
+                   ("stages.unwrap", "cache_dir"): ("topology", "cache_dir")}
+
+
+def _upgraded(values: dict) -> dict:
+    """A saved config with settings that moved since it was written put in their new place."""
+    for (old_section, old_key), (new_section, new_key) in _MOVED_SETTINGS.items():
+        section = values
+        for part in old_section.split("."):
+            section = section.get(part) or {}
+        if old_key in section:
+            values.setdefault(new_section, {})[new_key] = section.pop(old_key)
+    return values
 
 
 def _now() -> str:

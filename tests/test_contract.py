@@ -137,3 +137,17 @@ def test_views_layouts_are_listed_as_one_sample_per_id(tmp_path):
     assert sorted(rows) == ["00042", "abc", "nested"]
     assert all(sorted(inputs) == ["view_front", "view_left", "view_right"] for inputs in rows.values())
     assert rows["abc"]["view_left"].endswith("abc/left.png")
+
+
+def test_a_run_saved_before_topology_moved_still_resumes(tmp_path):
+    from omegaconf import OmegaConf
+
+    from pipeline.planning import load_run_config
+
+    saved = OmegaConf.to_container(load_config("photo", overrides=(f"output={tmp_path}",)), resolve=True)
+    del saved["topology"]
+    saved["stages"]["unwrap"].update(topology="hifi3dpp", topology_obj="/heads/head.obj", cache_dir="/cache")
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(saved)))
+    config = load_run_config(str(tmp_path))
+    assert (config.topology.name, config.topology.obj, config.topology.cache_dir) == ("hifi3dpp", "/heads/head.obj",
+                                                                                   "/cache")
