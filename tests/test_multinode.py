@@ -116,7 +116,7 @@ def test_listed_local_paths_and_an_unshared_input_are_refused_at_start_up(multin
     listing = tmp_path / "list.csv"  # read by the driver alone: fine; the local paths in it are not
     listing.write_text("id,uri\n" + "".join(f"{i},{tmp_path / 'in' / i}.png\n" for i in ids))
     output = f"s3://{multinode.bucket}/listed-out"
-    result = run_cli(_args(multinode, str(listing), output), env=cli_env(PLUGINS), check=False)
+    result = run_cli(_args(multinode, str(listing), output), env=cli_env(), check=False)
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = _error_lines(result)
     assert f"lists local paths ({tmp_path / 'in' / ids[0]}.png, ...)" in line and "3 nodes" in line
@@ -125,7 +125,7 @@ def test_listed_local_paths_and_an_unshared_input_are_refused_at_start_up(multin
 
     unseen = tmp_path / "not-mounted-here"  # a "shared" input that the nodes do not see
     result = run_cli(_args(multinode, str(unseen), str(tmp_path / "out"), "storage.shared_filesystem=true"),
-                     env=cli_env(PLUGINS), check=False)
+                     env=cli_env(), check=False)
     assert result.returncode == 2, result.stderr[-2000:]
     (line,) = _error_lines(result)
     assert "storage.shared_filesystem=true, but node" in line and f"does not see the input {unseen}" in line
