@@ -347,11 +347,11 @@ def run_interpolate_command(args, storage_options: dict) -> int:
         print(f"render them: ffhq-uv run --profile from-latents --input {latents} --output {summary.output}")
         return 0
     from pipeline import driver
-    from pipeline.config import load_config
+    from pipeline.config import load_config, registry_for
 
     endpoint = [f"storage.endpoint_url={args.endpoint_url}"] if args.endpoint_url else []
     run_config = load_config("from-latents", overrides=(f"input.source={latents}", f"output={summary.output}",
                                                          *endpoint, *run_overrides))
-    run_summary = driver.run(run_config, progress=False)
+    run_summary = driver.run(run_config, registry_for(run_config), progress=False)
     print(f"rendered: {run_summary.status_counts}")
     return 0

@@ -159,4 +159,4 @@ def test_run_renders_the_children_with_the_from_latents_profile(run, tmp_path):
     assert "rendered: {'ok': 3}" in result.stdout, result.stdout
     rows = read_manifest(str(tmp_path / "new")).to_pylist()
     assert sorted(r["id"] for r in rows) == ["000000", "000001", "000002"]
-    assert all({f"view_{v}" for v in VIEWS} <= set(dict(r["outputs"])) for r in rows)
+    assert all({f"view_{v}" for v in VIEW_NAMES} <= set(dict(r["outputs"])) for r in rows)
