@@ -141,7 +141,7 @@ def test_nvdiffrast_agrees_with_cpu():
 
 @pytest.mark.skipif(not _has_cuda(), reason="needs a GPU")
 def test_nvdiffrast_context_is_made_once_per_process_on_the_prepared_device():
-    pytest.importorskip("nvdiffrast.torch", reason="nvdiffrast is not installed")
+    pytest.importorskip("nvdiffrast.torch", reason=gpu_reason("nvdiffrast is not installed"))
     from stages.geometry import rasterize as module
 
     module.prepare_backend("nvdiffrast", "cuda:0")
