@@ -13,6 +13,7 @@ from PIL import Image
 
 from pipeline.config import load_config, stage_settings
 from pipeline.storage import open_storage
+from stages.attribute import ATTRIBUTE_VECTOR
 from stages.base import Sample, Stage, StageContext, StageResult
 from stages.edit import EDIT_BAD_INPUT, EDIT_MISSING_INPUT, EditStage
 from stages.errors import ConfigError, SampleError
@@ -36,7 +37,8 @@ class FixedAttributeStage(Stage):
     """Attribute-stage double for the pipeline test: FFHQ-UV's recorded attributes of sample 01223."""
 
     name = "attribute"
-    manifest_fields = (pa.field("attribute_vector", pa.list_(pa.float32())),)
+    manifest_fields = (pa.field(ATTRIBUTE_VECTOR, pa.list_(pa.float32())),)
+    outputs = (ATTRIBUTE_VECTOR,)
 
     def process(self, sample: Sample) -> StageResult:
         return StageResult(fields={"attribute_vector": example_attribute_vector()})
@@ -219,8 +221,8 @@ def test_inversion_and_edit_in_the_ray_pipeline(tmp_path, tiny_weights):
     output = tmp_path / "out"
     run_cli(["run", "--profile", "tiny", "--no-progress", "--input", str(inputs), "--output", str(output),
              "stages.enabled=[inversion,attribute,edit]", f"models.weights_dir={tiny_weights}",
-             "stages.edit.batch_size=2"],
-            cli_env("attribute=tests.test_inversion_edit:FixedAttributeStage"))
+             "stages.edit.batch_size=2", "stage_classes.attribute=tests.test_inversion_edit:FixedAttributeStage"],
+            cli_env())
     rows = {r["id"]: r for r in read_manifest(str(output)).to_pylist()}
     assert set(rows) == {"e4e", "ffhq", "noise"}
     assert (rows["noise"]["status"], rows["noise"]["failed_stage"], rows["noise"]["error_code"]) == \

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from stages.base import Sample, Stage, StageContext, StageResult
+from stages.base import PHOTO, Sample, Stage, StageContext, StageResult
 from stages.errors import SampleError
 from stages.geometry.fitting import Fit, ShapeModel, ViewPose, focal_for
 from stages.geometry.rasterize import interpolate, rasterize
 from stages.geometry.topologies import load_topology
 from stages.imageio import decode_image
 from stages.unwrap import UnwrapSettings, unwrap_sample, unwrap_view
+from stages.views import FRONT, VIEW, view_key
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -170,9 +171,11 @@ class SourceAsFrontViewStage(Stage):
     """Edit-stage double for the pipeline test: the input photo itself is the front view."""
 
     name = "edit"
+    inputs = (PHOTO,)
+    outputs = (VIEW,)
 
     def process(self, sample: Sample) -> StageResult:
-        self.context.write_image(sample, "view_front", self.context.read_source_image(sample))
+        self.context.write_image(sample, view_key(VIEW, FRONT), self.context.read_source_image(sample))
         return StageResult()
 
 
@@ -249,8 +252,8 @@ def test_unwrap_in_the_ray_pipeline(tmp_path, cache):
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(inputs / "noise.png")
     output = tmp_path / "out"
     run_cli(["run", "--profile", "photo", "--no-progress", "--input", str(inputs), "--output", str(output),
-             "stages.enabled=[edit,unwrap]", f"topology.cache_dir={cache}"],
-            cli_env("edit=tests.test_unwrap:SourceAsFrontViewStage"))
+             "stages.enabled=[edit,unwrap]", "stage_classes.edit=tests.test_unwrap:SourceAsFrontViewStage",
+             f"topology.cache_dir={cache}"], cli_env())
     rows = {r["id"]: r for r in read_manifest(str(output)).to_pylist()}
     assert set(rows) == {"obama", "small", "noise"}
     assert (rows["noise"]["status"], rows["noise"]["failed_stage"], rows["noise"]["error_code"]) == \
