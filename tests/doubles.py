@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 import tests.faults  # noqa: F401 - registers the faulty:// filesystem in every process that loads the doubles
+from pipeline.placement import current_placement
 from stages.base import Sample, Stage, StageResult, StageSettings
 from stages.errors import ConfigError, SampleError
 
@@ -25,7 +26,10 @@ class DoubleSettings(StageSettings):
     config_error_ids: list[str] = field(default_factory=list)  # raise ConfigError (must stop the run)
     hang_ids: list[str] = field(default_factory=list)  # sleep for an hour
     exit_ids: list[str] = field(default_factory=list)  # kill the actor process (once per marker file)
-    marker_dir: str = ""  # where exit_ids record that they already killed an actor
+    # Hang the first time only: the marker file names the Ray node that hangs, so a test can kill that node and
+    # see the sample redone elsewhere.
+    hang_once_ids: list[str] = field(default_factory=list)
+    marker_dir: str = ""  # where exit_ids / hang_once_ids record that they already happened
     sleep_s: float = 0.0  # per sample
     weights_file: str = ""  # under models.weights_dir: read in setup through the node-local weights cache
 
@@ -59,6 +63,12 @@ class _DoubleStage(Stage):
             if not os.path.exists(marker):
                 open(marker, "w").close()
                 os._exit(1)
+        if sample.id in settings.hang_once_ids:
+            marker = os.path.join(settings.marker_dir, f"{self.name}-{sample.id}.hanging")
+            if not os.path.exists(marker):
+                with open(marker, "w") as handle:
+                    handle.write(current_placement().node_id or "")
+                time.sleep(3600)
 
 
 class ThumbnailStage(_DoubleStage):

@@ -168,35 +168,48 @@ def _start_run(nodes: MultiNode, inputs: Path, output: Path, *overrides: str) ->
 
 
 def test_a_worker_node_lost_mid_run_redoes_only_its_samples(multinode, tmp_path):
-    ids = write_images(tmp_path / "in", 8)
-    output = tmp_path / "out"
-    process = _start_run(multinode, tmp_path / "in", output, "stages.attribute.sleep_s=0.5")
-    _wait_for(lambda: len(list(output.glob("shards/*/stats.json"))) >= 1 or process.poll() is not None,
-              what="a first committed shard")
+    ids = write_images(tmp_path / "in", 6)
+    output, markers = tmp_path / "out", tmp_path / "markers"
+    markers.mkdir()
+    stuck = ids[-1]  # in the last shard; hangs on the first node that runs it, which is then lost
+    process = _start_run(multinode, tmp_path / "in", output, f"stages.attribute.hang_once_ids=[{stuck}]",
+                         f"stages.attribute.marker_dir={markers}")
+    marker = markers / f"attribute-{stuck}.hanging"
+    _stuck_and_one_committed(marker, output, process)
     before = _committed_files(output)
-    victim = multinode.workers()[-1]
+    (victim,) = [node for node in multinode.workers() if node.node_id == marker.read_text()]
     multinode.kill(victim)  # preemption: SIGKILL the node's processes
     try:
         stdout, stderr = process.communicate(timeout=300)
     finally:
         multinode.add_worker()  # the next test gets its two GPU workers back
     assert process.returncode == 0, stderr[-3000:]
-    assert before, "the run finished before a node could be removed"
     after = _committed_files(output)
     assert {path: after.get(path) for path in before} == before  # committed shards byte-identical
-    _check_exactly_once(output, ids)
-    shards = {path.split("/")[1] for path in after}
-    assert len(shards) == len(ids) // 2 > len({path.split("/")[1] for path in before})  # went on after the loss
+    rows = {row["id"]: row for row in _check_exactly_once(output, ids)}
+    redone = rows[stuck]["stage_node_id"]["attribute"]
+    assert redone != victim.node_id and redone in {node.node_id for node in multinode.workers()}
     assert "(0 already done)" in stdout
+
+
+def _stuck_and_one_committed(marker: Path, output: Path, process: subprocess.Popen) -> None:
+    """Wait until the stuck sample hangs on a node (its marker names it) and a shard is committed.
+
+    Ray Data hands a stage actor a bundle of blocks and returns its results when the
+    task ends, so shards that share a task with the stuck sample wait for it too.
+    """
+    _wait_for(lambda: (marker.exists() and marker.read_text() and any(output.glob("shards/*/stats.json")))
+              or process.poll() is not None, what="a committed shard and the stuck sample")
+    assert process.poll() is None, process.communicate()[1][-3000:]
 
 
 def test_losing_the_last_gpu_node_stops_after_the_wait_and_resumes(multinode, tmp_path):
     ids = write_images(tmp_path / "in", 6)
-    output = tmp_path / "out"
-    process = _start_run(multinode, tmp_path / "in", output, "stages.attribute.sleep_s=0.5", "ray.gpu_wait_s=2")
-    _wait_for(lambda: len(list(output.glob("shards/*/stats.json"))) >= 1 or process.poll() is not None,
-              what="a first committed shard")
-    before = _committed_files(output)
+    output, markers = tmp_path / "out", tmp_path / "markers"
+    markers.mkdir()
+    hang = (f"stages.attribute.hang_once_ids=[{ids[-1]}]", f"stages.attribute.marker_dir={markers}")
+    process = _start_run(multinode, tmp_path / "in", output, *hang, "ray.gpu_wait_s=2")
+    _stuck_and_one_committed(markers / f"attribute-{ids[-1]}.hanging", output, process)
     for node in multinode.workers():
         multinode.kill(node)
     try:
@@ -208,10 +221,9 @@ def test_losing_the_last_gpu_node_stops_after_the_wait_and_resumes(multinode, tm
         multinode.add_worker()
         multinode.add_worker()
     stopped = _committed_files(output)  # shards committed up to the stop, kept as they are
-    assert {path: stopped.get(path) for path in before} == before
+    done = len({path.split("/")[1] for path in stopped})
     resumed = run_cli(_args(multinode, str(tmp_path / "in"), str(output), "storage.shared_filesystem=true",
-                            *GPU_STAGE), env=cli_env())
-    done_before = len({path.split("/")[1] for path in stopped})
-    assert 0 < done_before < len(ids) // 2 and f"({done_before} already done)" in resumed.stdout, resumed.stdout
+                            *GPU_STAGE, *hang), env=cli_env())
+    assert 0 < done < len(ids) // 2 and f"({done} already done)" in resumed.stdout, resumed.stdout
     assert {path: _committed_files(output).get(path) for path in stopped} == stopped
     _check_exactly_once(output, ids)
