@@ -14,7 +14,7 @@ Writes FFHQ-UV's output set per photo (``stages/fitting/outputs.py``); the final
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Optional, get_args
 
 import numpy as np
 import pyarrow as pa
@@ -49,6 +49,9 @@ class FitSettings(StageSettings):
     stage3_steps: int = bounded(200, low=0)
     multiple_faces: MultiFacePolicy = "largest"  # largest | reject
     rasterizer: Rasterizer = "auto"  # auto (nvdiffrast on cuda, else cpu) | cpu | nvdiffrast
+    # FFHQ-UV's BiSeNet checkpoint (parsing_model/79999_iter.pth) for the parse mask, relative to
+    # models.weights_dir or absolute; None = the parse mask comes from the landmarks.
+    face_parser: Optional[str] = None
 
 
 def _manifest_fields() -> tuple[pa.Field, ...]:
@@ -88,6 +91,12 @@ class FitStage(Stage):
                                       "profile); see README section 'RGB fitting'")
             raise ConfigError("stages.fit.profile=faithful: the faithful optimisation is not implemented in this "
                               "version; use profile=open")
+        from stages.unwrap import face_parser_path
+
+        parser = face_parser_path(settings, config)
+        if parser is not None and not parser.is_file():
+            raise ConfigError(f"missing weights file {parser} (stages.fit.face_parser, the BiSeNet face parser); "
+                              "see README section 'Weights', or unset it to take the parse mask from the landmarks")
         candidates = [Path(config.topology.obj)] if config.topology.obj else []
         if weights is not None:
             candidates += [weights / MODEL_INFO, weights / MEAN_FACE_OBJ]
@@ -114,13 +123,24 @@ class FitStage(Stage):
         backend = backend_for_device(self.context.device) if choice == "auto" else choice
         self.fitter = PhotoFitter(self.topology, template, (settings.stage2_steps, settings.stage3_steps), backend)
         self.detector = make_detector("mediapipe", 4)
+        self.parser = None
+        from stages.unwrap import face_parser_path
+
+        parser_path = face_parser_path(settings, self.context.config)
+        if parser_path is not None:
+            from stages.networks.bisenet import FaceParser, load_bisenet
+
+            self.parser = FaceParser(load_bisenet(parser_path, self.context.device), device=self.context.device)
 
     def process(self, sample: Sample) -> StageResult:
         """Fit the sample's photo and write FFHQ-UV's output set."""
         photo = self.context.read_source_image(sample)
         face = self.detector.detect_one(photo, self.settings.multiple_faces)
+        region = None
+        if self.parser is not None:
+            region = parse_mask(self.parser.parse([photo])[0])
         try:
-            result = self.fitter.fit(photo, face.points)
+            result = self.fitter.fit(photo, face.points, region)
         except (RuntimeError, np.linalg.LinAlgError) as error:
             raise SampleError(FIT_FAILED, f"fitting failed: {error}") from None
         self._write(sample, result)
@@ -164,3 +184,10 @@ class FitStage(Stage):
         fields.update({f"fit_{name}_deg": float(a) for name, a in zip(("pitch", "yaw", "roll"), angles)})
         fields.update({f"fit_seconds_{part}": result.seconds[part] for part in TIMED_PARTS})
         return fields
+
+
+def parse_mask(labels: np.ndarray) -> np.ndarray:
+    """FFHQ-UV's fitting parse mask from (H, W) BiSeNet labels: face * (1 - mouth) * (1 - eyes), no erosion."""
+    from stages.networks.bisenet import face_parsing_mask
+
+    return face_parsing_mask(labels, exclude_eyes_mouth=True, eye_box=1)

@@ -257,3 +257,20 @@ def test_preflight_names_missing_files(tmp_path):
                                            f"models.weights_dir={tmp_path}"))
     with pytest.raises(ConfigError, match="missing weights file texgan_model/texgan_ffhq_uv.pth"):
         FitStage.preflight(stage_settings(config, "fit"), config)
+
+
+def test_parse_mask_from_face_parser_labels_and_missing_parser(tmp_path):
+    from pipeline.config import load_config, stage_settings
+    from stages.errors import ConfigError
+    from stages.fit import FitStage, parse_mask
+    from stages.networks.bisenet import EYE_LABELS, FACE_LABELS, MOUTH_LABEL
+
+    labels = np.zeros((8, 8), np.uint8)
+    labels[1:7, 1:7] = FACE_LABELS[0]
+    labels[2, 2], labels[5, 4] = EYE_LABELS[0], MOUTH_LABEL
+    mask = parse_mask(labels)
+    assert mask.sum() == 36 - 2 and not mask[2, 2] and not mask[5, 4] and mask[2, 3]  # no erosion around the eye
+    config = load_config("fit", overrides=(f"output={tmp_path}", f"topology.obj={tmp_path}/x.obj",
+                                           "stages.fit.face_parser=/nonexistent/79999_iter.pth"))
+    with pytest.raises(ConfigError, match="79999_iter.pth"):
+        FitStage.preflight(stage_settings(config, "fit"), config)

@@ -59,8 +59,12 @@ class PhotoFitter:
                                               .astype(np.int64))
         self.symmetry_region = torch.as_tensor(topology.masks()["center_face"], dtype=torch.float32)
 
-    def fit(self, photo: np.ndarray, points468: np.ndarray) -> PhotoFit:
-        """Fit an (H, W, 3) uint8 photo given its (468, 2+) y-down mediapipe landmarks."""
+    def fit(self, photo: np.ndarray, points468: np.ndarray, region: np.ndarray | None = None) -> PhotoFit:
+        """Fit an (H, W, 3) uint8 photo given its (468, 2+) y-down mediapipe landmarks.
+
+        ``region``: the (H, W) bool parse mask (face minus eyes and mouth, e.g. from the face parser); None = from
+        the landmarks.
+        """
         from stages.fitting import texture_init
         from stages.unwrap import face_region
 
@@ -68,7 +72,8 @@ class PhotoFitter:
         tick = time.perf_counter()
         h, w = photo.shape[:2]
         lm68 = np.asarray(points468)[list(MEDIAPIPE_TO_IBUG68), :2].astype(np.float64)
-        region = face_region(np.asarray(points468)[:, :2], h, w, exclude_eyes_mouth=True)
+        if region is None:
+            region = face_region(np.asarray(points468)[:, :2], h, w, exclude_eyes_mouth=True)
         data = preprocess(photo, lm68, (region * 255).astype(np.uint8), OPEN_TEMPLATE5)
         seconds["preprocess"] = time.perf_counter() - tick
 
