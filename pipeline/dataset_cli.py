@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from pipeline.storage import endpoint_options
+
 DATASET_COMMANDS = ("export", "interpolate")
 
 
@@ -36,7 +38,7 @@ def add_dataset_subcommands(commands) -> None:
 
 
 def run_dataset_command(args: argparse.Namespace) -> int:
-    options = {"client_kwargs": {"endpoint_url": args.endpoint_url}} if args.endpoint_url else {}
+    options = endpoint_options(args.endpoint_url)
     if args.command == "export":
         from pipeline.export import ExportOptions, export_run
 
