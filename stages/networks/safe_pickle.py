@@ -269,3 +269,94 @@ def load_torch_with_numpy(file: BinaryIO | str) -> Any:
     allowed += [codecs.encode, *{type(np.dtype(code)) for code in "O?bhilqBHILQefdgFDG"}]
     with torch.serialization.safe_globals(allowed):
         return torch.load(file, map_location="cpu", weights_only=True)
+
+
+class ScriptModuleStub:
+    """A TorchScript module object (``__torch__.*`` class) as pickled in ``data.pkl``: only its attribute dict.
+
+    Pickles build it with ``NEWOBJ`` (no arguments) and then ``__setstate__``; the class name is on the subclass
+    ``TorchScriptUnpickler`` makes per referenced class.
+    """
+
+    class_name = ""
+
+    def __init__(self) -> None:
+        self.attributes: dict[str, Any] = {}
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, dict):
+            raise UnsafePickleError("TorchScript module state is not a dict")
+        self.attributes = state
+
+
+_STORAGE_DTYPES = {"FloatStorage": "float32", "HalfStorage": "float16", "DoubleStorage": "float64",
+                   "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+                   "ByteStorage": "uint8", "BoolStorage": "bool"}
+
+
+class _StorageType:
+    def __init__(self, name: str):
+        self.dtype_name = _STORAGE_DTYPES[name]
+
+
+class TorchScriptUnpickler(_RestrictedUnpickler):
+    """``data.pkl`` of a TorchScript zip: ``__torch__.*`` classes become ``ScriptModuleStub``s (their code in the
+    archive is never compiled or run); storages are read from the archive's raw ``data/<key>`` records."""
+
+    format_name = "TorchScript"
+
+    def __init__(self, file: BinaryIO, archive: Any, prefix: str):
+        super().__init__(file, {**_CONTAINER_GLOBALS, **_torch_globals()})
+        self._archive, self._prefix = archive, prefix
+
+    def family(self, module: str, name: str) -> Any:
+        if module == "__torch__" or module.startswith("__torch__."):
+            return type(name, (ScriptModuleStub,), {"class_name": f"{module}.{name}"})
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(name)
+        # TorchScript's typed-list builders (int lists of conv strides, ...): plain data, kept as lists.
+        if module == "torch.jit._pickle" and name.startswith("build_") and name.endswith("list"):
+            return list
+        if module == "torch.jit._pickle" and name == "restore_type_tag":
+            return lambda value, _type: value
+        return None
+
+    def persistent_load(self, pid: Any) -> Any:
+        import torch
+
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
+                and isinstance(pid[1], _StorageType)):
+            raise UnsafePickleError("refusing to load TorchScript archive: unexpected persistent id")
+        dtype = getattr(torch, pid[1].dtype_name)
+        raw = bytearray(self._archive.read(f"{self._prefix}data/{pid[2]}"))
+        untyped = torch.UntypedStorage.from_buffer(raw, dtype=torch.uint8) if raw else torch.UntypedStorage(0)
+        return torch.storage.TypedStorage(wrap_storage=untyped, dtype=dtype, _internal=True)
+
+
+def load_torchscript_tensors(path: str) -> dict[str, Any]:
+    """Every tensor attribute of a TorchScript file (``torch.jit.save`` zip) by dotted name, without executing it.
+
+    NVIDIA's LPIPS ``vgg16.pt`` is such a program: its weights are read as data; its code is never loaded.
+    """
+    import zipfile
+
+    import torch
+
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
+        if not names:
+            raise UnsafePickleError(f"{path}: not a TorchScript archive (no <name>/data.pkl)")
+        prefix = names[0][: -len("data.pkl")]
+        with archive.open(names[0]) as handle:
+            root = TorchScriptUnpickler(handle, archive, prefix).load()
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, name: str) -> None:
+        if isinstance(node, torch.Tensor):
+            out[name] = node
+        elif isinstance(node, ScriptModuleStub):
+            for key, value in node.attributes.items():
+                walk(value, f"{name}.{key}" if name else str(key))
+
+    walk(root, "")
+    return out
