@@ -71,7 +71,12 @@ def _kill_one(rng: random.Random, workers: list, cluster: LocalCluster | None) -
     if cluster is not None:
         node = rng.choice(cluster.workers())
         cluster.kill(node)
-        cluster.add_worker()
+        for attempt in range(3):  # a raylet can time out starting on a loaded machine: try again
+            try:
+                cluster.add_worker()
+                break
+            except Exception as error:  # noqa: BLE001 - Ray raises a bare Exception on a start-up timeout
+                print(f"starting a replacement node failed ({error}); attempt {attempt + 1} of 3", flush=True)
         return f"node {node.node_id[:8]}"
     victim = rng.choice(workers)
     try:

@@ -35,7 +35,12 @@ class LocalCluster:
         from ray.cluster_utils import Cluster
 
         self._saved_flag, ray_constants.ENABLE_RAY_CLUSTER = ray_constants.ENABLE_RAY_CLUSTER, False
+        self._address_file = _address_file()
+        self._saved_address = _read(self._address_file)
         self.cluster = Cluster(initialize_head=True, head_node_args=node_args(num_cpus=head_cpus))
+        # Cluster records its head in /tmp/ray/ray_current_cluster, where every plain ray.init() on this
+        # machine (other test runs, `ffhq-uv run` without --address) would then join it: put back what was there.
+        _restore(self._address_file, self._saved_address)
         for _ in range(workers):
             self.add_worker()
         self.cluster.wait_for_nodes()
@@ -59,9 +64,34 @@ class LocalCluster:
         from ray._private import ray_constants
 
         self.cluster.shutdown()
+        _restore(self._address_file, self._saved_address)  # shutdown deletes the file, whoever wrote it
         ray_constants.ENABLE_RAY_CLUSTER = self._saved_flag
         for key, value in self._saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _address_file() -> str:
+    from ray._common.utils import get_ray_address_file
+
+    return get_ray_address_file(None)
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path) as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _restore(path: str, content: Optional[str]) -> None:
+    """Put the Ray address file back as it was (absent, or with ``content``)."""
+    if content is None:
+        if os.path.exists(path):
+            os.unlink(path)
+        return
+    with open(path, "w") as handle:
+        handle.write(content)
