@@ -329,14 +329,7 @@ def build_masks(topology: Topology) -> dict[str, np.ndarray]:
         "nosal_base": hull(NOSAL_BASE),
     }
 
-    # Per-texel template position and normal, for the hair and per-view masks.
-    flat = topology.texel_samples()[0]
-    position = np.zeros((s * s, 3))
-    position[flat] = topology.texel_interpolate(topology.vertices)
-    normal = np.zeros((s * s, 3))
-    normal[flat] = topology.texel_interpolate(topology.vertex_normals())
-    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
-    position, normal = position.reshape(s, s, 3), normal.reshape(s, s, 3)
+    position, normal = _texel_geometry(topology)  # for the hair and per-view masks
 
     lm3d = topology.landmark_points()
     eye_dist_3d = float(np.linalg.norm(lm3d[OUTER_EYE_IMAGE_RIGHT] - lm3d[OUTER_EYE_IMAGE_LEFT]))
@@ -348,6 +341,26 @@ def build_masks(topology: Topology) -> dict[str, np.ndarray]:
     masks["hair"] = covered & scalp & ~near_face
     # Views are only trusted on the head, not on the neck below the chin.
     skin = covered & ~masks["hair"] & (y > lm3d[CHIN, 1] - CHIN_MARGIN * eye_dist_3d)
+    masks.update(_view_validity(skin, normal))
+    return {name: masks[name].astype(np.float32) for name in MASK_NAMES}
+
+
+def _texel_geometry(topology: Topology) -> tuple[np.ndarray, np.ndarray]:
+    """(S, S, 3) template position and unit normal at every texel (zero outside the layout)."""
+    s = topology.uv_size
+    flat = topology.texel_samples()[0]
+    position = np.zeros((s * s, 3))
+    position[flat] = topology.texel_interpolate(topology.vertices)
+    normal = np.zeros((s * s, 3))
+    normal[flat] = topology.texel_interpolate(topology.vertex_normals())
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+    return position.reshape(s, s, 3), normal.reshape(s, s, 3)
+
+
+def _view_validity(skin: np.ndarray, normal: np.ndarray) -> dict[str, np.ndarray]:
+    """The ``major_valid_<view>`` / ``minor_valid_<view>`` / ``*_valid_whole`` masks: (S, S) bool skin texels
+    that face each view's camera (``VIEW_YAWS``) enough; a side view's major region is where it faces best."""
+    masks: dict[str, np.ndarray] = {}
     cos = {}
     for view, yaw in VIEW_YAWS.items():
         rad = np.deg2rad(yaw)
@@ -363,4 +376,4 @@ def build_masks(topology: Topology) -> dict[str, np.ndarray]:
         masks[f"minor_valid_{view}"] = skin & (cos[view] > MINOR_COS)
     for kind in ("major", "minor"):
         masks[f"{kind}_valid_whole"] = np.logical_or.reduce([masks[f"{kind}_valid_{v}"] for v in VIEW_NAMES])
-    return {name: masks[name].astype(np.float32) for name in MASK_NAMES}
+    return masks
