@@ -34,6 +34,17 @@ UVMASK_VIEW = "uvmask_{view}"  # (S, S) gray, 255 = valid texel
 LANDMARK_ERROR_VIEW = "unwrap_landmark_error_{view}"  # reprojection error, fraction of the face width
 # FFHQ-UV's parsing mask dilates the eye holes by about 5 px at 1024 (box-blur 11 then >= 1, pipeline.md 2.4(a)).
 EYE_DILATE_1024 = 5
+# Skin face region (``skin_face_region``): skin is looked for inside the face oval scaled by SKIN_EXTEND about its
+# centre (the oval stops a third of the forehead below the hairline and short of the ears); the colour model's
+# seed is the oval eroded by SEED_ERODE, brows/eyes/lips/nostrils grown by FEATURE_PAD are kept as face whatever
+# their colour, and the skin mask is opened and closed with SKIN_SMOOTH; all fractions of the face width.
+SKIN_EXTEND = 1.3
+# A view counts as turned when one half of its face oval (nose tip to contour) is this much wider than the other,
+# fully from TURNED_RATIO + TURNED_RAMP.
+TURNED_RATIO, TURNED_RAMP = 1.3, 0.3
+SEED_ERODE = 0.08
+FEATURE_PAD = 0.03
+SKIN_SMOOTH = 0.01
 
 
 @dataclass
@@ -46,6 +57,9 @@ class UnwrapSettings(StageSettings):
     exclude_eyes_mouth: bool = True  # drop eyes and mouth opening from the mask, like FFHQ-UV's parsing
     depth_test: bool = True  # z-buffer test on top of FFHQ-UV's normal test
     symmetric_fill: bool = True  # single view: fill unseen texels from the mirrored visible side
+    # Landmark face region: follow the skin the view shows (per-sample skin colour model): up to the hairline and
+    # ears, without hair strands, glasses or hands. False = the bare landmark face oval.
+    skin_region: bool = True
     # FFHQ-UV's BiSeNet checkpoint (parsing_model/79999_iter.pth), relative to models.weights_dir or absolute;
     # None = the face region comes from the landmarks.
     face_parser: Optional[str] = None
@@ -59,6 +73,8 @@ def _float_fields() -> tuple[pa.Field, ...]:
             pa.field(view_key(LANDMARK_ERROR_VIEW, view), pa.float32()),  # same, fraction of the face width
             pa.field(f"unwrap_valid_ratio_{view}", pa.float32()),  # share of the centre face the view fills
             pa.field(f"unwrap_yaw_{view}", pa.float32()),  # fitted head yaw, degrees
+            # share of the landmark face oval masked out as hair / occluder by the skin model (null: parser)
+            pa.field(f"unwrap_masked_fraction_{view}", pa.float32()),
         ]
     # Where the face region came from: "parser" (BiSeNet labels) or "landmarks" (face oval).
     return tuple(fields) + (pa.field("unwrap_face_region", pa.string()),)
@@ -147,6 +163,7 @@ class UnwrapStage(Stage):
                 view_key(LANDMARK_ERROR_VIEW, view): out.error_px / out.face_width_px,
                 f"unwrap_valid_ratio_{view}": out.valid_ratio,
                 f"unwrap_yaw_{view}": out.yaw_degrees,
+                f"unwrap_masked_fraction_{view}": out.masked_fraction,
             })
         return StageResult(fields=fields)
 
@@ -161,28 +178,147 @@ class ViewUnwrap:
     face_width_px: float
     valid_ratio: float
     yaw_degrees: float
+    masked_fraction: float | None = None  # share of the landmark face oval masked as hair/occluder (skin model)
 
 
-def face_region(landmarks: np.ndarray, height: int, width: int, exclude_eyes_mouth: bool) -> np.ndarray:
-    """(H, W) bool face region from (468, 2) pixel landmarks: the face oval minus eyes and mouth opening."""
+def _fill(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) bool inside the polygon of (K, 2) pixel points."""
+    import cv2
+
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    cv2.fillPoly(canvas, [np.round(points * 16).astype(np.int32)], 1, shift=4)
+    return canvas.astype(bool)
+
+
+def _hull(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    import cv2
+
+    return _fill(cv2.convexHull(points.astype(np.float32))[:, 0, :].astype(np.float64), height, width)
+
+
+def _disk(radius: int) -> np.ndarray:
+    import cv2
+
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+
+
+def face_region(landmarks: np.ndarray, height: int, width: int, exclude_eyes_mouth: bool,
+                image: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """(H, W) bool face region from (468, 2) pixel landmarks, and the share of the face oval masked as non-skin.
+
+    Without ``image``: the face oval minus eyes and mouth opening. With the view's (H, W, 3) ``image``: the skin
+    the view shows (``skin_face_region``) minus the same holes.
+    """
     import cv2
     from mediapipe.python.solutions import face_mesh_connections as fmc
 
     from stages.geometry.uv_topology import edge_loops, polygon_area
 
-    def fill(loop) -> np.ndarray:
-        canvas = np.zeros((height, width), dtype=np.uint8)
-        cv2.fillPoly(canvas, [np.round(landmarks[loop] * 16).astype(np.int32)], 1, shift=4)
-        return canvas
-
-    region = fill(edge_loops(fmc.FACEMESH_FACE_OVAL)[0]).astype(bool)
+    region = _fill(landmarks[edge_loops(fmc.FACEMESH_FACE_OVAL)[0]], height, width)
+    masked = 0.0
+    if image is not None:
+        region, masked = skin_face_region(image, landmarks, region)
     if exclude_eyes_mouth:
-        holes = fill(edge_loops(fmc.FACEMESH_LEFT_EYE)[0]) | fill(edge_loops(fmc.FACEMESH_RIGHT_EYE)[0])
-        radius = max(1, round(EYE_DILATE_1024 * max(height, width) / 1024))
-        holes = cv2.dilate(holes, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2))
+        holes = (_fill(landmarks[edge_loops(fmc.FACEMESH_LEFT_EYE)[0]], height, width)
+                 | _fill(landmarks[edge_loops(fmc.FACEMESH_RIGHT_EYE)[0]], height, width)).astype(np.uint8)
+        holes = cv2.dilate(holes, _disk(max(1, round(EYE_DILATE_1024 * max(height, width) / 1024))))
         lips = sorted(edge_loops(fmc.FACEMESH_LIPS), key=lambda loop: polygon_area(landmarks[loop]))
-        region &= ~(holes.astype(bool) | fill(lips[0]).astype(bool))
-    return region
+        region &= ~(holes.astype(bool) | _fill(landmarks[lips[0]], height, width))
+    return region, masked
+
+
+def protected_features(landmarks: np.ndarray, height: int, width: int, pad: int) -> np.ndarray:
+    """(H, W) bool: brows, eyes, lips and nostrils (convex hulls, grown by ``pad`` px), which are face but not
+    skin-coloured."""
+    import cv2
+    from mediapipe.python.solutions import face_mesh_connections as fmc
+
+    from stages.geometry.uv_topology import NOSTRIL_IMAGE_LEFT, NOSTRIL_IMAGE_RIGHT
+
+    def points(connections) -> list[int]:
+        return sorted({a for edge in connections for a in edge})
+
+    groups = [points(fmc.FACEMESH_LEFT_EYEBROW), points(fmc.FACEMESH_RIGHT_EYEBROW), points(fmc.FACEMESH_LEFT_EYE),
+              points(fmc.FACEMESH_RIGHT_EYE), points(fmc.FACEMESH_LIPS), list(NOSTRIL_IMAGE_LEFT),
+              list(NOSTRIL_IMAGE_RIGHT)]
+    mask = np.zeros((height, width), dtype=bool)
+    for group in groups:
+        mask |= _hull(landmarks[group], height, width)
+    return cv2.dilate(mask.astype(np.uint8), _disk(pad)) > 0
+
+
+def skin_face_region(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> tuple[np.ndarray, float]:
+    """The face region a view shows, from its (H, W, 3) uint8 RGB image, (468, 2) landmarks and (H, W) face oval.
+
+    A per-sample skin colour model (``stages/face/skin.py``), fitted on the oval's cheeks, forehead and nose,
+    extends the region beyond the oval where FFHQ-UV's face parser reaches (``extension_zone``: the forehead up to
+    the hairline, and on a turned view the visible cheek up to the ear) and drops hair strands, fringes, glasses
+    frames and hands inside it by their hue; brows, eyes, lips and nostrils are kept.
+    Returns the (H, W) bool region and the fraction of the oval dropped as non-skin.
+    """
+    import cv2
+
+    from stages.face.skin import fit_skin_model, skin_chroma, skin_pixels, to_ycc
+    from stages.geometry.uv_topology import EAR_FRONT
+
+    h, w = oval.shape
+    face_width = float(np.linalg.norm(landmarks[EAR_FRONT[0]] - landmarks[EAR_FRONT[1]]))
+    zone = extension_zone(landmarks, h, w) & ~oval
+    protected = protected_features(landmarks, h, w, max(1, round(FEATURE_PAD * face_width))) & oval
+    rows, cols = np.nonzero(zone | oval)
+    box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+    ycc = to_ycc(image[box])
+    seed = cv2.erode(oval[box].astype(np.uint8), _disk(max(1, round(SEED_ERODE * face_width)))) > 0
+    model = fit_skin_model(ycc, seed & ~protected[box])
+    if model is None:
+        return oval, 0.0
+    radius = max(1, round(SKIN_SMOOTH * face_width))
+    inside = oval[box] & (skin_chroma(ycc, model) | protected[box])
+    beyond = zone[box] & skin_pixels(ycc, model)
+    skin = (inside | beyond).astype(np.uint8)
+    skin = cv2.morphologyEx(cv2.morphologyEx(skin, cv2.MORPH_CLOSE, _disk(radius)), cv2.MORPH_OPEN, _disk(radius))
+    # Only skin connected to the face's own: a hand or a background of a similar colour stays out.
+    count, labels = cv2.connectedComponents(skin)
+    keep = np.unique(labels[seed & (labels > 0)])
+    region = np.zeros((h, w), dtype=bool)
+    region[box] = np.isin(labels, keep) & (skin > 0) & (oval[box] | zone[box])
+    region |= protected
+    masked = float((oval & ~region).sum() / max(int(oval.sum()), 1))
+    return region, masked
+
+
+def extension_zone(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) bool where skin beyond the face oval may belong to the face region: the oval pushed outwards from
+    its centre by up to ``SKIN_EXTEND`` - 1 of its radius, fully at the forehead's top (fading out towards the
+    eyes), and sideways on the visible cheek of a turned view (the side whose half-width is larger; the far side's
+    oval is the face's silhouette) down to the mouth."""
+    from stages.face.landmarks import MOUTH_CORNER_IMAGE_LEFT, NOSE_TIP
+    from stages.geometry.uv_topology import OUTER_EYE_IMAGE_LEFT, OUTER_EYE_IMAGE_RIGHT
+
+    loop = landmarks[oval_loop()]
+    centre = loop.mean(axis=0)
+    nose = landmarks[NOSE_TIP]
+    eye_y = (landmarks[OUTER_EYE_IMAGE_LEFT, 1] + landmarks[OUTER_EYE_IMAGE_RIGHT, 1]) / 2
+    top_y = loop[:, 1].min()
+    up = np.clip((eye_y - loop[:, 1]) / max(eye_y - top_y, 1e-6), 0.0, 1.0)
+    half_left, half_right = nose[0] - loop[:, 0].min(), loop[:, 0].max() - nose[0]
+    ratio = max(half_left, half_right) / max(min(half_left, half_right), 1e-6)
+    near_is_left = half_left > half_right
+    near = (loop[:, 0] < nose[0]) == near_is_left
+    turned = np.clip((ratio - TURNED_RATIO) / TURNED_RAMP, 0.0, 1.0)
+    side = near * turned * (loop[:, 1] < landmarks[MOUTH_CORNER_IMAGE_LEFT, 1])
+    weight = np.maximum(up, side)
+    pushed = centre + (loop - centre) * (1.0 + (SKIN_EXTEND - 1.0) * weight[:, None])
+    return _fill(pushed, height, width)
+
+
+def oval_loop() -> list[int]:
+    """mediapipe's face-oval landmarks in contour order."""
+    from mediapipe.python.solutions import face_mesh_connections as fmc
+
+    from stages.geometry.uv_topology import edge_loops
+
+    return edge_loops(fmc.FACEMESH_FACE_OVAL)[0]
 
 
 def parsed_face_region(labels: np.ndarray, exclude_eyes_mouth: bool) -> np.ndarray:
@@ -260,8 +396,10 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
     map_x[flat], map_y[flat] = texel_xyz[:, 0], texel_xyz[:, 1]
     map_x, map_y = map_x.reshape(s, s), map_y.reshape(s, s)
     texture = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    masked = None  # a parsed region has no skin model
     if region is None:
-        region = landmark_region(topology, fit, view, landmarks, h, w, settings.exclude_eyes_mouth)
+        region, masked = landmark_region(topology, fit, view, landmarks, h, w, settings.exclude_eyes_mouth,
+                                         image if settings.skin_region else None)
     region = region.astype(np.uint8)
     seg = cv2.remap(region * 255, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) > 127
     inside = (texel_xyz[:, 0] >= 0) & (texel_xyz[:, 0] <= w - 1) & (texel_xyz[:, 1] >= 0) & (texel_xyz[:, 1] <= h - 1)
@@ -280,12 +418,14 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
         face_width_px=float(np.linalg.norm(landmarks[a] - landmarks[b])),
         valid_ratio=float(mask[centre].mean()) if centre.any() else 0.0,
         yaw_degrees=pose.yaw_degrees(),
+        masked_fraction=masked,
     )
 
 
 def landmark_region(topology, fit, view: str, landmarks: np.ndarray, height: int, width: int,
-                    exclude_eyes_mouth: bool) -> np.ndarray:
-    """(H, W) bool face region of a view from its (468, 2) or (68, 2) detected pixel landmarks.
+                    exclude_eyes_mouth: bool, image: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """(H, W) bool face region of a view from its (468, 2) or (68, 2) detected pixel landmarks, and the share of
+    the face oval masked as non-skin (``face_region``; ``image`` given = the skin colour model is used).
 
     468 points: their own contours (``face_region``). 68 points (dlib) have no face-oval or eyelid contours: the
     fitted surface's embedded mediapipe points projected into the view give them, forehead included, and the
@@ -296,14 +436,14 @@ def landmark_region(topology, fit, view: str, landmarks: np.ndarray, height: int
     from stages.geometry.landmark_schemes import scheme_of
 
     if len(landmarks) == topology.landmarks.triangles.shape[0]:
-        return face_region(landmarks, height, width, exclude_eyes_mouth)
+        return face_region(landmarks, height, width, exclude_eyes_mouth, image)
     projected = fit.poses[view].project(topology.landmark_points(fit.vertices))[:, :2]
-    region = face_region(projected, height, width, exclude_eyes_mouth)
+    region, masked = face_region(projected, height, width, exclude_eyes_mouth, image)
     jaw = landmarks[list(scheme_of(len(landmarks)).contour)]
     outline = np.concatenate([jaw, [[jaw[-1, 0], 0.0], [jaw[0, 0], 0.0]]])
     clip = np.zeros((height, width), dtype=np.uint8)
     cv2.fillPoly(clip, [np.round(outline * 16).astype(np.int32)], 1, shift=4)
-    return region & clip.astype(bool)
+    return region & clip.astype(bool), masked
 
 
 def symmetric_fill(topology, unwrap: ViewUnwrap) -> None:

@@ -8,7 +8,8 @@ Sources, in order of preference:
    template non-rigidly).
 FFHQ-UV's mask PNGs in ``topo_assets/`` replace our drawn masks of the same meaning when present.
 The landmark embedding comes from ``hifi3dpp_landmarks.json`` (``make_hifi3dpp_landmarks.py``), valid for every
-mesh of this topology, so nothing but the OBJ (or the .mat) is needed at run time.
+mesh of this topology, and FFHQ-UV's hair region from ``hifi3dpp_hair.json`` (``make_hifi3dpp_hair.py``), so
+nothing but the OBJ (or the .mat) is needed at run time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from stages.errors import ConfigError
 from stages.geometry.uv_topology import DEFAULT_CACHE_DIR, UV_SIZE, FillRegion, LandmarkEmbedding, Topology
 
 LANDMARK_FILE = Path(__file__).resolve().parent / "hifi3dpp_landmarks.json"
+HAIR_FILE = Path(__file__).resolve().parent / "hifi3dpp_hair.json"  # FFHQ-UV's hair region (make_hifi3dpp_hair.py)
 NUM_VERTICES = 20481  # HiFi3D++ head (pipeline.md section 3)
 NUM_FACES = 40832
 TOPO_ASSETS = "topo_assets"
@@ -44,6 +46,12 @@ def load_landmark_embedding(num_faces: int = NUM_FACES) -> LandmarkEmbedding:
         raise ValueError(f"{LANDMARK_FILE.name} is for a mesh with {record['num_faces']} faces, not {num_faces}")
     return LandmarkEmbedding(np.asarray(record["triangles"], dtype=np.int64),
                              np.asarray(record["barycentrics"], dtype=np.float64))
+
+
+def load_hair_outline() -> np.ndarray:
+    """(K, 2) outline of FFHQ-UV's hair region in texels of a 1024 map (x = column, y = row)."""
+    record = json.loads(HAIR_FILE.read_text(encoding="utf-8"))
+    return np.asarray(record["outline"], dtype=np.float64) * (UV_SIZE / record["uv_size"])
 
 
 def _scaled_boxes(uv_size: int) -> tuple[FillRegion, ...]:
@@ -97,7 +105,7 @@ def _from_obj(path: Path, cache_dir, uv_size: int) -> Topology:
                           f"{len(mesh.faces)} faces; expected {NUM_VERTICES} and {NUM_FACES} with vt)")
     return Topology(name="hifi3dpp", vertices=mesh.vertices, triangles=mesh.faces, uvs=mesh.uvs,
                     face_uvs=mesh.face_uvs, landmarks=load_landmark_embedding(len(mesh.faces)), uv_size=uv_size,
-                    fixed_fill_regions=_scaled_boxes(uv_size),
+                    fixed_fill_regions=_scaled_boxes(uv_size), hair_outline=load_hair_outline(),
                     cache_dir=None if cache_dir is None else Path(cache_dir))
 
 
@@ -120,4 +128,5 @@ def _from_model_info(path: Path, cache_dir, uv_size: int) -> Topology:
     return Topology(name="hifi3dpp", vertices=mean, triangles=triangles, uvs=uvs, face_uvs=face_uvs,
                     landmarks=load_landmark_embedding(len(triangles)), uv_size=uv_size,
                     fixed_fill_regions=_scaled_boxes(uv_size), id_basis=id_basis, exp_basis=exp_basis,
+                    hair_outline=load_hair_outline(),
                     cache_dir=None if cache_dir is None else Path(cache_dir))

@@ -8,6 +8,12 @@ the topology needs only the OBJ.
 Method: render the textured head from the front with our rasteriser (orthographic, so screen barycentrics
 are exact), detect the 468 landmarks with mediapipe on the render, and back-project each landmark onto the
 surface: the triangle under it and the barycentrics of the exact sub-pixel point in that triangle.
+
+The head and its UV layout are mirror-symmetric (the layout's axis is FFHQ-UV's, the column halfway between its
+eye boxes), but one detection on one render is not: mediapipe placed the nose and mouth of the teaser render
+1-3 % of the eye distance to the image right, which shifted every map's features by up to 14 texels against
+FFHQ-UV's layout. Each landmark is therefore averaged with the mirror image of its mirror partner (mediapipe's
+canonical face pairs them) before the back-projection, so the embedding is symmetric like the head.
 """
 
 from __future__ import annotations
@@ -92,6 +98,21 @@ def back_project(points_xy: np.ndarray, screen: np.ndarray, faces: np.ndarray, r
     return tri, bary / bary.sum(axis=1, keepdims=True)
 
 
+def mirror_partners_468() -> np.ndarray:
+    """(468,) mediapipe landmark -> its mirror partner, from the symmetric canonical face (``mediapipe468``)."""
+    from stages.geometry.mediapipe468 import load_mediapipe468
+
+    canonical = load_mediapipe468(cache_dir=None).vertices
+    mirrored = canonical * np.array([-1.0, 1.0, 1.0])
+    return np.argmin(((mirrored[:, None, :] - canonical[None, :, :]) ** 2).sum(-1), axis=1)
+
+
+def symmetrize(points_xy: np.ndarray, axis_x: float, partners: np.ndarray) -> np.ndarray:
+    """(L, 2) screen points averaged with their partners' mirror images about the column ``axis_x``."""
+    mirrored = points_xy[partners] * np.array([-1.0, 1.0]) + np.array([2 * axis_x, 0.0])
+    return (points_xy + mirrored) / 2
+
+
 def embed_landmarks(obj_path: Path, texture_path: Path) -> dict:
     """The landmark embedding record for a HiFi3D++ head and a texture in its UV layout."""
     from stages.face.landmarks import FaceLandmarker
@@ -103,8 +124,11 @@ def embed_landmarks(obj_path: Path, texture_path: Path) -> dict:
     image, screen, raster = render_textured(mesh.vertices, mesh.faces, mesh.uvs, mesh.face_uvs, texture, RENDER_SIZE)
     with FaceLandmarker(max_faces=1) as landmarker:
         face = landmarker.detect_one(image)
-    tri, bary = back_project(face.points[:, :2].astype(np.float64), screen, mesh.faces, raster,
-                             main_uv_island(mesh.face_uvs))
+    # The head's mid-plane is at the mean x of its vertices (it is symmetric to 1 % of the eye distance); screen x
+    # is linear in x, so its column is the mean screen x.
+    axis_x = float(screen[:, 0].mean())
+    points = symmetrize(face.points[:, :2].astype(np.float64), axis_x, mirror_partners_468())
+    tri, bary = back_project(points, screen, mesh.faces, raster, main_uv_island(mesh.face_uvs))
     return {
         "method": "stages/geometry/make_hifi3dpp_landmarks.py (see its docstring)",
         "num_vertices": len(mesh.vertices),

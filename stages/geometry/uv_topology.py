@@ -8,7 +8,9 @@ disk (keyed by a hash of the source and of ``CACHE_VERSION``):
   (FFHQ-UV's ``unwrap_1024_info.mat``);
 - the landmark embedding: where mediapipe's 468 face-mesh landmarks lie on the surface (triangle + barycentric);
 - float32 (S, S) region masks in [0,1] named like FFHQ-UV's ``topo_assets`` PNGs (``MASK_NAMES``), drawn from
-  the embedded landmarks (eyes, mouth, nose, face oval) and from the template's normals (per-view validity);
+  the embedded landmarks (eyes, mouth, nose, face oval) and from the template's normals (per-view validity); the
+  hair region from an outline read off a finished map of the layout where the topology has one (hifi3dpp), else
+  from the geometry;
 - ``fill_regions``, the UV boxes the Poisson fill solves: FFHQ-UV's fixed boxes for ``hifi3dpp``, boxes around
   the eye, nose-base and mouth masks for other topologies.
 
@@ -32,7 +34,7 @@ from stages.views import VIEW_NAMES, VIEW_YAWS
 
 TOPOLOGIES: tuple[str, ...] = TOPOLOGY_NAMES
 UV_SIZE = 1024  # FFHQ-UV's UV resolution
-CACHE_VERSION = "uv-topology-1"  # bump when the derived products change
+CACHE_VERSION = "uv-topology-2"  # bump when the derived products change
 DEFAULT_CACHE_DIR = Path(os.environ.get("FFHQUV_CACHE_DIR", Path.home() / ".cache" / "ffhq-uv-rebuild")) / "topology"
 
 MASK_NAMES: tuple[str, ...] = (
@@ -121,6 +123,9 @@ class Topology:
     cache_dir: Path | None = DEFAULT_CACHE_DIR
     # FFHQ-UV's official mask PNGs (topo_assets), which replace the drawn masks of the same meaning when present.
     official_masks_dir: Path | None = None
+    # (K, 2) outline (x = column, y = row, texels of a UV_SIZE map) of the hair region read from a finished map of
+    # this layout (hifi3dpp: ``make_hifi3dpp_hair.py``); None = the hair region is drawn from the geometry.
+    hair_outline: np.ndarray | None = None
     _raster: Raster | None = field(default=None, repr=False)
     _masks: dict[str, np.ndarray] | None = field(default=None, repr=False)
     _texels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
@@ -130,7 +135,8 @@ class Topology:
         """Hash of everything the cached products derive from."""
         digest = hashlib.sha256(CACHE_VERSION.encode())
         for array in (self.vertices, self.triangles, self.uvs, self.face_uvs,
-                      self.landmarks.triangles, self.landmarks.barycentrics):
+                      self.landmarks.triangles, self.landmarks.barycentrics,
+                      np.zeros(0) if self.hair_outline is None else self.hair_outline):
             digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
         digest.update(f"{self.name}:{self.uv_size}:{self.official_masks_dir}".encode())
         return digest.hexdigest()[:16]
@@ -288,6 +294,15 @@ def polygon_area(points: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
+def outline_mask(outline: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) bool inside a (K, 2) texel outline (x, y)."""
+    import cv2
+
+    canvas = np.zeros((size, size), dtype=np.uint8)
+    cv2.fillPoly(canvas, [np.round(np.asarray(outline) * 16).astype(np.int32)], 1, shift=4)
+    return canvas.astype(bool)
+
+
 def build_masks(topology: Topology) -> dict[str, np.ndarray]:
     """Draw the ``MASK_NAMES`` masks of a topology from its landmark embedding and template normals."""
     import cv2
@@ -333,12 +348,15 @@ def build_masks(topology: Topology) -> dict[str, np.ndarray]:
 
     lm3d = topology.landmark_points()
     eye_dist_3d = float(np.linalg.norm(lm3d[OUTER_EYE_IMAGE_RIGHT] - lm3d[OUTER_EYE_IMAGE_LEFT]))
-    near_face = polygon(oval, FACE_OVAL_HAIR_MARGIN)
     y, z = position[..., 1], position[..., 2]
-    # Scalp: above the eyebrows, or behind the ears above the nose tip; never next to the face oval.
-    behind_ears = z < lm3d[list(EAR_FRONT), 2].mean() - EAR_HAIR_DEPTH * eye_dist_3d
-    scalp = (y > lm3d[list(BROW_TOP), 1].mean()) | (behind_ears & (y > lm3d[NOSE_TIP, 1]))
-    masks["hair"] = covered & scalp & ~near_face
+    if topology.hair_outline is not None:  # read from a finished map of the layout: FFHQ-UV's own hairline
+        masks["hair"] = covered & outline_mask(topology.hair_outline * (s / UV_SIZE), s)
+    else:
+        # Scalp: above the eyebrows, or behind the ears above the nose tip; never next to the face oval.
+        near_face = polygon(oval, FACE_OVAL_HAIR_MARGIN)
+        behind_ears = z < lm3d[list(EAR_FRONT), 2].mean() - EAR_HAIR_DEPTH * eye_dist_3d
+        scalp = (y > lm3d[list(BROW_TOP), 1].mean()) | (behind_ears & (y > lm3d[NOSE_TIP, 1]))
+        masks["hair"] = covered & scalp & ~near_face
     # Views are only trusted on the head, not on the neck below the chin.
     skin = covered & ~masks["hair"] & (y > lm3d[CHIN, 1] - CHIN_MARGIN * eye_dist_3d)
     masks.update(_view_validity(skin, normal))

@@ -10,18 +10,20 @@ region masks, deterministically, with no data file:
    with the distance from the centre-face region (up to ``PERIPHERY_DARKENING`` at
    ``PERIPHERY_FALLOFF`` of the map width), so the periphery reads as turning away.
 2. Closed eyes, as in FFHQ-UV's template: the ``eye_l`` / ``eye_r`` regions get a
-   slightly darker eyelid and a dark lash line along each region's horizontal
-   midline (the mean row of the region in each column).
+   slightly darker eyelid and a soft, faint lid seam along each region's horizontal
+   midline (the mean row of the region in each column), in a darker skin tone.
 3. Brows: each eye region widened, flattened and moved 1.6 eye heights up;
    "up" is the direction from the mouth's centroid to the eyes' centroid, so the
    recipe does not depend on the UV layout's orientation.
-4. Lips on the ``mouth`` region, with a darker seam along its midline (closed mouth);
-   dark ``nostril`` regions.
+4. A soft lip tint on the ``mouth`` region with a faint darker seam along its
+   midline (closed mouth); softly shaded ``nostril`` regions.
 5. Hair on the ``hair`` region: a dark brown with a fixed-seed strand texture (white
    noise blurred strongly along the layout's vertical axis).
 
-Every painted layer is feathered with a Gaussian so the Poisson fill, which copies
-the template's gradients, sees smooth shading and no hard edges.
+Every painted layer is feathered with a Gaussian and the facial features are only
+tints of the skin (``*_OPACITY``), so the Poisson fill, which copies the template's
+gradients into the eye, nose and mouth boxes, brings in skin shading, not a drawing:
+no hard lash lines, flat red lips or dark nostril blobs around the boxes.
 """
 
 from __future__ import annotations
@@ -42,10 +44,16 @@ OFFICIAL_TEMPLATE_TOPOLOGY = "hifi3dpp"
 SKIN_RGB = (200, 152, 128)
 LIP_RGB = (172, 98, 94)
 LIP_SEAM_RGB = (110, 58, 56)
-LASH_RGB = (52, 40, 36)
+LID_SEAM_RGB = (150, 104, 90)
 BROW_RGB = (78, 58, 48)
 NOSTRIL_RGB = (120, 78, 68)
 HAIR_RGB = (44, 34, 30)
+# Opacity of the facial features over the skin (1 = the colour above): tints, not paint.
+LID_SEAM_OPACITY = 0.35
+LIP_OPACITY = 0.6
+LIP_SEAM_OPACITY = 0.3
+NOSTRIL_OPACITY = 0.45
+FEATURE_FEATHER = 2.0  # lips and nostrils are feathered this many times more than FEATHER_SIGMA
 
 PERIPHERY_DARKENING = 0.22  # shading factor drop at full distance from the centre face
 PERIPHERY_FALLOFF = 0.25  # distance (fraction of the map width) at which the drop is reached
@@ -58,7 +66,7 @@ HAIR_SEED = 20230  # fixed so every run builds the same template
 REFERENCE_WIDTH = 1024.0  # lengths below are in texels at this width and scale with the map
 SHADING_SIGMA = 8.0  # smoothing of the shading field
 FEATHER_SIGMA = 2.0  # edge softness of painted regions
-LINE_FEATHER = 0.7  # lash and lip lines are feathered less (fraction of FEATHER_SIGMA)
+LINE_FEATHER = 0.7  # the lid seam is feathered less (fraction of FEATHER_SIGMA)
 BROW_FEATHER = 3.0  # brows are feathered more (multiple of FEATHER_SIGMA)
 LINE_HALF_WIDTH = 1.5
 STRAND_SIGMA = (0.8, 14.0)  # (across, along) the strands
@@ -141,8 +149,8 @@ def build_template(regions: Mapping[str, np.ndarray]) -> np.ndarray:
     eyes = np.clip(regions["eye_l"] + regions["eye_r"], 0.0, 1.0)
     eyelid = _feather(eyes, feather) * (1.0 - EYELID_SHADE)
     image = image * (1.0 - eyelid[:, :, None])
-    lash = _midline(regions["eye_l"], LINE_HALF_WIDTH * scale) + _midline(regions["eye_r"], LINE_HALF_WIDTH * scale)
-    image = _paint(image, _feather(lash, LINE_FEATHER * feather), LASH_RGB, shading)
+    seam = _midline(regions["eye_l"], LINE_HALF_WIDTH * scale) + _midline(regions["eye_r"], LINE_HALF_WIDTH * scale)
+    image = _paint(image, _feather(seam, LINE_FEATHER * feather) * LID_SEAM_OPACITY, LID_SEAM_RGB, shading)
 
     up = _centroid(eyes) - _centroid(regions["mouth"])
     if np.all(np.isfinite(up)) and np.linalg.norm(up) > 0:
@@ -151,10 +159,11 @@ def build_template(regions: Mapping[str, np.ndarray]) -> np.ndarray:
         brows = brows * (regions["unwrap_mask"] > 0.5)
         image = _paint(image, _feather(brows, BROW_FEATHER * feather) * BROW_OPACITY, BROW_RGB, shading)
 
-    image = _paint(image, _feather(regions["mouth"], feather), LIP_RGB, shading)
+    soft = FEATURE_FEATHER * feather
+    image = _paint(image, _feather(regions["mouth"], soft) * LIP_OPACITY, LIP_RGB, shading)
     seam = _midline(regions["mouth"], LINE_HALF_WIDTH * scale)
-    image = _paint(image, _feather(seam, LINE_FEATHER * feather), LIP_SEAM_RGB, shading)
-    image = _paint(image, _feather(regions["nostril"], feather), NOSTRIL_RGB, shading)
+    image = _paint(image, _feather(seam, soft) * LIP_SEAM_OPACITY, LIP_SEAM_RGB, shading)
+    image = _paint(image, _feather(regions["nostril"], soft) * NOSTRIL_OPACITY, NOSTRIL_RGB, shading)
 
     noise = np.random.default_rng(HAIR_SEED).standard_normal((height, width)).astype(np.float32)
     strands = cv2.GaussianBlur(noise, (0, 0), sigmaX=STRAND_SIGMA[0] * scale, sigmaY=STRAND_SIGMA[1] * scale)
