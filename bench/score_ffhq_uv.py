@@ -134,7 +134,7 @@ def run(topology_obj: Path, reference_path: Path | None, pictures: Path | None) 
     """Unwrap and complete 01223 and print its figures; returns them."""
     from stages.face.landmarks import FaceLandmarker
     from stages.geometry.fitting import ShapeModel, fit_views
-    from stages.geometry.uv_topology import load_topology
+    from stages.geometry.topologies import load_topology
     from stages.imageio import decode_image
     from stages.texture.merge import UVView, complete_texture
     from stages.texture.quality import brightness_symmetry_error, symmetry_axis, valid_ratio

@@ -12,6 +12,8 @@
     ffhq-uv submit|logs|stop|jobs   the pipeline as a Ray job on a cluster (pipeline/jobs.py)
     ffhq-uv report OUT          a static HTML report: UV gallery, failures, histograms (pipeline/report.py)
     ffhq-uv export|interpolate  a run in training layouts; FFHQ-UV-Interpolate (pipeline/dataset_cli.py)
+    ffhq-uv template build OUT --output template.png
+                                a template UV map: robust mean of a run's maps (pipeline/template_cli.py)
 
 Errors a user can fix print one line and exit with status 2; ``--debug`` shows tracebacks.
 """
@@ -40,6 +42,7 @@ from pipeline.runner import storage_for
 from pipeline.storage import endpoint_options, open_storage
 from stages.base import Status
 from stages.errors import FatalError
+from pipeline.template_cli import add_template_subcommands, run_template_command
 
 EXIT_USAGE = 2
 
@@ -102,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_job_subcommands(commands)
     add_report_subcommands(commands)
     add_dataset_subcommands(commands)
+    add_template_subcommands(commands)
     return parser
 
 
@@ -130,6 +134,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_report_command(args)
     if args.command in DATASET_COMMANDS:
         return run_dataset_command(args)
+    if args.command == "template":
+        return run_template_command(args)
     if args.command in ("run", "fit"):
         return _run_command(args)
     if args.command == "retry-failed":

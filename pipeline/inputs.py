@@ -15,7 +15,7 @@ Sources (``input.source``):
   per sample holding ``front/left/right`` images; the samples start with the edit
   stage's ``view_<view>`` keys, so ``unwrap`` + ``complete`` run on them directly;
 - ``builtin:samples``: the face photos that ship with installed packages
-  (scikit-image's astronaut), copied into the run folder.
+  (scikit-image's astronaut, matplotlib's Grace Hopper portrait), copied into the run folder.
 
 Each format (``INPUT_FORMATS``) declares the file keys its samples start with
 (``provides``); the start-up check (``pipeline.preflight``) matches them against what
@@ -59,7 +59,9 @@ PLAN_SCHEMA = pa.schema([
 ])
 
 BUILTIN_SAMPLES = "builtin:samples"  # input.source of the pipeline's own default run
-BUILTIN_FACES = {"astronaut": "astronaut.png"}  # id -> file in skimage's data folder
+# id -> (package, file inside the installed package): the face photos the project's dependencies ship.
+BUILTIN_FACES = {"astronaut": ("skimage", "data/astronaut.png"),
+                 "grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg")}
 
 
 @dataclass(frozen=True)
@@ -134,14 +136,14 @@ def make_plan(pairs: pa.Table, shard_size: int, limit: int | None = None) -> Pla
 
 
 def _builtin_samples(storage: Storage) -> pa.Table:
-    import skimage
+    import importlib
 
-    data_dir = Path(skimage.__file__).parent / "data"
     ids, uris = [], []
-    for sample_id, filename in BUILTIN_FACES.items():
-        relpath = f"{layout.INPUTS}/{filename}"
+    for sample_id, (package, filename) in BUILTIN_FACES.items():
+        source = Path(importlib.import_module(package).__file__).parent / filename
+        relpath = f"{layout.INPUTS}/{Path(filename).name}"
         if not storage.exists(relpath):
-            storage.write_bytes(relpath, (data_dir / filename).read_bytes())
+            storage.write_bytes(relpath, source.read_bytes())
         ids.append(sample_id)
         uris.append(storage.url(relpath))
     return pa.table({"id": ids, "uri": uris})

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from stages.base import Sample, Stage, StageResult, StageSettings, bounded
-from stages.errors import SampleError
+from stages.errors import ConfigError, SampleError
 from stages.unwrap import LANDMARK_ERROR_VIEW, UV_VIEW, UVMASK_VIEW
 from stages.views import VIEW_NAMES, view_key
 
@@ -40,6 +40,9 @@ class CompleteSettings(StageSettings):
     preview: bool = True  # write the ``preview`` render (front and +-45 degrees)
     preview_size: int = bounded(512, low=16)  # pixels per rendered view
     pyramid_levels: int = bounded(5, low=1, high=10)  # FFHQ-UV's Laplacian-pyramid depth
+    # A template UV map (PNG path or fsspec URL) in the run's topology, e.g. from `ffhq-uv template build`;
+    # None = FFHQ-UV's topo_assets/template_base_uv.png when present (hifi3dpp), else the procedural template.
+    template: Optional[str] = None
     # Quality thresholds; None disables a check. Failing one marks the sample ``filtered``. FFHQ-UV did not
     # publish its filter (pipeline.md 2.5); these defaults are estimates: FFHQ-UV's example sample 01223 gives a
     # valid ratio of 0.93, a BS error of 8.0 (the released set averages 7.3) and landmark errors below 1%.
@@ -69,26 +72,44 @@ class CompleteStage(Stage):
 
     @classmethod
     def preflight(cls, settings: StageSettings, config: Any) -> None:
-        """The run's topology must have its sources (hifi3dpp: its OBJ or model info)."""
+        """The run's topology must have its sources (hifi3dpp: its OBJ or model info); a configured template must
+        exist."""
         from stages.geometry.hifi3dpp import check_sources
 
         check_sources(config)
+        assert isinstance(settings, CompleteSettings)
+        if settings.template:
+            import fsspec
+
+            fs, path = fsspec.core.url_to_fs(settings.template)
+            if not fs.exists(path):
+                raise ConfigError(f"missing template file {settings.template} (stages.complete.template, a UV map "
+                                  "PNG in the run's topology; `ffhq-uv template build` makes one)")
 
     def setup(self) -> None:
         """Load the topology's masks and boxes, and the template (official file or built)."""
         from stages.geometry.topologies import topology_from_config
         from stages.texture.quality import QualityThresholds, symmetry_axis
-        from stages.texture.template import OFFICIAL_TEMPLATE_TOPOLOGY, load_official_template, template_for
+        from stages.texture.template import (
+            OFFICIAL_TEMPLATE_TOPOLOGY,
+            load_official_template,
+            load_template_file,
+            template_for,
+        )
 
         settings: CompleteSettings = self.settings
         self.topology = topology_from_config(self.context.config)
         self.regions = self.topology.masks()
         self.axis = symmetry_axis(self.regions["eye_l"], self.regions["eye_r"])
         self.boxes = {r.name: (r.top, r.bottom, r.left, r.right) for r in self.topology.fill_regions()}
-        official = (self.topology.name == OFFICIAL_TEMPLATE_TOPOLOGY
-                    and load_official_template(self.context.weights_dir, self.topology.uv_size) is not None)
-        self.template_source = "official" if official else "built"
-        self.template = template_for(self.topology.name, self.regions, self.context.weights_dir)
+        if settings.template:
+            self.template = load_template_file(settings.template, self.topology.uv_size)
+            self.template_source = settings.template
+        else:
+            official = (self.topology.name == OFFICIAL_TEMPLATE_TOPOLOGY
+                        and load_official_template(self.context.weights_dir, self.topology.uv_size) is not None)
+            self.template_source = "official" if official else "built"
+            self.template = template_for(self.topology.name, self.regions, self.context.weights_dir)
         self.thresholds = QualityThresholds(settings.min_valid_ratio, settings.max_bs_error,
                                             settings.max_landmark_error)
 

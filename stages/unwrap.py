@@ -258,7 +258,7 @@ def skin_face_region(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray)
     """
     import cv2
 
-    from stages.face.skin import fit_skin_model, skin_chroma, skin_pixels, to_ycc
+    from stages.face.skin import fit_skin_model, skin_chroma, skin_pixels, smooth_like_skin, strand_energy, to_ycc
     from stages.geometry.uv_topology import EAR_FRONT
 
     h, w = oval.shape
@@ -273,8 +273,11 @@ def skin_face_region(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray)
     if model is None:
         return oval, 0.0
     radius = max(1, round(SKIN_SMOOTH * face_width))
+    # Inside the oval hue decides (wrinkles, folds and the face's edge have texture too); beyond it skin must also
+    # be as smooth as the sample's own, which keeps a fringe of skin-coloured hair out of the forehead.
+    smooth = smooth_like_skin(strand_energy(ycc, face_width), seed & ~protected[box])
     inside = oval[box] & (skin_chroma(ycc, model) | protected[box])
-    beyond = zone[box] & skin_pixels(ycc, model)
+    beyond = zone[box] & skin_pixels(ycc, model) & smooth
     skin = (inside | beyond).astype(np.uint8)
     skin = cv2.morphologyEx(cv2.morphologyEx(skin, cv2.MORPH_CLOSE, _disk(radius)), cv2.MORPH_OPEN, _disk(radius))
     # Only skin connected to the face's own: a hand or a background of a similar colour stays out.

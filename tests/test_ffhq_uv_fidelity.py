@@ -35,7 +35,7 @@ def sample(tmp_path_factory):
         pytest.skip(f"needs {HEAD_OBJ}, {EDIT} and {LM68} (../shared/data)")
     from stages.face.landmarks import FaceLandmarker
     from stages.geometry.fitting import ShapeModel, fit_views
-    from stages.geometry.uv_topology import load_topology
+    from stages.geometry.topologies import load_topology
     from stages.imageio import decode_image
 
     topology = load_topology("hifi3dpp", obj_path=str(HEAD_OBJ), cache_dir=tmp_path_factory.mktemp("cache"))

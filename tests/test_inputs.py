@@ -68,7 +68,7 @@ def test_ffhq_layout(tmp_path):
 def test_builtin_samples_are_copied_into_the_run(tmp_path):
     storage = open_storage(str(tmp_path))
     pairs = list_inputs("builtin:samples", "auto", EXTENSIONS, storage)
-    assert pairs["id"].to_pylist() == ["astronaut"]
+    assert pairs["id"].to_pylist() == ["astronaut", "grace_hopper"]
     assert (tmp_path / "inputs" / "astronaut.png").stat().st_size > 100_000
 
 

@@ -13,6 +13,10 @@ face region from the landmarks, and this module makes that region follow the ski
 - ``skin_chroma``: the same test on chroma alone (``CHROMA_DISTANCE2``, 2 degrees of freedom), which keeps the
   face's own shadows (they keep the skin's hue) while hair, glasses and hands differ in hue or saturation.
 
+- ``strand_energy`` / ``smooth_like_skin``: hair the colour of skin (a blonde fringe over the forehead) differs in
+  texture: a band-pass of the luma at the scale of a strand, averaged locally, is several times stronger on hair
+  than on the sample's own skin (its median and spread measured on the seed).
+
 Shapes: images (H, W, 3) uint8 RGB, masks (H, W) bool.
 """
 
@@ -89,3 +93,25 @@ def skin_chroma(ycc: np.ndarray, model: SkinModel) -> np.ndarray:
     centred = ycc[..., 1:] - model.mean[1:]
     distance2 = np.einsum("...i,ij,...j->...", centred, np.linalg.inv(covariance), centred)
     return distance2 < CHROMA_DISTANCE2
+
+
+STRAND_SCALE = 0.006  # strand width, fraction of the face width: the band-pass is blur(s) - blur(3 s)
+ENERGY_SPREAD = 8.0  # hair: strand energy above the skin median by this many median absolute deviations
+
+
+def strand_energy(ycc: np.ndarray, face_width: float) -> np.ndarray:
+    """(H, W) float32 local band-pass energy of the luma at a hair strand's scale."""
+    sigma = max(0.5, STRAND_SCALE * face_width)
+    luma = ycc[..., 0]
+    band = np.abs(cv2.GaussianBlur(luma, (0, 0), sigma) - cv2.GaussianBlur(luma, (0, 0), 3 * sigma))
+    return cv2.GaussianBlur(band, (0, 0), 3 * sigma)
+
+
+def smooth_like_skin(energy: np.ndarray, seed: np.ndarray) -> np.ndarray:
+    """(H, W) bool: texels whose strand energy is within ``ENERGY_SPREAD`` deviations of the seed skin's."""
+    values = energy[seed]
+    if values.size < MIN_SEED_PIXELS:
+        return np.ones(energy.shape, dtype=bool)
+    median = float(np.median(values))
+    spread = float(np.median(np.abs(values - median))) + 1e-3
+    return energy < median + ENERGY_SPREAD * spread

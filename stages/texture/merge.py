@@ -7,6 +7,11 @@
    filled, plus the nostrils (seen twice from the three views), are Poisson-filled
    inside the topology's fill regions from the raw template's gradients, so eyes
    come out closed and the mouth shut, as in FFHQ-UV.
+   With a single view (a photo) there is no double vision and the photo's own lips,
+   lids and nostrils are kept: only the openings (eyes, mouth) and unseen texels
+   (beyond a light erosion of the view's mask) are solved, from the gradients of the sample's own skin just
+   above them (``own_skin_source``: the upper lid for an eye, the upper lip for the
+   mouth), so a closed eye is the person's lid, not a template's drawing.
 3. ``blend_with_template``: outside the reliable region the colour-matched template
    takes over through a Laplacian-pyramid blend; the template's own hair covers the
    hair region.
@@ -100,16 +105,33 @@ def unreliable_mask(texture: np.ndarray, fill: np.ndarray, regions: Mapping[str,
     Double vision: nose-base texels darker than the whole map's mean luma (dilated).
     Returns (H, W) float32 in {0, 1}.
     """
+    unfilled = (1.0 - fill) * regions["center_face"]
     luma = rgb_to_yuv(texture)[:, :, 0]
     dark = (luma < luma.mean()).astype(np.float32)
     double_vision = (box_blur(dark, NOSTRIL_DILATE_BOX) > 0).astype(np.float32) * regions["nosal_base"]
-    unfilled = (1.0 - fill) * regions["center_face"]
     return binarize(unfilled + double_vision + regions["nostril"])
 
 
+def own_skin_source(texture: np.ndarray, unknown: np.ndarray, box: Box) -> np.ndarray:
+    """A Poisson source for a box from the sample itself: the texture just above the box's unknown texels (upper
+    lid, upper lip), shifted down over them by the hole's height; the lid's lashes come along as a soft line.
+
+    texture: (H, W, 3) full map; unknown: (h, w) bool inside ``box``. Returns the (h, w, 3) source patch.
+    """
+    row0, row1, col0, col1 = box
+    rows = np.nonzero(unknown.any(axis=1))[0]
+    if rows.size == 0:
+        return texture[row0:row1, col0:col1]
+    shift = int(rows.max() - rows.min() + 1)
+    top = max(0, row0 - shift)
+    source = texture[top:top + (row1 - row0), col0:col1]
+    return source if source.shape[0] == row1 - row0 else texture[row0:row1, col0:col1]
+
+
 def solve_unreliable(texture: np.ndarray, unreliable: np.ndarray, template: np.ndarray,
-                     boxes: Mapping[str, Box]) -> tuple[np.ndarray, np.ndarray]:
-    """Poisson-fill the unreliable texels of each box from the raw template's gradients (pipeline.md 2.4 (f)3-5).
+                     boxes: Mapping[str, Box], source: str = "template") -> tuple[np.ndarray, np.ndarray]:
+    """Poisson-fill the unreliable texels of each box from the raw template's gradients (pipeline.md 2.4 (f)3-5),
+    or with ``source="sample"`` from the sample's own skin above them (``own_skin_source``).
 
     texture, template: (H, W, 3) float in [0, 255]; unreliable: (H, W) in {0, 1};
     boxes: name -> (row0, row1, col0, col1). Returns the corrected texture (H, W, 3)
@@ -121,8 +143,11 @@ def solve_unreliable(texture: np.ndarray, unreliable: np.ndarray, template: np.n
         mask = np.zeros((row1 - row0, col1 - col0), np.float32)
         inner = (slice(FILL_BOX_MARGIN, -FILL_BOX_MARGIN), slice(FILL_BOX_MARGIN, -FILL_BOX_MARGIN))
         mask[inner] = unreliable[row0:row1, col0:col1][inner]
-        result[row0:row1, col0:col1] = poisson_fill(texture[row0:row1, col0:col1], template[row0:row1, col0:col1],
-                                                    mask, laplacian_matrix(row1 - row0, col1 - col0))
+        patch = texture[row0:row1, col0:col1]
+        gradients = (own_skin_source(texture, mask > 0.5, (row0, row1, col0, col1)) if source == "sample"
+                     else template[row0:row1, col0:col1])
+        result[row0:row1, col0:col1] = poisson_fill(patch, gradients, mask,
+                                                    laplacian_matrix(row1 - row0, col1 - col0))
         solved[row0:row1, col0:col1] = 1.0
     return result, solved
 
@@ -149,12 +174,23 @@ def complete_texture(views: Mapping[str, UVView], template: np.ndarray, regions:
 
     views: name -> UVView for any of left / right / front; template: (H, W, 3) float
     in [0, 255]; regions: the topology's masks; boxes: its Poisson fill regions.
+    Several views: FFHQ-UV's correction (nostrils re-synthesised, template gradients);
+    one view: the photo's own features are kept and openings filled from its own skin.
     """
     start = time.perf_counter()
     canvas, fill, fills = merge_views(template, views, regions)
-    unreliable = unreliable_mask(canvas, fill, regions)
+    if len(views) == 1:
+        # One view: its own texels (not the feathered blend) border the openings, which are all that is solved.
+        (view,) = views.values()
+        light = erode_view_mask(view.mask, np.ones_like(view.mask))
+        canvas = np.where(light[..., None] > 0.5, view.texture, canvas).astype(np.float32)
+        unreliable = binarize((1.0 - light) * regions["center_face"])
+        source = "sample"
+    else:
+        unreliable = unreliable_mask(canvas, fill, regions)
+        source = "template"
     merged = time.perf_counter()
-    corrected, solved = solve_unreliable(canvas, unreliable, template, boxes)
+    corrected, solved = solve_unreliable(canvas, unreliable, template, boxes, source)
     poisson = time.perf_counter()
     uv = blend_with_template(corrected, binarize(fill + solved), template, regions, levels)
     done = time.perf_counter()

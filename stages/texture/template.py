@@ -78,13 +78,20 @@ def load_official_template(weights_dir: Optional[str], size: int) -> Optional[np
     if not weights_dir:
         return None
     import fsspec
-    from PIL import Image
 
     url = f"{weights_dir.rstrip('/')}/{TEMPLATE_ASSET}"
     fs, path = fsspec.core.url_to_fs(url)
     if not fs.exists(path):
         return None
-    with fs.open(path, "rb") as handle:
+    return load_template_file(url, size)
+
+
+def load_template_file(url: str, size: int) -> np.ndarray:
+    """A template UV map from a path or fsspec URL, resized to (size, size, 3) float32 RGB in [0, 255]."""
+    import fsspec
+    from PIL import Image
+
+    with fsspec.open(url, "rb") as handle:
         image = np.asarray(Image.open(io.BytesIO(handle.read())).convert("RGB"), dtype=np.float32)
     if image.shape[:2] != (size, size):
         image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)

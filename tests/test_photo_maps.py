@@ -1,0 +1,111 @@
+"""The photo profile's maps on real photos: the photo's own lips and lids, and a template built from a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.imageio import decode_image
+
+ROOT = Path(__file__).resolve().parent.parent
+FACES = ROOT.parent / "shared" / "data" / "faces"
+
+
+@pytest.fixture(scope="module")
+def mediapipe(tmp_path_factory):
+    from stages.geometry.fitting import ShapeModel
+    from stages.geometry.topologies import load_topology
+    from stages.texture.template import build_template
+
+    topology = load_topology("mediapipe468", cache_dir=tmp_path_factory.mktemp("cache"))
+    return topology, ShapeModel(topology), build_template(topology.masks())
+
+
+def photo_map(mediapipe, name: str):
+    """(view unwrap, completed texture) of a shared photo through unwrap + complete, as the photo profile does."""
+    from stages.face.landmarks import FaceLandmarker
+    from stages.texture.merge import UVView, complete_texture
+    from stages.unwrap import UnwrapSettings, unwrap_sample
+
+    path = FACES / name
+    if not path.exists():
+        pytest.skip(f"{path} not found (../shared/data)")
+    topology, model, template = mediapipe
+    image = decode_image(path.read_bytes())
+    with FaceLandmarker(max_faces=1) as detector:
+        landmarks = detector.detect_one(image).points[:, :2]
+    view = unwrap_sample(topology, model, {"front": image}, {"front": landmarks}, UnwrapSettings())["front"]
+    boxes = {r.name: (r.top, r.bottom, r.left, r.right) for r in topology.fill_regions()}
+    views = {"front": UVView(view.texture.astype(np.float32), (view.mask > 127).astype(np.float32))}
+    return view, complete_texture(views, template, topology.masks(), boxes)
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+
+
+@pytest.mark.parametrize("name", ["obama.jpg", "015309.jpg"])
+def test_lips_and_lids_come_from_the_photo(mediapipe, name):
+    topology, _, template = mediapipe
+    view, result = photo_map(mediapipe, name)
+    masks = topology.masks()
+    seen = view.mask > 127
+    lips = (masks["mouth_contrast"] > 0.5) & (masks["mouth"] < 0.5) & seen
+    assert lips.sum() > 500
+    from_photo = np.corrcoef(luma(result.uv[lips]), luma(view.texture[lips]))[0, 1]
+    from_template = np.corrcoef(luma(result.uv[lips]), luma(template[lips]))[0, 1]
+    assert from_photo > 0.95 and from_photo > from_template + 0.3, (from_photo, from_template)
+    # The eye openings (unseen) are filled within the sample's own skin colours, not a template's grey ovals.
+    face = seen & (masks["center_face"] > 0.5)
+    low, high = np.percentile(result.uv[face], 2, axis=0), np.percentile(result.uv[face], 98, axis=0)
+    for eye in ("eye_l", "eye_r"):
+        hole = (masks[eye] > 0.5) & ~seen
+        assert hole.sum() > 100
+        mean = result.uv[hole].mean(axis=0)
+        assert np.all(mean >= low) and np.all(mean <= high), (eye, mean, low, high)
+
+
+def test_template_from_a_run_is_robust_deterministic_and_used(tmp_path, mediapipe):
+    """``ffhq-uv template build`` on a finished two-photo run, then a complete stage that uses its output."""
+    from PIL import Image
+
+    from pipeline.cli import main
+    from tests.conftest import cli_env, run_cli
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("obama.jpg", "000055.jpg"):
+        if not (FACES / name).exists():
+            pytest.skip(f"{FACES / name} not found (../shared/data)")
+        Image.open(FACES / name).save(inputs / f"{Path(name).stem}.png")
+    run = tmp_path / "run"
+    cache = tmp_path / "cache"
+    run_cli(["run", "--profile", "photo", "--no-progress", "--no-visuals", "--input", str(inputs), "--output",
+             str(run), "stages.complete.preview=false", f"stages.unwrap.cache_dir={cache}"], cli_env())
+    first, second = tmp_path / "a.png", tmp_path / "b.png"
+    assert main(["template", "build", str(run), "--output", str(first)]) == 0
+    assert main(["template", "build", str(run), "--output", str(second)]) == 0
+    built = np.asarray(Image.open(first).convert("RGB"))
+    np.testing.assert_array_equal(built, np.asarray(Image.open(second).convert("RGB")))  # deterministic
+    topology = mediapipe[0]
+    assert built.shape == (topology.uv_size, topology.uv_size, 3)  # pixel-aligned with the topology's maps
+    masks = topology.masks()
+    face = (masks["center_face"] > 0.5) & (masks["eye_l"] + masks["eye_r"] + masks["mouth"] < 0.5)
+    assert np.percentile(luma(built[face]), 5) > 60  # skin in the face region: no dark hair or holes
+    procedural = mediapipe[2]
+    assert np.abs(built[face].astype(np.float32) - procedural[face]).mean() > 5  # the data, not the fallback
+
+    from pipeline.config import load_config, stage_settings
+    from pipeline.storage import open_storage
+    from stages import stage_class
+    from stages.base import StageContext
+
+    config = load_config("photo", overrides=(f"output={run}", f"stages.complete.template={first}",
+                                             f"stages.unwrap.cache_dir={cache}"))
+    stage = stage_class("complete")(stage_settings(config, "complete"), StageContext(open_storage(str(run)), config,
+                                                                                     "complete"))
+    stage.setup()
+    assert stage.template_source == str(first)
+    np.testing.assert_allclose(stage.template, built.astype(np.float32))
