@@ -60,7 +60,7 @@ def preview(topology, uv: np.ndarray) -> np.ndarray:
 
 
 def ffhq_uv_figures(cache: str) -> None:
-    from stages.geometry.uv_topology import load_topology
+    from stages.geometry.topologies import load_topology
     from stages.imageio import decode_image
 
     head, edit = DATA / "hifi3dpp" / "head_teaser1.obj", DATA / "ffhq_uv_example" / "edit"
@@ -82,7 +82,7 @@ def photo_profile_figures(cache: str) -> None:
     from pipeline.inputs import BUILTIN_FACES
     from stages.face.align import align_face, ffhq_quad
     from stages.face.landmarks import FaceLandmarker, ffhq_points
-    from stages.geometry.uv_topology import load_topology
+    from stages.geometry.topologies import load_topology
     from stages.imageio import decode_image
 
     topology = load_topology("mediapipe468", cache_dir=cache)

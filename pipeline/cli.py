@@ -40,9 +40,9 @@ from pipeline.planning import load_run_config
 from pipeline.report import add_report_subcommands, run_report_command
 from pipeline.runner import storage_for
 from pipeline.storage import endpoint_options, open_storage
+from pipeline.template_cli import add_template_subcommands, run_template_command
 from stages.base import Status
 from stages.errors import FatalError
-from pipeline.template_cli import add_template_subcommands, run_template_command
 
 EXIT_USAGE = 2
 

@@ -51,7 +51,7 @@ def read_run_maps(config, storage, max_samples: int):
     import pyarrow.compute as pc
 
     from pipeline.manifest import manifest_dataset
-    from stages.geometry.uv_topology import topology_from_config
+    from stages.geometry.topologies import topology_from_config
     from stages.imageio import decode_image
     from stages.texture.template_build import sample_validity
 

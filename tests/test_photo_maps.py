@@ -83,7 +83,7 @@ def test_template_from_a_run_is_robust_deterministic_and_used(tmp_path, mediapip
     run = tmp_path / "run"
     cache = tmp_path / "cache"
     run_cli(["run", "--profile", "photo", "--no-progress", "--no-visuals", "--input", str(inputs), "--output",
-             str(run), "stages.complete.preview=false", f"stages.unwrap.cache_dir={cache}"], cli_env())
+             str(run), "stages.complete.preview=false", f"topology.cache_dir={cache}"], cli_env())
     first, second = tmp_path / "a.png", tmp_path / "b.png"
     assert main(["template", "build", str(run), "--output", str(first)]) == 0
     assert main(["template", "build", str(run), "--output", str(second)]) == 0
@@ -99,13 +99,13 @@ def test_template_from_a_run_is_robust_deterministic_and_used(tmp_path, mediapip
 
     from pipeline.config import load_config, stage_settings
     from pipeline.storage import open_storage
-    from stages import stage_class
+    from stages import STAGES
     from stages.base import StageContext
 
     config = load_config("photo", overrides=(f"output={run}", f"stages.complete.template={first}",
-                                             f"stages.unwrap.cache_dir={cache}"))
-    stage = stage_class("complete")(stage_settings(config, "complete"), StageContext(open_storage(str(run)), config,
-                                                                                     "complete"))
+                                             f"topology.cache_dir={cache}"))
+    context = StageContext(open_storage(str(run)), config, "complete")
+    stage = STAGES.stage_class("complete")(stage_settings(config, "complete"), context)
     stage.setup()
     assert stage.template_source == str(first)
     np.testing.assert_allclose(stage.template, built.astype(np.float32))
