@@ -29,9 +29,9 @@ def add_template_subcommands(subparsers: argparse._SubParsersAction) -> None:
 
 def run_template_command(args: argparse.Namespace) -> int:
     """Build and write the template; prints where and from how many samples."""
-    from pipeline.driver import load_run_config
+    from pipeline.planning import load_run_config
     from pipeline.runner import storage_for
-    from stages.base import ConfigError
+    from stages.errors import ConfigError
 
     config = load_run_config(args.run, (), args.endpoint_url)
     maps, valid, regions, topology = read_run_maps(config, storage_for(config), args.max_samples)
