@@ -375,21 +375,12 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
     import cv2
 
     from stages.geometry.landmark_schemes import scheme_of
-    from stages.geometry.visibility import DEPTH_TOLERANCE, depth_buffer, depth_visible, normal_visible
 
     h, w = image.shape[:2]
     pose = fit.poses[view]
     start = time.perf_counter()
-    screen = pose.project(fit.vertices)  # (N, 3): pixels, camera depth
-    normals_cam = topology.vertex_normals(fit.vertices) @ pose.rotation.T
-    vertex_ok = normal_visible(normals_cam).astype(np.float64)
+    texel_xyz, visible = texel_visibility(topology, fit, view, (h, w), backend if settings.depth_test else None)
     flat = topology.texel_samples()[0]
-    texel_xyz = topology.texel_interpolate(screen)  # (P, 3)
-    visible = topology.texel_interpolate(vertex_ok[:, None])[:, 0] > 0.5  # FFHQ-UV: blended vertex flags > 0.5
-    if settings.depth_test:
-        zbuf, scale = depth_buffer(screen, topology.triangles, h, w, backend=backend)
-        extent = float(np.ptp(screen[:, 2]))
-        visible &= depth_visible(texel_xyz, zbuf, scale, DEPTH_TOLERANCE * extent)
     timings["rasterise"] = timings.get("rasterise", 0.0) + time.perf_counter() - start
 
     start = time.perf_counter()
@@ -423,6 +414,29 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
         yaw_degrees=pose.yaw_degrees(),
         masked_fraction=masked,
     )
+
+
+def texel_visibility(topology, fit, view: str, size: tuple[int, int],
+                     depth_backend: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Where each texel of the layout lands in a view, and whether the view sees it.
+
+    Returns (P, 3) projected texel positions (pixels, camera depth) and (P,) bool visibility, both over
+    ``topology.texel_samples()``: FFHQ-UV's normal test (blended vertex flags > 0.5), and with a
+    ``depth_backend`` (``cpu`` | ``nvdiffrast``) a z-buffer depth test on top. ``size``: the view's (H, W).
+    """
+    from stages.geometry.visibility import DEPTH_TOLERANCE, depth_buffer, depth_visible, normal_visible
+
+    pose = fit.poses[view]
+    screen = pose.project(fit.vertices)  # (N, 3): pixels, camera depth
+    normals_cam = topology.vertex_normals(fit.vertices) @ pose.rotation.T
+    vertex_ok = normal_visible(normals_cam).astype(np.float64)
+    texel_xyz = topology.texel_interpolate(screen)  # (P, 3)
+    visible = topology.texel_interpolate(vertex_ok[:, None])[:, 0] > 0.5
+    if depth_backend is not None:
+        zbuf, scale = depth_buffer(screen, topology.triangles, size[0], size[1], backend=depth_backend)
+        extent = float(np.ptp(screen[:, 2]))
+        visible &= depth_visible(texel_xyz, zbuf, scale, DEPTH_TOLERANCE * extent)
+    return texel_xyz, visible
 
 
 def landmark_region(topology, fit, view: str, landmarks: np.ndarray, height: int, width: int,
