@@ -73,7 +73,7 @@ class PhotoFitter:
         h, w = photo.shape[:2]
         lm68 = np.asarray(points468)[list(MEDIAPIPE_TO_IBUG68), :2].astype(np.float64)
         if region is None:
-            region = face_region(np.asarray(points468)[:, :2], h, w, exclude_eyes_mouth=True)
+            region, _ = face_region(np.asarray(points468)[:, :2], h, w, exclude_eyes_mouth=True)
         data = preprocess(photo, lm68, (region * 255).astype(np.uint8), OPEN_TEMPLATE5)
         seconds["preprocess"] = time.perf_counter() - tick
 
