@@ -169,6 +169,17 @@ class UnwrapStage(Stage):
         return StageResult(fields=fields)
 
 
+@dataclass(frozen=True)
+class ViewInput:
+    """One view to unwrap: its name, (H, W, 3) uint8 image, (468, 2) or (68, 2) detected pixel landmarks and,
+    optionally, an (H, W) bool face region (e.g. from the face parser; None = from the landmarks)."""
+
+    name: str
+    image: np.ndarray
+    landmarks: np.ndarray
+    region: np.ndarray | None = None
+
+
 @dataclass
 class ViewUnwrap:
     """One view in UV space: (S, S, 3) uint8 texture (zero outside the mask), (S, S) uint8 mask (255 valid)."""
@@ -375,7 +386,8 @@ def unwrap_sample(topology, shape_model, images: dict[str, np.ndarray], landmark
     out = {}
     for view, image in images.items():
         region = None if regions is None else regions[view]
-        out[view] = unwrap_view(topology, fit, view, image, landmarks[view], settings, backend, timings, region)
+        out[view] = unwrap_view(topology, fit, ViewInput(view, image, landmarks[view], region), settings, backend,
+                                timings)
     if len(out) == 1 and settings.symmetric_fill:
         start = time.perf_counter()
         (only,) = out.values()
@@ -384,13 +396,11 @@ def unwrap_sample(topology, shape_model, images: dict[str, np.ndarray], landmark
     return out
 
 
-def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarray, settings: UnwrapSettings,
-                backend: str, timings: dict[str, float], region: np.ndarray | None = None) -> ViewUnwrap:
-    """Sample one (H, W, 3) uint8 view into the topology's UV map using the fitted shape and pose.
+def unwrap_view(topology, fit, view_input: ViewInput, settings: UnwrapSettings, backend: str = "cpu",
+                timings: dict[str, float] | None = None) -> ViewUnwrap:
+    """Sample one view into the topology's UV map using the fitted shape and pose (``view_input.name``'s pose).
 
-    ``landmarks``: the view's (468, 2) or (68, 2) detected pixel landmarks.
-
-    ``region``: the view's (H, W) bool face region; None = from the landmarks.
+    ``backend``: the depth test's rasteriser (``cpu`` | ``nvdiffrast``); ``timings`` collects seconds per step.
     """
     import time
 
@@ -398,6 +408,8 @@ def unwrap_view(topology, fit, view: str, image: np.ndarray, landmarks: np.ndarr
 
     from stages.geometry.landmark_schemes import scheme_of
 
+    view, image, landmarks, region = view_input.name, view_input.image, view_input.landmarks, view_input.region
+    timings = {} if timings is None else timings
     h, w = image.shape[:2]
     pose = fit.poses[view]
     start = time.perf_counter()

@@ -102,16 +102,16 @@ def test_embedded_features_sit_in_ffhq_uv_fill_boxes(sample):
 
 
 def test_hair_mask_starts_at_ffhq_uv_hairline_and_face_region_reaches_it(sample):
-    from stages.unwrap import UnwrapSettings, unwrap_view
+    from stages.unwrap import UnwrapSettings, ViewInput, unwrap_view
 
     topology, _, images, landmarks, fit = sample
     hair = topology.masks()["hair"] > 0.5
     centre_column = topology.uv_size // 2
     assert abs(np.nonzero(hair[:, centre_column])[0].max() - 144) <= 2  # FFHQ-UV fills from row ~144
-    out = unwrap_view(topology, fit, "front", images["front"], landmarks["front"], UnwrapSettings(), "cpu", {})
+    front = ViewInput("front", images["front"], landmarks["front"])
+    out = unwrap_view(topology, fit, front, UnwrapSettings())
     rows = np.nonzero(out.mask[:, centre_column] > 0)[0]
     assert rows.min() < 152, rows.min()  # the skin model takes the forehead up to the hairline
-    bare = unwrap_view(topology, fit, "front", images["front"], landmarks["front"],
-                       UnwrapSettings(skin_region=False), "cpu", {})
+    bare = unwrap_view(topology, fit, front, UnwrapSettings(skin_region=False))
     assert np.nonzero(bare.mask[:, centre_column] > 0)[0].min() > rows.min() + 30  # the landmark oval stops short
     assert out.masked_fraction is not None and out.masked_fraction < 0.02  # no hair over this face

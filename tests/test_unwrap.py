@@ -15,7 +15,7 @@ from stages.geometry.fitting import Fit, ShapeModel, ViewPose, focal_for
 from stages.geometry.rasterize import interpolate, rasterize
 from stages.geometry.topologies import load_topology
 from stages.imageio import decode_image
-from stages.unwrap import UnwrapSettings, unwrap_sample, unwrap_view
+from stages.unwrap import UnwrapSettings, ViewInput, unwrap_sample, unwrap_view
 from stages.views import FRONT, VIEW, view_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,7 +107,7 @@ def test_synthetic_round_trip_recovers_the_texture(hifi, detector):
     truth = Fit(topology.vertices, np.zeros(0), poses, {v: 0.0 for v in yaws})
     for view, image in images.items():
         landmarks = detector.detect_one(image).points[:, :2]
-        out = unwrap_view(topology, truth, view, image, landmarks, settings, "cpu", {})
+        out = unwrap_view(topology, truth, ViewInput(view, image, landmarks), settings)
         valid = out.mask > 0
         assert valid.sum() > 50_000, view
         # Known poses: the unwrap recovers the texture wherever the view says it is valid.
@@ -146,7 +146,7 @@ def test_single_view_photos_are_pixel_aligned(mediapipe, detector):
     for name, image in single_photos():
         landmarks = detector.detect_one(image).points[:, :2]
         fit = fit_views(model, {"front": landmarks}, {"front": image.shape[:2]})
-        out = unwrap_view(topology, fit, "front", image, landmarks, UnwrapSettings(), "cpu", {})
+        out = unwrap_view(topology, fit, ViewInput("front", image, landmarks), UnwrapSettings())
         assert out.valid_ratio > 0.5, name
         assert out.error_px / out.face_width_px < 0.03, name
         # Geometric check: the texel that samples each detected corner's pixel is where the topology puts

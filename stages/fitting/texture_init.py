@@ -43,11 +43,11 @@ def unwrap_photo(topology, fit: Fit, photo: np.ndarray, lm68_photo: np.ndarray, 
                  params: AlignParams):
     """The photo sampled into the UV map: a ``stages.texture.merge.UVView`` ((S, S, 3) float, (S, S) mask)."""
     from stages.texture.merge import UVView
-    from stages.unwrap import UnwrapSettings, symmetric_fill, unwrap_view
+    from stages.unwrap import UnwrapSettings, ViewInput, symmetric_fill, unwrap_view
 
     photo_fit = Fit(fit.vertices, fit.coefficients, {PHOTO_VIEW: pose_in_photo(fit.poses[PHOTO_VIEW], params)},
                     {PHOTO_VIEW: fit.errors_px[PHOTO_VIEW] / params.scale})
-    view = unwrap_view(topology, photo_fit, PHOTO_VIEW, photo, lm68_photo, UnwrapSettings(), "cpu", {}, region)
+    view = unwrap_view(topology, photo_fit, ViewInput(PHOTO_VIEW, photo, lm68_photo, region), UnwrapSettings())
     symmetric_fill(topology, view)
     valid = (view.mask > 127).astype(np.float32)
     return UVView(view.texture.astype(np.float32) * valid[:, :, None], valid)
