@@ -6,7 +6,7 @@ import pytest
 
 from pipeline import placement
 from pipeline.cluster_checks import is_local_path
-from pipeline.config import load_config
+from pipeline.config import load_config, stage_settings
 from pipeline.placement import PoolSize, assigned_device, pool_sizes
 from stages.base import StageSettings
 from stages.errors import ConfigError
@@ -30,6 +30,18 @@ def test_auto_gpu_stages_share_the_gpus_left_by_fixed_pools():
     pools = pool_sizes(settings, {"CPU": 64.0, "GPU": 8.0})
     assert pools["inversion"] == pools["edit"] == PoolSize(7, 7)  # (8 - 1) GPUs / (0.5 + 0.5) per set
     assert pool_sizes(settings, {"CPU": 4.0})["inversion"] == PoolSize(1, 1)  # no GPU yet: one, waiting
+
+
+@pytest.mark.parametrize("profile, gpus, actors", [("ffhq-uv", 6.0, 4), ("from-latents", 6.0, 8)])
+def test_gpu_profiles_size_their_gpu_pools_from_the_cluster_by_default(profile, gpus, actors):
+    """The GPU profiles' GPU stages default to ``pool_size: auto``: as many actor sets as the GPUs hold."""
+    config = load_config(profile, overrides=("models.weights_dir=/weights",))
+    enabled = list(config.stages.enabled)
+    settings = {name: stage_settings(config, name) for name in enabled}
+    pools = pool_sizes(settings, {"CPU": 64.0, "GPU": gpus})
+    gpu_stages = [name for name in enabled if settings[name].num_gpus > 0]
+    assert gpu_stages and all(pools[name] == PoolSize(actors, actors) for name in gpu_stages)
+    assert sum(settings[name].num_gpus * actors for name in gpu_stages) <= gpus
 
 
 def test_max_pool_size_makes_an_autoscaling_pool():
