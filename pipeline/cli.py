@@ -51,6 +51,17 @@ def _add_storage_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--endpoint-url", help="S3-compatible endpoint for s3:// outputs (MinIO, moto)")
 
 
+def _add_job_options(parser: argparse.ArgumentParser) -> None:
+    """The options that ``run`` and ``fit`` share: both are one pipeline job through the same driver."""
+    parser.add_argument("--config", action="append", default=[], metavar="FILE", help="extra YAML config file(s)")
+    parser.add_argument("--input", help="input folder, glob, fsspec URL or id,uri list file (input.source)")
+    parser.add_argument("--output", help="output folder or fsspec URL (default runs/<name>)")
+    parser.add_argument("--address", help="join this Ray cluster instead of starting a local one (ray.address)")
+    parser.add_argument("--restart", action="store_true", help="delete an existing run at the output and start over")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-visuals", action="store_true", help="skip the contact sheet and HTML report at the end")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ffhq-uv", description="Rebuild FFHQ-UV-style UV texture datasets on Ray.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -59,26 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run or resume the pipeline")
     run.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. shard_size=500")
     run.add_argument("--profile", default="photo", help="photo (default), ffhq-uv or tiny")
-    run.add_argument("--config", action="append", default=[], metavar="FILE", help="extra YAML config file(s)")
-    run.add_argument("--input", help="input folder, glob, fsspec URL or id,uri list file (input.source)")
-    run.add_argument("--output", help="output folder or fsspec URL (default runs/<name>)")
-    run.add_argument("--address", help="join this Ray cluster instead of starting a local one (ray.address)")
-    run.add_argument("--restart", action="store_true", help="delete an existing run at the output and start over")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-    run.add_argument("--no-visuals", action="store_true", help="skip the contact sheet and HTML report at the end")
+    _add_job_options(run)
 
     fit = commands.add_parser("fit", help="RGB fitting: a textured 3D head per photo (FFHQ-UV section 4.2)")
     fit.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides (stages.fit.stage3_steps=50)")
     fit.add_argument("--profile", default="open", choices=("open", "faithful"),
                      help="open (default: pip packages only) or faithful (FFHQ-UV's checkpoints in models.weights_dir)")
     fit.add_argument("--topology-obj", help="a HiFi3D++ OBJ with UVs (topology.obj)")
-    fit.add_argument("--config", action="append", default=[], metavar="FILE", help="extra YAML config file(s)")
-    fit.add_argument("--input", help="input folder, glob, fsspec URL or id,uri list file (input.source)")
-    fit.add_argument("--output", help="output folder or fsspec URL")
-    fit.add_argument("--address", help="join this Ray cluster (ray.address)")
-    fit.add_argument("--restart", action="store_true", help="delete an existing run at the output first")
-    fit.add_argument("--no-progress", action="store_true", help="no progress bar")
-    fit.add_argument("--no-visuals", action="store_true", help="skip the contact sheet and HTML report")
+    _add_job_options(fit)
 
     for name, help_text in (("status", "show the state of a run"), ("failed", "list failed samples")):
         sub = commands.add_parser(name, help=help_text)

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional, TypeVar
 
 import fsspec
@@ -38,6 +39,18 @@ def endpoint_options(endpoint_url: Optional[str]) -> dict:
 # missing-file errors are not transient and are raised at once.
 _PERMANENT = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 _NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError")  # botocore: retrying cannot help
+
+
+def _replace_atomically(path: str, write: Callable[[str], Any]) -> None:
+    """Make the local file ``path`` appear whole or not at all: ``write`` fills a temporary file beside it (same
+    directory, so same filesystem), which then replaces ``path``; a failed write leaves no temporary behind."""
+    tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
 
 
 def _is_disk_full(error: BaseException) -> bool:
@@ -152,14 +165,7 @@ class Storage:
         if self.is_local:
             directory = os.path.dirname(path)
             os.makedirs(directory, exist_ok=True)
-            tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
-            try:
-                with open(tmp, "wb") as handle:
-                    handle.write(data)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            _replace_atomically(path, lambda tmp: Path(tmp).write_bytes(data))
         else:
             self.fs.pipe_file(path, data)
 
@@ -170,13 +176,7 @@ class Storage:
         def put() -> None:
             if self.is_local:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                tmp = os.path.join(os.path.dirname(path), f".tmp-{uuid.uuid4().hex}-{os.path.basename(path)}")
-                try:
-                    shutil.copyfile(local_path, tmp)
-                    os.replace(tmp, path)
-                finally:
-                    if os.path.exists(tmp):
-                        os.unlink(tmp)
+                _replace_atomically(path, lambda tmp: shutil.copyfile(local_path, tmp))
             else:
                 self.fs.put_file(local_path, path)
         self.retry.call(f"upload {relpath}", put)
