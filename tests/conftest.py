@@ -70,6 +70,14 @@ def shared_data(relative: str) -> Path:
     return path
 
 
+def face_and_noise_inputs(folder: Path, face: str) -> Path:
+    """An input folder holding one real face of ../shared/data (as PNG) and a 128 px noise image (no face)."""
+    folder.mkdir()
+    Image.open(shared_data(face)).save(folder / f"{Path(face).stem}.png")
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(folder / "noise.png")
+    return folder
+
+
 def write_images(folder: Path, count: int, size: tuple[int, int] = (96, 80), seed: int = 0,
                  prefix: str = "img_") -> list[str]:
     """Write ``count`` random RGB PNGs; returns their ids (file stems)."""

@@ -254,12 +254,9 @@ def test_stage_completes_a_single_photo_on_mediapipe468(tmp_path):
 def test_complete_in_the_ray_pipeline(tmp_path):
     """The photo profile's default stages on a real local Ray: attribute -> relight -> unwrap -> complete."""
     from pipeline.manifest import read_manifest
-    from tests.conftest import cli_env, run_cli
+    from tests.conftest import cli_env, face_and_noise_inputs, run_cli
 
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    Image.open(shared_data("faces/obama.jpg")).save(inputs / "obama.png")
-    Image.fromarray(np.random.default_rng(1).integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(inputs / "noise.png")
+    inputs = face_and_noise_inputs(tmp_path / "in", "faces/obama.jpg")
     output = tmp_path / "out"
     run_cli(["run", "--profile", "photo", "--no-progress", "--input", str(inputs), "--output", str(output),
              f"topology.cache_dir={tmp_path / 'cache'}", "stages.complete.preview_size=64"], cli_env())

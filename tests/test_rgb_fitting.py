@@ -217,12 +217,9 @@ def test_fit_command_writes_ffhq_uv_outputs_and_manifest(tmp_path):
     from PIL import Image
 
     from pipeline.manifest import read_manifest
-    from tests.conftest import run_cli
+    from tests.conftest import face_and_noise_inputs, run_cli
 
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    Image.open(shared_data("faces/000055.jpg")).save(inputs / "000055.png")
-    Image.fromarray(np.random.default_rng(1).integers(0, 255, (128, 128, 3), dtype=np.uint8)).save(inputs / "noise.png")
+    inputs = face_and_noise_inputs(tmp_path / "in", "faces/000055.jpg")
     output = tmp_path / "out"
     run_cli(["fit", "--no-progress", "--no-visuals", "--input", str(inputs), "--output", str(output),
              "--topology-obj", str(shared_data("hifi3dpp/head_teaser1.obj")), "stages.fit.stage2_steps=1",
