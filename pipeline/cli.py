@@ -1,7 +1,7 @@
 """The ``ffhq-uv`` command line.
 
     ffhq-uv run [--profile photo] [--config FILE] [--input SRC] [--output OUT] [--address ADDR] [key=value ...]
-    ffhq-uv fit --input PHOTOS --output OUT [--profile open|faithful] [--topology-obj OBJ] [key=value ...]
+    ffhq-uv fit --input PHOTOS --output OUT [--profile open|faithful] [--topology-obj OBJ] [--eyeballs DIR] [k=v ...]
                                 RGB fitting (configs/fit.yaml): a textured HiFi3D++ head per photo
     ffhq-uv status OUT          shards done / partial / pending, samples by status and error code, ETA
     ffhq-uv failed OUT          failed samples with their stage, code and message
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--profile", default="open", choices=("open", "faithful"),
                      help="open (default: pip packages only) or faithful (FFHQ-UV's checkpoints in models.weights_dir)")
     fit.add_argument("--topology-obj", help="a HiFi3D++ OBJ with UVs (topology.obj)")
+    fit.add_argument("--eyeballs", metavar="DIR", help="add FFHQ-UV's template eyeballs (eyeLeft_mesh_move.obj, "
+                     "eyeRight_mesh_move.obj, eye_ball_tex.png in DIR) to the final meshes (stages.fit.eyeballs)")
     _add_job_options(fit)
 
     for name, help_text in (("status", "show the state of a run"), ("failed", "list failed samples")):
@@ -155,7 +157,8 @@ def _run_command(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     flags = [(args.input, "input.source"), (args.output, "output"), (args.address, "ray.address")]
     if args.command == "fit":
-        flags += [(args.profile, "stages.fit.profile"), (args.topology_obj, "topology.obj")]
+        flags += [(args.profile, "stages.fit.profile"), (args.topology_obj, "topology.obj"),
+                  (args.eyeballs, "stages.fit.eyeballs")]
     overrides += [f"{key}={flag}" for flag, key in flags if flag]
     if args.debug:
         overrides.append("ray.log_to_driver=true")

@@ -1,14 +1,16 @@
 """The fit stage: FFHQ-UV's RGB fitting (paper section 4.2, pipeline.md section 7) of each input photo.
 
 One photo -> a textured HiFi3D++ head: FFHQ-UV's preprocessing (``stages/fitting/preprocess.py``), then three
-stages (``stages/fitting/photo_fit.py``). Profiles (``stages.fit.profile``):
-- ``open`` (default): nothing but pip packages; shape and pose from the project's landmark fit, the UV texels
-  optimised directly with SH lighting and pose on the differentiable CPU renderer (``stages/fitting/render.py``);
-- ``faithful``: FFHQ-UV's own networks (texture GAN, Deep3D, ArcFace, LPIPS) from ``models.weights_dir``
-  under FFHQ-UV's ``checkpoints/`` names; this version checks those files at start-up and stops naming the
-  first one missing (the optimisation itself is not implemented yet).
+stages. Profiles (``stages.fit.profile``):
+- ``open`` (default, ``stages/fitting/photo_fit.py``): nothing but pip packages; shape and pose from the
+  project's landmark fit, the UV texels optimised directly with SH lighting and pose on the differentiable CPU
+  renderer (``stages/fitting/render.py``);
+- ``faithful`` (``stages/fitting/faithful_photo.py``): FFHQ-UV's own networks and 3DMM from
+  ``models.weights_dir`` under FFHQ-UV's ``checkpoints/`` names (``stages/fitting/faithful_models.py``): Deep3D
+  regression, then the texture GAN's latent and the 3DMM optimised (``stages/fitting/faithful_fit.py``).
 Writes FFHQ-UV's output set per photo (``stages/fitting/outputs.py``); the final UV map is also output ``uv``
-(``stage3_uv.png``), which the contact sheet and the report show.
+(``stage3_uv.png``), which the contact sheet and the report show. ``stages.fit.eyeballs`` (``ffhq-uv fit
+--eyeballs DIR``) adds FFHQ-UV's template eyeballs to the final meshes (``stages/mesh_tools/eyeballs.py``).
 """
 
 from __future__ import annotations
@@ -28,18 +30,11 @@ FitProfile = Literal["open", "faithful"]
 PROFILES: tuple[str, ...] = get_args(FitProfile)
 FIT_FAILED = "fit_failed"  # the landmark fit or the optimisation could not run on this photo
 STAGES = (1, 2, 3)
-LOSS_TERMS = ("colour", "smooth", "symmetry", "gamma", "landmark")
+# Final (stage 3) loss terms in the manifest; a term a profile does not have is null. open: colour, smooth,
+# symmetry, gamma, landmark; faithful: colour, gamma, landmark, identity, lpips, latent, reg_id, reg_exp.
+LOSS_TERMS = ("colour", "smooth", "symmetry", "gamma", "landmark", "identity", "lpips", "latent", "reg_id",
+              "reg_exp")
 TIMED_PARTS = ("preprocess", "stage1", "stage2", "stage3")
-# FFHQ-UV's checkpoints the faithful profile needs (pipeline.md section 3), relative to models.weights_dir.
-FAITHFUL_FILES = (
-    "texgan_model/texgan_ffhq_uv.pth",
-    "deep3d_model/epoch_latest.pth",
-    "arcface_model/ms1mv3_arcface_r50_fp16_backbone.pth",
-    "vgg_model/vgg16.pt",
-    "topo_assets/hifi3dpp_model_info.mat",
-    "topo_assets/similarity_Lm3D_all.mat",
-)
-
 
 @dataclass
 class FitSettings(StageSettings):
@@ -52,12 +47,15 @@ class FitSettings(StageSettings):
     # FFHQ-UV's BiSeNet checkpoint (parsing_model/79999_iter.pth) for the parse mask, relative to
     # models.weights_dir or absolute; None = the parse mask comes from the landmarks.
     face_parser: Optional[str] = None
+    # Folder of FFHQ-UV's template eyeballs (Mesh_Add_EyeBall/eye_ball_assets: eyeLeft_mesh_move.obj,
+    # eyeRight_mesh_move.obj, eye_ball_tex.png); set = eyeballs added to the final id / exp meshes.
+    eyeballs: Optional[str] = None
 
 
 def _manifest_fields() -> tuple[pa.Field, ...]:
     fields = [pa.field("fit_profile", pa.string())]
     fields += [pa.field(f"fit_photometric_l1_stage{k}", pa.float32()) for k in STAGES]  # masked L1 at 224
-    fields += [pa.field(f"fit_loss_{term}", pa.float32()) for term in LOSS_TERMS]  # final (stage 3) terms
+    fields += [pa.field(f"fit_loss_{term}", pa.float32()) for term in LOSS_TERMS]  # final (stage 3), or null
     fields.append(pa.field("fit_landmark_error_px", pa.float32()))  # final mean landmark error, 224 pixels
     fields += [pa.field(f"fit_{angle}_deg", pa.float32()) for angle in ("pitch", "yaw", "roll")]
     fields += [pa.field(f"fit_seconds_{part}", pa.float32()) for part in TIMED_PARTS]
@@ -85,12 +83,11 @@ class FitStage(Stage):
         weights_dir = configured_weights_dir(config)
         weights = None if weights_dir is None else Path(weights_dir)
         if settings.profile == "faithful":
-            for name in FAITHFUL_FILES:
-                if weights is None or not (weights / name).is_file():
-                    raise ConfigError(f"missing weights file {name} under models.weights_dir (the faithful fit "
-                                      "profile); see README section 'RGB fitting'")
-            raise ConfigError("stages.fit.profile=faithful: the faithful optimisation is not implemented in this "
-                              "version; use profile=open")
+            from stages.fitting.faithful_models import check_files
+
+            check_files(weights_dir)
+        if settings.eyeballs:
+            _check_eyeballs(settings.eyeballs)
         from stages.unwrap import face_parser_path
 
         parser = face_parser_path(settings, config)
@@ -108,20 +105,22 @@ class FitStage(Stage):
     def setup(self) -> None:
         """Load the HiFi3D++ topology, the template texture, the fitter and the landmark detector."""
         from stages.face.detectors import make_detector
-        from stages.fitting.photo_fit import PhotoFitter
         from stages.geometry.hifi3dpp import load_hifi3dpp
         from stages.geometry.rasterize import backend_for_device
         from stages.geometry.uv_topology import DEFAULT_CACHE_DIR
-        from stages.texture.template import template_for
 
         settings: FitSettings = self.settings
         topology = self.context.config.topology
         self.topology = load_hifi3dpp(topology.obj or None, self.context.weights_dir,
                                       topology.cache_dir or DEFAULT_CACHE_DIR)
-        template = template_for(self.topology.name, self.topology.masks(), self.context.weights_dir)
         choice = settings.rasterizer
         backend = backend_for_device(self.context.device) if choice == "auto" else choice
-        self.fitter = PhotoFitter(self.topology, template, (settings.stage2_steps, settings.stage3_steps), backend)
+        self.fitter = self._fitter(backend)
+        self.eyeballs = None
+        if settings.eyeballs:
+            from stages.mesh_tools.eyeballs import load_templates
+
+            self.eyeballs = load_templates(settings.eyeballs)
         self.detector = make_detector("mediapipe", 4)
         self.parser = None
         from stages.unwrap import face_parser_path
@@ -131,6 +130,21 @@ class FitStage(Stage):
             from stages.networks.bisenet import FaceParser, load_bisenet
 
             self.parser = FaceParser(load_bisenet(parser_path, self.context.device), device=self.context.device)
+
+    def _fitter(self, backend: str):
+        """The profile's per-actor fitter: ``FaithfulFitter`` (FFHQ-UV's networks) or the open ``PhotoFitter``."""
+        settings: FitSettings = self.settings
+        steps = (settings.stage2_steps, settings.stage3_steps)
+        if settings.profile == "faithful":
+            from stages.fitting.faithful_models import load_faithful_models
+            from stages.fitting.faithful_photo import FaithfulFitter
+
+            return FaithfulFitter(load_faithful_models(self.context.weights_dir), steps, backend)
+        from stages.fitting.photo_fit import PhotoFitter
+        from stages.texture.template import template_for
+
+        template = template_for(self.topology.name, self.topology.masks(), self.context.weights_dir)
+        return PhotoFitter(self.topology, template, steps, backend)
 
     def process(self, sample: Sample) -> StageResult:
         """Fit the sample's photo and write FFHQ-UV's output set."""
@@ -147,43 +161,72 @@ class FitStage(Stage):
         return StageResult(fields=self._fields(result))
 
     def _write(self, sample: Sample, result) -> None:
-        from stages.fitting import open_fit, outputs
         from stages.fitting.preprocess import save_input_data
 
         ctx = self.context
         ctx.write_bytes(sample, "fit_input_data", "input_data.pt", save_input_data(result.data))
-        vertices = result.geometry.vertices
         for k in STAGES:
-            state = result.states[k]
-            render, coverage = open_fit.render_state(result.problem, state)
-            fitted_lm = open_fit.project_landmarks(result.problem, state).numpy()
-            target_lm = result.problem.target.landmarks.numpy()
-            vis = outputs.visualisation(result.data.image, render, coverage, target_lm, fitted_lm)
-            ctx.write_image(sample, f"fit_stage{k}_vis", vis, f"stage{k}_vis.png")
-            texture = open_fit.texture_uint8(state)
-            if k > 1:
-                ctx.write_image(sample, "uv" if k == STAGES[-1] else f"fit_stage{k}_uv", texture, f"stage{k}_uv.png")
-                ctx.write_bytes(sample, f"fit_stage{k}_mtl", f"stage{k}_mesh.mtl", outputs.mesh_mtl(k).encode())
-            obj = outputs.mesh_obj(self.topology, vertices, k, texture).encode()
-            for part in ("id", "exp"):
-                ctx.write_bytes(sample, f"fit_stage{k}_mesh_{part}", f"stage{k}_mesh_{part}.obj", obj)
-            rotation = state.current_rotation().numpy().astype(np.float64)
-            ctx.write_bytes(sample, f"fit_stage{k}_coeffs", f"stage{k}_coeffs.pt",
-                            outputs.coeffs_bytes(rotation, state.translation.numpy(), state.sh.numpy(),
-                                                 result.geometry.coefficients, fitted_lm))
+            self._write_stage(sample, result.data, k, result.stage_output(k, self.topology))
+
+    def _write_stage(self, sample: Sample, data, k: int, out) -> None:
+        """One stage's files: visualisation, UV map + material (stages 2-3), id / exp meshes, coefficients."""
+        from stages.fitting import outputs
+
+        ctx = self.context
+        vis = outputs.visualisation(data.image, out.render, out.coverage, data.landmarks_down(), out.fitted_lm)
+        ctx.write_image(sample, f"fit_stage{k}_vis", vis, f"stage{k}_vis.png")
+        if k > 1:
+            ctx.write_image(sample, "uv" if k == STAGES[-1] else f"fit_stage{k}_uv", out.texture, f"stage{k}_uv.png")
+            ctx.write_bytes(sample, f"fit_stage{k}_mtl", f"stage{k}_mesh.mtl", outputs.mesh_mtl(k).encode())
+        for part, vertices in out.meshes.items():
+            obj = outputs.mesh_obj(self.topology, vertices, k, out.texture, out.colours)
+            ctx.write_bytes(sample, f"fit_stage{k}_mesh_{part}", f"stage{k}_mesh_{part}.obj", obj.encode())
+            if self.eyeballs is not None and k == STAGES[-1]:
+                self._write_eyeballs(sample, f"stage{k}_mesh_{part}", vertices)
+        ctx.write_bytes(sample, f"fit_stage{k}_coeffs", f"stage{k}_coeffs.pt", out.coeffs)
+
+    def _write_eyeballs(self, sample: Sample, mesh_name: str, vertices: np.ndarray) -> None:
+        """FFHQ-UV's template eyeballs placed in the head ``mesh_name``: ``<mesh>_{L,R}_ball.obj`` + material."""
+        from stages.geometry.mesh_topology import TopologyError
+        from stages.geometry.obj import Mesh, format_mtl, format_obj
+        from stages.mesh_tools import eyeballs
+
+        head = Mesh(vertices=vertices, faces=self.topology.triangles)
+        try:
+            fits = eyeballs.place_eyeballs(head, self.eyeballs, source=mesh_name)
+        except TopologyError as error:
+            raise SampleError(FIT_FAILED, f"eyeballs: {error}") from None
+        ctx = self.context
+        for side, fit in fits.items():
+            name = f"{mesh_name}_{eyeballs.OUTPUT_FILES[side]}"
+            ctx.write_bytes(sample, f"fit_{name[:-4]}", name, format_obj(fit.mesh).encode())
+        if "fit_eyeball_texture" not in sample.outputs:  # one texture and material for all the balls
+            from pathlib import Path
+
+            texture = (Path(self.settings.eyeballs) / eyeballs.TEXTURE_FILE).read_bytes()
+            ctx.write_bytes(sample, "fit_eyeball_texture", eyeballs.TEXTURE_FILE, texture)
+            ctx.write_bytes(sample, "fit_eyeball_mtl", eyeballs.MATERIAL_FILE,
+                            format_mtl({eyeballs.MATERIAL_NAME: eyeballs.TEXTURE_FILE}).encode())
 
     def _fields(self, result) -> dict[str, Any]:
-        from stages.fitting.outputs import deep3d_angles
-
         final = result.reports[STAGES[-1]]
-        angles = np.degrees(deep3d_angles(result.states[STAGES[-1]].current_rotation().numpy().astype(np.float64)))
         fields: dict[str, Any] = {"fit_profile": self.settings.profile,
                                   "fit_landmark_error_px": final.landmark_error_px}
         fields.update({f"fit_photometric_l1_stage{k}": result.reports[k].photometric_l1 for k in STAGES})
-        fields.update({f"fit_loss_{term}": final.losses[term] for term in LOSS_TERMS})
-        fields.update({f"fit_{name}_deg": float(a) for name, a in zip(("pitch", "yaw", "roll"), angles)})
+        fields.update({f"fit_loss_{term}": final.losses.get(term) for term in LOSS_TERMS})
+        fields.update({f"fit_{name}_deg": float(a) for name, a in zip(("pitch", "yaw", "roll"), result.angles_deg())})
         fields.update({f"fit_seconds_{part}": result.seconds[part] for part in TIMED_PARTS})
         return fields
+
+
+def _check_eyeballs(folder: str) -> None:
+    """The eyeball template folder has FFHQ-UV's files, or a one-line ConfigError."""
+    from stages.mesh_tools.eyeballs import load_templates
+
+    try:
+        load_templates(folder)
+    except FileNotFoundError as error:
+        raise ConfigError(f"stages.fit.eyeballs: {error}") from None
 
 
 def parse_mask(labels: np.ndarray) -> np.ndarray:

@@ -92,6 +92,7 @@ class StageReport:
     landmark_error_px: float
     seconds: dict[str, float] = field(default_factory=dict)
     initial_photometric_l1: float | None = None  # at the stage's first step (optimised stages)
+    initial_losses: dict[str, float] | None = None  # every term (and "total") at the first step (faithful)
 
 
 @dataclass

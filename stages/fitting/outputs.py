@@ -10,12 +10,16 @@
 - ``stage{k}_coeffs.pt``: ``{coeffs, lm68, latents_w, latents_z}``; ``coeffs`` a dict of named tensors
   (``angle`` [1,3] pitch/yaw/roll radians in Deep3D's convention, ``trans`` [1,3], ``gamma`` [1,27] SH in DPR's
   basis, ``shape`` [1,K] the landmark fit's coefficients), ``lm68`` [1,68,2] fitted landmarks in 224 pixels
-  (y up, as FFHQ-UV), latents None without a texture GAN.
+  (y up, as FFHQ-UV), latents None without a texture GAN; the faithful profile writes FFHQ-UV's own record
+  (``coeffs`` the (1, 1049) coefficient tensor, latents (1, L, 512)), ``faithful_coeffs_bytes``.
+Both profiles hand the stage one ``StageOutput`` per stage.
 """
 
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -26,6 +30,23 @@ LANDMARK_FIT_RGB = (255, 0, 0)
 # Deep3D's camera frame flips y and z relative to the OpenCV frame of the fitting (pipeline.md section 7).
 _OPENCV_TO_DEEP3D = np.diag([1.0, -1.0, -1.0])
 DEEP3D_CAMERA_DISTANCE = 10.0
+
+
+@dataclass
+class StageOutput:
+    """What one fitting stage writes: ``render`` (224, 224, 3) in [0, 1] and its ``coverage`` (224, 224);
+    ``fitted_lm`` (68, 2) y-down 224 pixels; ``texture`` (S, S, 3) uint8 (the UV map of stages 2-3; stage 1's
+    texture for sampling vertex colours, or None); ``meshes`` {"id", "exp"} -> (N, 3) template-frame vertices;
+    ``colours`` (N, 3) in [0, 1] vertex colours of stage 1 (None: sampled from ``texture``); ``coeffs`` the
+    ``stage*_coeffs.pt`` bytes."""
+
+    render: np.ndarray
+    coverage: np.ndarray
+    fitted_lm: np.ndarray
+    texture: Optional[np.ndarray]
+    meshes: dict[str, np.ndarray]
+    coeffs: bytes
+    colours: Optional[np.ndarray] = None
 
 
 def deep3d_angles(rotation_opencv: np.ndarray) -> np.ndarray:
@@ -54,15 +75,18 @@ def visualisation(image: np.ndarray, render: np.ndarray, coverage: np.ndarray, t
     return np.concatenate([photo, over, marked], axis=1)
 
 
-def mesh_obj(topology, vertices: np.ndarray, stage: int, texture: np.ndarray) -> str:
-    """OBJ text of the fitted head: stage 1 with vertex colours from ``texture``, later stages with vt + mtllib."""
+def mesh_obj(topology, vertices: np.ndarray, stage: int, texture: Optional[np.ndarray],
+             colours: Optional[np.ndarray] = None) -> str:
+    """OBJ text of the fitted head: stage 1 with vertex colours (``colours`` in [0, 1], else sampled from
+    ``texture``), later stages with vt + mtllib."""
     if stage == 1:
-        from stages.geometry.render import sample_texture
+        if colours is None:
+            from stages.geometry.render import sample_texture
 
-        first_corner = np.zeros(len(vertices), dtype=np.int64)
-        first_corner[topology.triangles.reshape(-1)] = topology.face_uvs.reshape(-1)
-        colours = sample_texture(texture, topology.uvs[first_corner]) / 255.0
-        return format_obj(Mesh(vertices=vertices, faces=topology.triangles, colors=colours))
+            first_corner = np.zeros(len(vertices), dtype=np.int64)
+            first_corner[topology.triangles.reshape(-1)] = topology.face_uvs.reshape(-1)
+            colours = sample_texture(texture, topology.uvs[first_corner]) / 255.0
+        return format_obj(Mesh(vertices=vertices, faces=topology.triangles, colors=np.clip(colours, 0.0, 1.0)))
     return format_obj(Mesh(vertices=vertices, faces=topology.triangles, uvs=topology.uvs,
                            face_uvs=topology.face_uvs, mtllib=f"stage{stage}_mesh.mtl",
                            materials=(f"stage{stage}_uv",)))
@@ -92,4 +116,18 @@ def coeffs_bytes(rotation: np.ndarray, translation: np.ndarray, sh: np.ndarray, 
     }
     buffer = io.BytesIO()
     torch.save(record, buffer)
+    return buffer.getvalue()
+
+
+def faithful_coeffs_bytes(coeffs, lm68_up, latents_w=None, latents_z=None) -> bytes:
+    """FFHQ-UV's own ``stage*_coeffs.pt``: ``coeffs`` (1, 1049), ``lm68`` (1, 68, 2) y up, latents (1, L, C) or
+    None (stage 1), as torch tensors."""
+    import torch
+
+    def tensor(value):
+        return None if value is None else torch.as_tensor(value, dtype=torch.float32).detach().clone()
+
+    buffer = io.BytesIO()
+    torch.save({"coeffs": tensor(coeffs), "lm68": tensor(lm68_up), "latents_w": tensor(latents_w),
+                "latents_z": tensor(latents_z)}, buffer)
     return buffer.getvalue()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from stages.fitting import open_fit
+from stages.fitting import open_fit, outputs
 from stages.fitting.preprocess import CROP_SIZE, FitInput, preprocess
 from stages.fitting.render import Camera, MeshBuffers
 from stages.geometry.fitting import DEEP3D_FOCAL, Fit, ShapeModel, fit_views
@@ -37,6 +37,36 @@ class PhotoFit:
     states: dict[int, open_fit.FitState]
     reports: dict[int, open_fit.StageReport]
     seconds: dict[str, float] = field(default_factory=dict)  # preprocess, stage1, stage2, stage3
+
+    def stage_output(self, stage: int, topology) -> outputs.StageOutput:
+        """What stage ``stage`` writes (``stages/fitting/outputs.py``)."""
+        state = self.states[stage]
+        render, coverage = open_fit.render_state(self.problem, state)
+        fitted_lm = open_fit.project_landmarks(self.problem, state).numpy()
+        rotation = state.current_rotation().numpy().astype(np.float64)
+        coeffs = outputs.coeffs_bytes(rotation, state.translation.numpy(), state.sh.numpy(),
+                                      self.geometry.coefficients, fitted_lm)
+        vertices = self.geometry.vertices
+        return outputs.StageOutput(render, coverage, fitted_lm, open_fit.texture_uint8(state),
+                                   {"id": vertices, "exp": vertices}, coeffs)
+
+    def angles_deg(self) -> np.ndarray:
+        """(3,) final pitch, yaw, roll in degrees (Deep3D's convention)."""
+        rotation = self.states[max(self.states)].current_rotation().numpy().astype(np.float64)
+        return np.degrees(outputs.deep3d_angles(rotation))
+
+
+def preprocess_photo(photo: np.ndarray, points468: np.ndarray, region: np.ndarray | None, template5: np.ndarray
+                     ) -> tuple[FitInput, np.ndarray, np.ndarray]:
+    """FFHQ-UV's preprocessing of an (H, W, 3) uint8 photo from its (468, 2+) y-down mediapipe landmarks: the
+    ``FitInput``, the (68, 2) y-down photo landmarks and the (H, W) parse region used (None = from landmarks)."""
+    from stages.unwrap import face_region
+
+    h, w = photo.shape[:2]
+    lm68 = np.asarray(points468)[list(MEDIAPIPE_TO_IBUG68), :2].astype(np.float64)
+    if region is None:
+        region, _ = face_region(np.asarray(points468)[:, :2], h, w, exclude_eyes_mouth=True)
+    return preprocess(photo, lm68, (region * 255).astype(np.uint8), template5), lm68, region
 
 
 class PhotoFitter:
@@ -66,15 +96,10 @@ class PhotoFitter:
         the landmarks.
         """
         from stages.fitting import texture_init
-        from stages.unwrap import face_region
 
         seconds: dict[str, float] = {}
         tick = time.perf_counter()
-        h, w = photo.shape[:2]
-        lm68 = np.asarray(points468)[list(MEDIAPIPE_TO_IBUG68), :2].astype(np.float64)
-        if region is None:
-            region, _ = face_region(np.asarray(points468)[:, :2], h, w, exclude_eyes_mouth=True)
-        data = preprocess(photo, lm68, (region * 255).astype(np.uint8), OPEN_TEMPLATE5)
+        data, lm68, region = preprocess_photo(photo, points468, region, OPEN_TEMPLATE5)
         seconds["preprocess"] = time.perf_counter() - tick
 
         tick = time.perf_counter()

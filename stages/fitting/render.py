@@ -122,18 +122,27 @@ def _pixel_barycentrics(screen: torch.Tensor, tri: torch.Tensor, px: torch.Tenso
     return weighted / weighted.sum(dim=1, keepdim=True)
 
 
+def rasterize_pixels(screen: torch.Tensor, triangles: np.ndarray, size: int, backend: str = "cpu"
+                     ) -> tuple[np.ndarray, torch.Tensor, torch.Tensor]:
+    """The covered pixels of a (size, size) image of the mesh: flat pixel indices (P,) numpy, their triangle ids
+    (P,) int64 and differentiable perspective-correct barycentrics (P, 3) from ``screen`` (N, 3) (x, y pixels,
+    depth); the coverage itself comes from the project's rasteriser, without gradient."""
+    raster = rasterize(screen.detach().double().numpy(), triangles, size, size, backend=backend)
+    covered = np.flatnonzero(raster.triangle_id.ravel() >= 0)
+    ids = raster.triangle_id.ravel()[covered].astype(np.int64)
+    tri = torch.as_tensor(np.asarray(triangles, dtype=np.int64)[ids])
+    rows = torch.as_tensor(covered // size, dtype=screen.dtype)
+    cols = torch.as_tensor(covered % size, dtype=screen.dtype)
+    return covered, torch.as_tensor(ids), _pixel_barycentrics(screen, tri, cols, rows)
+
+
 def render(vertices: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor, texture: torch.Tensor,
            sh: torch.Tensor, mesh: MeshBuffers, camera: Camera, backend: str = "cpu") -> Rendered:
     """Render the textured, SH-lit mesh: ``vertices`` (N, 3) template frame, ``texture`` (3, S, S), ``sh`` (3, 9)."""
     screen = project(vertices, rotation, translation, camera)
     size = camera.size
-    raster = rasterize(screen.detach().double().numpy(), mesh.triangles, size, size, backend=backend)
-    covered = np.flatnonzero(raster.triangle_id.ravel() >= 0)
-    tri_ids = torch.as_tensor(raster.triangle_id.ravel()[covered].astype(np.int64))
+    covered, tri_ids, bary = rasterize_pixels(screen, mesh.triangles, size, backend)
     tri = mesh.triangles_t[tri_ids]
-    rows = torch.as_tensor(covered // size, dtype=screen.dtype)
-    cols = torch.as_tensor(covered % size, dtype=screen.dtype)
-    bary = _pixel_barycentrics(screen, tri, cols, rows)  # (P, 3)
 
     uv = (bary[:, :, None] * mesh.corner_uv[tri_ids].to(screen.dtype)).sum(dim=1)  # (P, 2), v up
     grid = torch.stack([uv[:, 0] * 2 - 1, 1 - uv[:, 1] * 2], dim=1).to(texture.dtype)

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from stages.networks.checkpoint import load_strict, read_state_dict
+from stages.networks.checkpoint import load_strict, read_state_dict, resnet_layout
 
 ARCFACE_FILE = "arcface_model/ms1mv3_arcface_r50_fp16_backbone.pth"
 IR50_LAYERS = (3, 4, 14, 3)
@@ -70,9 +70,35 @@ class IResNet(nn.Module):
         return self.features(self.fc(torch.flatten(self.bn2(x), 1)))
 
 
-def load_arcface(path: str | Path, layers: tuple[int, ...] = IR50_LAYERS, width: int = 64) -> IResNet:
-    """The IR-50 backbone from insightface's state dict, strictly; ConfigError naming the file."""
-    return load_strict(IResNet(layers, width), read_state_dict(path, "ArcFace IR-50"), "ArcFace IR-50")
+def load_arcface(path: str | Path, layers: tuple[int, ...] | None = None, width: int | None = None) -> IResNet:
+    """The IR-50 backbone from insightface's state dict, strictly; ConfigError naming the file.
+
+    ``layers`` / ``width`` default to the checkpoint's own (IR-50: (3, 4, 14, 3), 64)."""
+    state = read_state_dict(path, "ArcFace IR-50")
+    if layers is None or width is None:
+        layers, width = resnet_layout(state)
+    return load_strict(IResNet(layers, width), state, "ArcFace IR-50")
+
+
+def warp_affine(image: torch.Tensor, matrix: torch.Tensor, size: int = INPUT_SIZE) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, size, size): the image under the (B, 2, 3) pixel affine ``matrix`` (source pixel ->
+    output pixel), bilinear, zeros outside (kornia's ``warp_affine`` with align_corners=True, as FFHQ-UV uses)."""
+    b, _, h, w = image.shape
+    full = torch.cat([matrix, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=matrix.dtype).expand(b, 1, 3)], dim=1)
+    inverse = torch.linalg.inv(full.double()).to(image.dtype)  # output pixel -> source pixel
+    ys, xs = torch.meshgrid(torch.arange(size, dtype=image.dtype), torch.arange(size, dtype=image.dtype),
+                            indexing="ij")
+    points = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, -1, 3) @ inverse.transpose(1, 2)
+    grid = torch.stack([points[..., 0] / (w - 1) * 2 - 1, points[..., 1] / (h - 1) * 2 - 1], dim=-1)
+    return nn.functional.grid_sample(image, grid.reshape(b, size, size, 2), mode="bilinear", padding_mode="zeros",
+                                     align_corners=True)
+
+
+def identity_embedding(network: IResNet, image: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
+    """FFHQ-UV's recognition wrapper: (B, 3, H, W) in [0, 1] warped by ``matrix`` to 112, to [-1, 1], through the
+    backbone, L2-normalised -> (B, 512)."""
+    face = warp_affine(image, matrix) * 2 - 1
+    return nn.functional.normalize(network(face), dim=-1)
 
 
 def identity_loss(embedding_a: torch.Tensor, embedding_b: torch.Tensor) -> torch.Tensor:

@@ -44,3 +44,19 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], what: s
         raise CheckpointError(f"{what} state dict mismatch: missing {missing[:6]}, "
                               f"unexpected {result.unexpected_keys[:6]}")
     return module.eval().requires_grad_(False)
+
+
+def resnet_layout(state: dict[str, torch.Tensor], prefix: str = "") -> tuple[tuple[int, ...], int]:
+    """(units per stage, stem width) of a torchvision/insightface-style ResNet state dict (``{prefix}conv1``,
+    ``{prefix}layer{i}.{j}.*``): the architecture of a checkpoint, so a small test network loads like the real one."""
+    stem = state.get(f"{prefix}conv1.weight")
+    if stem is None:
+        raise CheckpointError(f"no {prefix}conv1.weight: not a ResNet state dict")
+    layers = []
+    for stage in range(1, 5):
+        head = f"{prefix}layer{stage}."
+        units = {key[len(head):].split(".", 1)[0] for key in state if key.startswith(head)}
+        if not units:
+            break
+        layers.append(len(units))
+    return tuple(layers), int(stem.shape[0])

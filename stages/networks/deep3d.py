@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from stages.errors import ConfigError
-from stages.networks.checkpoint import load_strict, read_state_dict
+from stages.networks.checkpoint import load_strict, read_state_dict, resnet_layout
 
 DEEP3D_FILE = "deep3d_model/epoch_latest.pth"
 RESNET50_LAYERS = (3, 4, 6, 3)
@@ -88,10 +88,15 @@ class Deep3DRegressor(nn.Module):
         return torch.cat([head(features) for head in self.final_layers], dim=1).flatten(1)
 
 
-def load_deep3d(path: str | Path, dims: tuple[int, int, int], layers: tuple[int, ...] = RESNET50_LAYERS,
-                width: int = 64) -> Deep3DRegressor:
-    """The regressor from ``epoch_latest.pth`` (its ``net_recon`` entry), strictly; ConfigError naming the file."""
+def load_deep3d(path: str | Path, dims: tuple[int, int, int], layers: tuple[int, ...] | None = None,
+                width: int | None = None) -> Deep3DRegressor:
+    """The regressor from ``epoch_latest.pth`` (its ``net_recon`` entry), strictly; ConfigError naming the file.
+
+    ``layers`` / ``width`` default to the checkpoint's own (ResNet-50, 64 for the authors' file)."""
     checkpoint = read_state_dict(path, "Deep3D regressor")
     if "net_recon" not in checkpoint:
         raise ConfigError(f"{path} has no 'net_recon' entry (Deep3DFaceRecon checkpoint); see README 'RGB fitting'")
-    return load_strict(Deep3DRegressor(dims, layers, width), checkpoint["net_recon"], "Deep3D regressor")
+    state = checkpoint["net_recon"]
+    if layers is None or width is None:
+        layers, width = resnet_layout(state, "backbone.")
+    return load_strict(Deep3DRegressor(dims, layers, width), state, "Deep3D regressor")

@@ -1,0 +1,94 @@
+"""Rendering the HiFi3D++ 3DMM face as FFHQ-UV's fitting does (pipeline.md section 7), on the project's rasteriser.
+
+FFHQ-UV's renderer (nvdiffrast, FoV 2 atan(112 / 1015), 224 px) interpolates two per-vertex attributes over the
+face triangles (``tri``): the UV position ``vtx_vt`` (0..512, row/col) and the Deep3D SH shading of the vertex
+normal; the pixel's colour is the *nearest* texel of the UV map at ``uv * S / 512`` times the shading (stage 1:
+the 3DMM albedo instead of a texel). Here the coverage comes from ``stages.fitting.render.rasterize_pixels``
+(numpy on the CPU, nvdiffrast on CUDA, no gradient) and the interpolation is torch, so gradients reach the
+shading (light, shape, pose), the sampled texels (the texture GAN) and, through the landmarks, the geometry.
+
+Frames: Deep3D's camera (x right, y up, camera at z = 10 looking down -z); the image is y down with pixel
+(r, c) at x = c, y_up = 223 - r, the frame of the 224 landmarks (``FitInput.landmarks_down``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stages.fitting import face_model as fm
+from stages.fitting.render import rasterize_pixels
+
+
+@dataclass
+class FaceRender:
+    """``image`` (1, 3, 224, 224) in [0, 1] (0 off the face), ``mask`` (1, 1, 224, 224) coverage {0, 1},
+    ``landmarks`` (1, 68, 2) projected keypoints, 224 pixels, y up."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+    landmarks: torch.Tensor
+
+
+def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
+    """(N, 3) Deep3D vertex normals: the sum of the unit normals of the (head) triangles around a vertex, unit."""
+    a, b, c = (vertices[triangles[:, k]] for k in range(3))
+    face = torch.nn.functional.normalize(torch.cross(a - b, b - c, dim=1), dim=1)
+    summed = torch.zeros_like(vertices).index_add(0, triangles.reshape(-1), face.repeat_interleave(3, dim=0))
+    return torch.nn.functional.normalize(summed, dim=1)
+
+
+def _screen(camera_vertices: torch.Tensor) -> torch.Tensor:
+    """(N, 3) camera-frame vertices -> (N, 3) x, y-down pixels of the 224 image and depth (distance along -z)."""
+    pixels = fm.project(camera_vertices[None])[0]
+    depth = fm.CAMERA_DISTANCE - camera_vertices[:, 2]
+    return torch.stack([pixels[:, 0], fm.IMAGE_SIZE - 1 - pixels[:, 1], depth], dim=1)
+
+
+def nearest_texels(uv_map: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """(1, 3, S, S) map, (P, 2) row/col positions in 0..512 -> (P, 3) the nearest texels (FFHQ-UV's lookup)."""
+    size = uv_map.shape[-1]
+    index = (uv * size / 512).long().clamp(0, size - 1)
+    flat = uv_map[0].reshape(3, -1)
+    return flat[:, index[:, 0] * size + index[:, 1]].T
+
+
+def render_face(model: fm.HiFi3DModel, parts: fm.Coefficients, uv_map: torch.Tensor | None,
+                backend: str = "cpu") -> FaceRender:
+    """Render batch element 0 of ``parts``: UV-textured if ``uv_map`` (1, 3, S, S) is given, else the albedo."""
+    shape = model.shape(parts.id, parts.exp)
+    camera = fm.to_camera(shape, parts.angle, parts.trans)[0]
+    normals = vertex_normals(shape[0], model.head_tri) @ fm.rotation(parts.angle)[0].T
+    shading = fm.sh_shading(normals[None], parts.gamma)[0]  # (N, 3)
+    screen = _screen(camera)
+    size = fm.IMAGE_SIZE
+    covered, tri_ids, bary = rasterize_pixels(screen, model.face_tri.numpy(), size, backend)
+    corners = model.face_tri[tri_ids]  # (P, 3) vertex ids
+
+    def interpolate(values: torch.Tensor) -> torch.Tensor:
+        return (bary[:, :, None] * values[corners]).sum(dim=1)
+
+    if uv_map is None:
+        colour = interpolate(model.albedo(parts.tex)[0] / 255.0 * shading)
+    else:
+        colour = nearest_texels(uv_map, interpolate(model.vtx_vt)) * interpolate(shading)
+    index = torch.as_tensor(covered, dtype=torch.int64)
+    image = torch.zeros(size * size, 3, dtype=colour.dtype).index_put((index,), colour)
+    mask = torch.zeros(size * size, dtype=colour.dtype)
+    mask[index] = 1.0
+    landmarks = fm.project(camera[model.keypoints][None])
+    return FaceRender(image.T.reshape(1, 3, size, size), mask.reshape(1, 1, size, size), landmarks)
+
+
+def composite(render: FaceRender, photo: torch.Tensor) -> torch.Tensor:
+    """FFHQ-UV's ``render_face``: the render where the face covers the image (coverage detached), the photo
+    elsewhere; (1, 3, 224, 224)."""
+    mask = render.mask.detach()
+    return render.image * mask + (1 - mask) * photo
+
+
+def image_numpy(tensor: torch.Tensor) -> np.ndarray:
+    """(1, C, H, W) tensor -> (H, W, C) float numpy (detached)."""
+    return tensor.detach()[0].permute(1, 2, 0).numpy()
