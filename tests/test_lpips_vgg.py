@@ -1,7 +1,8 @@
 """LPIPS-VGG from a TorchScript ``vgg16.pt`` read as tensors only (NVIDIA's file is a program: never run it).
 
-The tests script a tiny VGG16+LPIPS program of their own (``tests/tiny_fit_weights.py``) (the same layout as the real file at small widths), saves
-it with ``torch.jit.save``, and checks that the loader rebuilds the same network from the archive's tensors."""
+The tests script a tiny VGG16+LPIPS program of their own (``tests/tiny_fit_weights.py``: the real file's layout
+at small widths), save it with ``torch.jit.save``, and check that the loader rebuilds the same network from the
+archive's tensors."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from torch import nn
 from stages.errors import CheckpointError, ConfigError
 from stages.networks.lpips_vgg import load_lpips_vgg, vgg_loss
 from tests.tiny_fit_weights import write_tiny_vgg16
+
 
 def test_lpips_from_torchscript_tensors_matches_the_program_and_is_a_distance(tmp_path):
     path = tmp_path / "vgg16.pt"

@@ -1,0 +1,88 @@
+"""The faithful RGB-fitting profile end to end on tiny random-weight checkpoints in FFHQ-UV's formats
+(``tests/tiny_fit_weights.py``): the three stages on a real photo, losses decreasing, and ``ffhq-uv fit
+--profile faithful`` writing FFHQ-UV's output set (with eyeballs) through the driver."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import shared_data
+from tests.tiny_fit_weights import TEXGAN_RESOLUTION, TINY_DIMS, write_faithful_weights_dir
+
+STEPS = (2, 2)  # FFHQ-UV's (100, 200) is the default
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory) -> Path:
+    return write_faithful_weights_dir(tmp_path_factory.mktemp("faithful-weights"),
+                                      shared_data("hifi3dpp/head_teaser1.obj"))
+
+
+def test_faithful_stages_lower_their_losses_on_a_real_photo(weights_dir, tmp_path):
+    from stages.face.landmarks import FaceLandmarker
+    from stages.fitting.faithful_models import load_faithful_models
+    from stages.fitting.faithful_photo import FaithfulFitter
+    from stages.fitting.outputs import mesh_obj
+    from stages.geometry.hifi3dpp import load_hifi3dpp
+    from stages.geometry.obj import parse_obj
+    from stages.imageio import decode_image
+
+    path = shared_data("faces/000055.jpg")
+    photo = decode_image(path.read_bytes(), source=str(path))
+    with FaceLandmarker(max_faces=2) as landmarker:
+        points = landmarker.detect_one(photo).points
+    models = load_faithful_models(weights_dir)
+    result = FaithfulFitter(models, STEPS).fit(photo, points)
+    for stage in (2, 3):
+        report = result.reports[stage]
+        assert report.losses["total"] < report.initial_losses["total"], (stage, report.losses, report.initial_losses)
+        assert {"identity", "lpips", "latent", "reg_id", "reg_exp", "gamma", "landmark"} <= set(report.losses)
+    # From the texture GAN's starting latent to the end of stage 3 (a tiny random GAN cannot beat the 3DMM albedo
+    # of stage 1, the real one does).
+    assert result.reports[3].photometric_l1 < result.reports[2].initial_photometric_l1
+    assert result.reports[3].landmark_error_px < 15.0  # the tiny Deep3D regresses a neutral, centred face
+    state = result.states[3]
+    assert state.coeffs.shape == (1, sum(TINY_DIMS) + 33) and state.latents_w.shape[0] == 1
+    torch.testing.assert_close(models.texgan.z_to_w(state.latents_z), state.latents_w)
+    topology = load_hifi3dpp(None, str(weights_dir), tmp_path / "cache")
+    out = result.stage_output(3, topology)
+    assert out.texture.shape == (1024, 1024, 3) and TEXGAN_RESOLUTION < 1024  # resized to the UV layout
+    assert out.coverage.sum() > 5000 and np.isfinite(out.render).all()
+    mesh = parse_obj(mesh_obj(topology, out.meshes["exp"], 3, out.texture))
+    assert len(mesh.vertices) == 20481 and mesh.has_uvs
+    assert not np.allclose(out.meshes["id"], out.meshes["exp"])  # expression separates the two meshes
+    stage1 = result.stage_output(1, topology)
+    assert stage1.texture is None and stage1.colours.shape == (20481, 3)
+
+
+def test_fit_command_faithful_profile_writes_ffhq_uv_outputs(weights_dir, tmp_path):
+    from pipeline.manifest import read_manifest
+    from tests.conftest import face_and_noise_inputs, run_cli
+
+    inputs = face_and_noise_inputs(tmp_path / "in", "faces/000007.jpg")
+    output = tmp_path / "out"
+    run_cli(["fit", "--no-progress", "--no-visuals", "--profile", "faithful", "--input", str(inputs),
+             "--output", str(output), "--eyeballs", str(shared_data("eyeball")), f"models.weights_dir={weights_dir}",
+             "stages.fit.stage2_steps=1", "stages.fit.stage3_steps=1", f"topology.cache_dir={tmp_path / 'cache'}"])
+    rows = {r["id"]: r for r in read_manifest(str(output)).to_pylist()}
+    assert (rows["noise"]["status"], rows["noise"]["error_code"]) == ("failed", "no_face")
+    row = rows["000007"]
+    assert row["status"] == "ok", row["error_message"]
+    assert row["fit_profile"] == "faithful" and row["fit_loss_smooth"] is None
+    assert all(row[f"fit_loss_{t}"] is not None for t in ("identity", "lpips", "colour", "landmark", "latent"))
+    assert all(row[f"fit_seconds_{part}"] > 0 for part in ("preprocess", "stage1", "stage2", "stage3"))
+    folder = Path(output) / Path(dict(row["outputs"])["uv"]["path"]).parent
+    expected = {"input_data.pt", *(f"stage{k}_vis.png" for k in (1, 2, 3)), "stage2_uv.png", "stage3_uv.png",
+                *(f"stage{k}_mesh_{p}.obj" for k in (1, 2, 3) for p in ("id", "exp")),
+                *(f"stage{k}_coeffs.pt" for k in (1, 2, 3)), "stage2_mesh.mtl", "stage3_mesh.mtl",
+                *(f"stage3_mesh_{p}_{s}_ball.obj" for p in ("id", "exp") for s in "LR"), "eye_ball_tex.png",
+                "eye_ball_tex.mtl"}
+    assert expected <= {p.name for p in folder.iterdir()}
+    record = torch.load(folder / "stage3_coeffs.pt", weights_only=True)
+    assert record["coeffs"].shape == (1, sum(TINY_DIMS) + 33) and record["lm68"].shape == (1, 68, 2)
+    assert record["latents_w"].ndim == 3
+    assert torch.load(folder / "stage1_coeffs.pt", weights_only=True)["latents_w"] is None
