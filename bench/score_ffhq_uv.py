@@ -73,6 +73,78 @@ def lm68_error(shape_model, fit, view: str, points: np.ndarray) -> float:
     return float(np.linalg.norm(projected - points, axis=1).mean())
 
 
+def deep3d_rotation(pitch: float, yaw: float, roll: float) -> np.ndarray:
+    """(3, 3) OpenCV-frame rotation of Deep3D angles in degrees (the inverse of ``deep3d_angles``)."""
+    from scipy.spatial.transform import Rotation
+
+    return OPENCV_TO_DEEP3D @ Rotation.from_euler("ZYX", [roll, yaw, pitch], degrees=True).as_matrix()
+
+
+def multiview_residual(points: dict[str, np.ndarray], rotations: dict[str, np.ndarray],
+                       iterations: int = 20) -> float:
+    """Mean pixel residual of the views' (L, 2) landmarks explained as one rigid, otherwise free point set.
+
+    Scaled orthographic cameras (the views' focal is long: 12.6 degrees field of view) with the given (3, 3)
+    rotations; per view a scale and a 2D shift, per landmark a 3D position, all free, solved by alternating least
+    squares from a flat start. No template enters, so this says which rotations the landmarks themselves support.
+    """
+    views = list(points)
+    shape = np.zeros((len(points[views[0]]), 3))
+    shape[:, :2] = points[views[0]] * np.array([1.0, -1.0])  # a flat start, y up like the template
+    for _ in range(iterations):
+        cameras = {}
+        for view in views:
+            image = shape @ rotations[view][:2].T  # (L, 2) before scale and shift
+            centred, observed = image - image.mean(0), points[view] - points[view].mean(0)
+            scale = float((centred * observed).sum() / (centred * centred).sum())
+            cameras[view] = (scale, points[view].mean(0) - scale * image.mean(0))
+        system = np.concatenate([cameras[v][0] * rotations[v][:2] for v in views])  # (2V, 3)
+        targets = np.concatenate([(points[v] - cameras[v][1]).T for v in views])  # (2V, L)
+        shape = np.linalg.lstsq(system, targets, rcond=None)[0].T
+    return float(np.mean([np.linalg.norm(cameras[v][0] * shape @ rotations[v][:2].T + cameras[v][1] - points[v],
+                                         axis=1).mean() for v in views]))
+
+
+def yaw_scale_supported(points: dict[str, np.ndarray], scales=np.arange(0.8, 2.01, 0.1)) -> tuple[float, dict]:
+    """The factor on FFHQ-UV's fitted yaws that best explains the views' landmarks as one rigid point set.
+
+    Returns (best factor, {factor: residual px}); 1.0 would mean the landmarks agree with FFHQ-UV's Deep3D poses.
+    """
+    residuals = {}
+    for scale in scales:
+        rotations = {v: deep3d_rotation(p, y * scale, r) for v, (p, y, r) in FFHQ_UV_ANGLES.items() if v in points}
+        residuals[round(float(scale), 3)] = multiview_residual(points, rotations)
+    return min(residuals, key=residuals.get), residuals
+
+
+def pose_evidence(landmarks: dict[str, np.ndarray], ffhq_lm: dict[str, np.ndarray]) -> dict:
+    """Print and return what the landmarks alone say about FFHQ-UV's poses and 68 points (no template, no fit).
+
+    - the factor on FFHQ-UV's yaws that best explains each detector's landmarks of the three views as one rigid
+      point set (``yaw_scale_supported``; face-oval / jaw points left out, they are silhouettes);
+    - the mean 2D distance between mediapipe's points (through the iBUG table) and FFHQ-UV's 68 per view: the
+      floor of the 68-point reprojection error for any fit driven by mediapipe.
+    """
+    from stages.geometry.landmark_schemes import IBUG68_SCHEME
+    from stages.geometry.uv_topology import FACE_OVAL_LANDMARKS
+
+    inner = np.setdiff1d(np.arange(len(next(iter(landmarks.values())))), FACE_OVAL_LANDMARKS)
+    sets = {"FFHQ-UV 68 (no jaw)": {v: p[17:] for v, p in ffhq_lm.items()},
+            "mediapipe 468 (no oval)": {v: p[inner] for v, p in landmarks.items()}}
+    out: dict = {"yaw_scale": {}, "detector_gap_px": {}}
+    for name, points in sets.items():
+        best, residuals = yaw_scale_supported(points)
+        out["yaw_scale"][name] = (best, residuals)
+        print(f"{name}: one rigid shape fits best with FFHQ-UV's yaws x{best:.2f} ({residuals[best]:.2f} px; "
+              f"x1.00: {residuals[1.0]:.2f} px)")
+    rows = list(IBUG68_SCHEME.from_mediapipe)
+    for view in VIEWS:
+        out["detector_gap_px"][view] = float(np.linalg.norm(landmarks[view][rows] - ffhq_lm[view], axis=1).mean())
+    print("mediapipe vs FFHQ-UV's 68-point detector, 2D: " +
+          "  ".join(f"{v} {d:.1f} px" for v, d in out["detector_gap_px"].items()))
+    return out
+
+
 def ssim_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(H, W) SSIM of two (H, W, 3) images in [0, 255], averaged over channels (Gaussian window)."""
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
@@ -161,6 +233,7 @@ def run(topology_obj: Path, reference_path: Path | None, pictures: Path | None) 
                                   "valid_ratio": unwraps[view].valid_ratio}
         print(f"{view:6s} {pitch:+6.2f} {yaw:+6.2f} {roll:+6.2f}   ({ref[0]:+6.2f} {ref[1]:+6.2f} {ref[2]:+6.2f})"
               f"     {err68:6.2f}   {fit.errors_px[view]:6.2f}   {unwraps[view].valid_ratio:.3f}")
+    figures["pose_evidence"] = pose_evidence(landmarks, ffhq_lm)
 
     regions = topology.masks()
     template = template_for("hifi3dpp", regions, None)

@@ -1,8 +1,11 @@
 """Fidelity to FFHQ-UV on its own three views of FFHQ 01223 (hifi3dpp topology): pose, landmarks, face region.
 
 The figures come from ``bench/score_ffhq_uv.py``, which prints them all; these tests hold the measured ones and
-mark FFHQ-UV's own targets (issue 13) that the landmark fit does not reach yet as strict expected failures, so
-they turn into errors the day they pass.
+mark FFHQ-UV's own targets (issue 13) that the landmark fit does not reach as strict expected failures, so they
+turn into errors the day they pass. Why they are not reached is measured here too: the fit recovers known yaws
+on renders of the template head, and the views' landmarks themselves (no template) support yaws 1.4 times
+FFHQ-UV's Deep3D ones, where the fit lands; FFHQ-UV's 68 points come from another detector, 12-16 px from
+mediapipe's on these views.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from stages.geometry.landmark_schemes import IBUG68_SCHEME
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
@@ -24,8 +29,11 @@ from score_ffhq_uv import (  # noqa: E402
     VIEWS,
     deep3d_angles,
     lm68_error,
+    pose_evidence,
     read_ffhq_uv_landmarks,
 )
+
+TEASER_TEXTURE = HEAD_OBJ.parent / "tex_teaser1.png"
 
 
 @pytest.fixture(scope="module")
@@ -62,15 +70,17 @@ def test_front_view_pose_matches_ffhq_uv_and_side_views_turn_the_right_way(sampl
     assert 20 < yaws["left"] < 32 and -31 < yaws["right"] < -20, yaws  # FFHQ-UV: +22.2, -23.0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: the landmark fit turns the side views 6-9 degrees further than "
-                   "FFHQ-UV's Deep3D fit (+30.9 / -28.2 against +22.2 / -23.0)")
+@pytest.mark.xfail(strict=True, reason="issue 13: the fit turns the side views to +30.9 / -28.2, FFHQ-UV's Deep3D "
+                   "regression to +22.2 / -23.0; the views' own landmarks, as one rigid shape, support FFHQ-UV's yaws "
+                   "x1.4 (test_views_landmarks_support_larger_yaws_than_ffhq_uv_fit), so the gap is Deep3D's")
 def test_fitted_yaw_and_pitch_within_two_degrees_of_ffhq_uv(sample):
     errors = angle_errors(sample[4])
     assert all(e[0] < 2.0 and e[1] < 2.0 for e in errors.values()), errors
 
 
-@pytest.mark.xfail(strict=True, reason="issue 13: FFHQ-UV's 68-point detector and mediapipe's 468 points differ "
-                   "by ~7 px after a similarity on these views; the fitted head's iBUG points sit 12-17 px off")
+@pytest.mark.xfail(strict=True, reason="issue 13: FFHQ-UV's 68-point detector (run on a 224 crop, 3.7 px per crop "
+                   "pixel) and mediapipe's points differ by 11.7-16.2 px in 2D on these views; the fitted head's "
+                   "iBUG points sit 11.8-17.5 px off (test_fitted_head_lands_at_the_detectors_disagreement)")
 def test_ffhq_uv_landmarks_reprojected_within_two_pixels(sample):
     _, model, _, _, fit = sample
     ffhq = read_ffhq_uv_landmarks()
@@ -78,11 +88,54 @@ def test_ffhq_uv_landmarks_reprojected_within_two_pixels(sample):
     assert max(errors.values()) < 2.0, errors
 
 
-def test_fitted_head_lands_near_ffhq_uv_landmarks(sample):
-    _, model, _, _, fit = sample
+def test_fitted_head_lands_at_the_detectors_disagreement(sample):
+    """The fitted head's 68 points are as far from FFHQ-UV's as mediapipe's own detections are, plus < 2 px."""
+    _, model, _, landmarks, fit = sample
     ffhq = read_ffhq_uv_landmarks()
+    rows = list(IBUG68_SCHEME.from_mediapipe)
     for view in VIEWS:
-        assert lm68_error(model, fit, view, ffhq[view]) < 20.0, view  # of a ~480 px wide face
+        gap = np.linalg.norm(landmarks[view][rows] - ffhq[view], axis=1).mean()
+        assert lm68_error(model, fit, view, ffhq[view]) < gap + 2.0, view
+
+
+def test_views_landmarks_support_larger_yaws_than_ffhq_uv_fit(sample):
+    """Template-free: one rigid point set explains both detectors' landmarks best with FFHQ-UV's yaws x1.3-1.5."""
+    _, _, _, landmarks, fit = sample
+    evidence = pose_evidence(landmarks, read_ffhq_uv_landmarks())
+    for name, (best, residuals) in evidence["yaw_scale"].items():
+        assert 1.25 < best < 1.55, (name, best)
+        assert residuals[1.0] > 1.2 * residuals[best], (name, residuals)  # FFHQ-UV's own yaws fit clearly worse
+    yaws = {v: deep3d_angles(fit.poses[v])[1] for v in ("left", "right")}
+    assert yaws["left"] > 1.25 * FFHQ_UV_ANGLES["left"][1] and yaws["right"] < 1.15 * FFHQ_UV_ANGLES["right"][1]
+
+
+def test_fit_recovers_known_yaws_on_renders_of_the_template_head(sample):
+    """The landmark embedding and fit are consistent: the textured template head turned by known yaws, rendered,
+    detected by mediapipe and fitted, comes back within 3 degrees (so the side views' yaw is not an embedding bias).
+    """
+    if not TEASER_TEXTURE.exists():
+        pytest.skip(f"needs {TEASER_TEXTURE}")
+    from scipy.spatial.transform import Rotation
+
+    from stages.face.landmarks import FaceLandmarker
+    from stages.geometry.fitting import fit_views
+    from stages.geometry.make_hifi3dpp_landmarks import render_textured
+    from stages.imageio import decode_image
+
+    topology, model = sample[0], sample[1]
+    texture = decode_image(TEASER_TEXTURE.read_bytes())
+    yaws = {"left": 25.0, "front": 0.0, "right": -25.0}
+    size = 512
+    landmarks = {}
+    with FaceLandmarker(max_faces=1) as detector:
+        for view, yaw in yaws.items():
+            turned = topology.vertices @ Rotation.from_euler("y", yaw, degrees=True).as_matrix().T
+            image = render_textured(turned, topology.triangles, topology.uvs, topology.face_uvs, texture, size)[0]
+            landmarks[view] = detector.detect_one(image).points[:, :2]
+    fit = fit_views(model, landmarks, {v: (size, size) for v in yaws})
+    for view, yaw in yaws.items():
+        pitch, fitted_yaw, roll = deep3d_angles(fit.poses[view])
+        assert abs(fitted_yaw - yaw) < 3.0 and abs(pitch) < 2.0 and abs(roll) < 2.0, (view, pitch, fitted_yaw, roll)
 
 
 def test_embedded_features_sit_in_ffhq_uv_fill_boxes(sample):
