@@ -24,7 +24,7 @@ import torch
 from stages.fitting import face_model as fm
 from stages.fitting import losses
 from stages.fitting.faithful_models import FaithfulModels
-from stages.fitting.faithful_render import FaceRender, composite, render_face
+from stages.fitting.faithful_render import FaceRaster, FaceRender, composite, raster_face, shade
 from stages.fitting.open_fit import StageReport
 from stages.fitting.preprocess import FitInput, arcface_similarity
 from stages.fitting.spherical import SphericalOptimizer
@@ -81,6 +81,7 @@ class Problem:
     target: FaithfulTarget
     backend: str = "cpu"
     seconds: dict[str, float] = field(default_factory=dict)
+    fixed_raster: FaceRaster | None = None  # stage 2: the shape is fixed, so its raster is computed once
 
     def tick(self, part: str, since: float) -> float:
         now = time.perf_counter()
@@ -94,7 +95,8 @@ def evaluate(problem: Problem, parts: fm.Coefficients, w: torch.Tensor | None, w
     models, target = problem.models, problem.target
     tick = time.perf_counter()
     uv = None if w is None else models.texgan.synthesize(w)
-    out = render_face(models.face_model, parts, uv, problem.backend)
+    raster = problem.fixed_raster or raster_face(models.face_model, parts, problem.backend)
+    out = shade(raster, uv)
     tick = problem.tick("render", tick)
     face = composite(out, target.image)
     mask = out.mask.detach()
@@ -173,7 +175,12 @@ def run_stage2(problem: Problem, state: FaithfulState, steps: int) -> tuple[Fait
     z = texgan.initial_z().requires_grad_(True)
     optimiser = SphericalOptimizer([z], torch.optim.Adam, lr=STAGE2_LR, betas=BETAS)
     parts = problem.models.face_model.split(state.coeffs.detach())
-    first = descend(problem, optimiser, lambda: (parts, texgan.z_to_w(z)), 2, steps)
+    with torch.no_grad():
+        problem.fixed_raster = raster_face(problem.models.face_model, parts, problem.backend)
+    try:
+        first = descend(problem, optimiser, lambda: (parts, texgan.z_to_w(z)), 2, steps)
+    finally:
+        problem.fixed_raster = None
     z = z.detach()
     return FaithfulState(state.coeffs.detach().clone(), z.clone(), texgan.z_to_w(z)), first
 

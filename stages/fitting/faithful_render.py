@@ -55,31 +55,53 @@ def nearest_texels(uv_map: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     return flat[:, index[:, 0] * size + index[:, 1]].T
 
 
-def render_face(model: fm.HiFi3DModel, parts: fm.Coefficients, uv_map: torch.Tensor | None,
-                backend: str = "cpu") -> FaceRender:
-    """Render batch element 0 of ``parts``: UV-textured if ``uv_map`` (1, 3, S, S) is given, else the albedo."""
+@dataclass
+class FaceRaster:
+    """The geometry part of a render: covered pixels ``index`` (P,) flat, their interpolated ``uv`` (P, 2) in
+    0..512, ``shading`` (P, 3) and vertex ``colour`` (P, 3) (albedo x shading, for untextured renders), the
+    coverage ``mask`` (1, 1, 224, 224) and ``landmarks`` (1, 68, 2) y up. Constant while the shape is (stage 2)."""
+
+    index: torch.Tensor
+    uv: torch.Tensor
+    shading: torch.Tensor
+    colour: torch.Tensor
+    mask: torch.Tensor
+    landmarks: torch.Tensor
+
+
+def raster_face(model: fm.HiFi3DModel, parts: fm.Coefficients, backend: str = "cpu") -> FaceRaster:
+    """Rasterise batch element 0 of ``parts`` and interpolate its per-vertex attributes."""
     shape = model.shape(parts.id, parts.exp)
     camera = fm.to_camera(shape, parts.angle, parts.trans)[0]
     normals = vertex_normals(shape[0], model.head_tri) @ fm.rotation(parts.angle)[0].T
     shading = fm.sh_shading(normals[None], parts.gamma)[0]  # (N, 3)
-    screen = _screen(camera)
     size = fm.IMAGE_SIZE
-    covered, tri_ids, bary = rasterize_pixels(screen, model.face_tri.numpy(), size, backend)
+    covered, tri_ids, bary = rasterize_pixels(_screen(camera), model.face_tri.numpy(), size, backend)
     corners = model.face_tri[tri_ids]  # (P, 3) vertex ids
 
     def interpolate(values: torch.Tensor) -> torch.Tensor:
         return (bary[:, :, None] * values[corners]).sum(dim=1)
 
-    if uv_map is None:
-        colour = interpolate(model.albedo(parts.tex)[0] / 255.0 * shading)
-    else:
-        colour = nearest_texels(uv_map, interpolate(model.vtx_vt)) * interpolate(shading)
     index = torch.as_tensor(covered, dtype=torch.int64)
-    image = torch.zeros(size * size, 3, dtype=colour.dtype).index_put((index,), colour)
-    mask = torch.zeros(size * size, dtype=colour.dtype)
+    mask = torch.zeros(size * size, dtype=shading.dtype)
     mask[index] = 1.0
-    landmarks = fm.project(camera[model.keypoints][None])
-    return FaceRender(image.T.reshape(1, 3, size, size), mask.reshape(1, 1, size, size), landmarks)
+    return FaceRaster(index, interpolate(model.vtx_vt), interpolate(shading),
+                      interpolate(model.albedo(parts.tex)[0] / 255.0 * shading), mask.reshape(1, 1, size, size),
+                      fm.project(camera[model.keypoints][None]))
+
+
+def shade(raster: FaceRaster, uv_map: torch.Tensor | None) -> FaceRender:
+    """The image of a raster: UV-textured if ``uv_map`` (1, 3, S, S) is given, else the albedo."""
+    colour = raster.colour if uv_map is None else nearest_texels(uv_map, raster.uv) * raster.shading
+    size = fm.IMAGE_SIZE
+    image = torch.zeros(size * size, 3, dtype=colour.dtype).index_put((raster.index,), colour)
+    return FaceRender(image.T.reshape(1, 3, size, size), raster.mask, raster.landmarks)
+
+
+def render_face(model: fm.HiFi3DModel, parts: fm.Coefficients, uv_map: torch.Tensor | None,
+                backend: str = "cpu") -> FaceRender:
+    """Render batch element 0 of ``parts``: UV-textured if ``uv_map`` (1, 3, S, S) is given, else the albedo."""
+    return shade(raster_face(model, parts, backend), uv_map)
 
 
 def composite(render: FaceRender, photo: torch.Tensor) -> torch.Tensor:
