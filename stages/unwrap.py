@@ -21,6 +21,7 @@ import pyarrow as pa
 from stages.base import Sample, Stage, StageResult, StageSettings, configured_weights_dir
 from stages.errors import ConfigError, SampleError
 from stages.face.landmarks import LandmarkBackend, MultiFacePolicy
+from stages.face.region import face_region, parsed_face_region
 from stages.views import ANY_VIEW, VIEW_NAMES, current_views, view_key
 
 NO_VIEWS = "no_views"  # the sample has no image to unwrap (no view_<v> / relit_<v> / aligned output)
@@ -32,22 +33,6 @@ Rasterizer = Literal["auto", "cpu", "nvdiffrast"]  # auto = nvdiffrast on cuda, 
 UV_VIEW = "uv_{view}"  # (S, S, 3) RGB unwrap of one view, zero outside its mask
 UVMASK_VIEW = "uvmask_{view}"  # (S, S) gray, 255 = valid texel
 LANDMARK_ERROR_VIEW = "unwrap_landmark_error_{view}"  # reprojection error, fraction of the face width
-# FFHQ-UV's parsing mask dilates the eye holes by about 5 px at 1024 (box-blur 11 then >= 1, pipeline.md 2.4(a)).
-EYE_DILATE_1024 = 5
-# Skin face region (``skin_face_region``): skin is looked for inside the face oval scaled by SKIN_EXTEND about its
-# centre (the oval stops a third of the forehead below the hairline and short of the ears); the colour model's
-# seed is the oval eroded by SEED_ERODE, brows/eyes/lips/nostrils grown by FEATURE_PAD are kept as face whatever
-# their colour, and the skin mask is opened and closed with SKIN_SMOOTH; all fractions of the face width.
-SKIN_EXTEND = 1.3
-SKIN_WORK_WIDTH = 256  # px: the skin model works on the view scaled to at most this face width
-# A view counts as turned when one half of its face oval (nose tip to contour) is this much wider than the other,
-# fully from TURNED_RATIO + TURNED_RAMP.
-TURNED_RATIO, TURNED_RAMP = 1.3, 0.3
-SEED_ERODE = 0.08
-FEATURE_PAD = 0.03
-SKIN_SMOOTH = 0.01
-
-
 @dataclass
 class UnwrapSettings(StageSettings):
     # The UV layout is the run-level ``topology`` section (stages.run_settings), shared with complete.
@@ -74,7 +59,7 @@ def _float_fields() -> tuple[pa.Field, ...]:
             pa.field(view_key(LANDMARK_ERROR_VIEW, view), pa.float32()),  # same, fraction of the face width
             pa.field(f"unwrap_valid_ratio_{view}", pa.float32()),  # share of the centre face the view fills
             pa.field(f"unwrap_yaw_{view}", pa.float32()),  # fitted head yaw, degrees
-            # share of the landmark face oval masked out as hair / occluder by the skin model (null: parser)
+            # share of the face oval above the mouth masked as hair / occluder (stages/face/region.py; null: parser)
             pa.field(f"unwrap_masked_fraction_{view}", pa.float32()),
         ]
     # Where the face region came from: "parser" (BiSeNet labels) or "landmarks" (face oval).
@@ -190,179 +175,8 @@ class ViewUnwrap:
     face_width_px: float
     valid_ratio: float
     yaw_degrees: float
-    masked_fraction: float | None = None  # share of the landmark face oval masked as hair/occluder (skin model)
+    masked_fraction: float | None = None  # share of the upper face oval masked as hair/occluder (region.py)
 
-
-def _fill(points: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W) bool inside the polygon of (K, 2) pixel points."""
-    import cv2
-
-    canvas = np.zeros((height, width), dtype=np.uint8)
-    cv2.fillPoly(canvas, [np.round(points * 16).astype(np.int32)], 1, shift=4)
-    return canvas.astype(bool)
-
-
-def _hull(points: np.ndarray, height: int, width: int) -> np.ndarray:
-    import cv2
-
-    return _fill(cv2.convexHull(points.astype(np.float32))[:, 0, :].astype(np.float64), height, width)
-
-
-def _disk(radius: int) -> np.ndarray:
-    import cv2
-
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
-
-
-def face_region(landmarks: np.ndarray, height: int, width: int, exclude_eyes_mouth: bool,
-                image: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """(H, W) bool face region from (468, 2) pixel landmarks, and the share of the face oval masked as non-skin.
-
-    Without ``image``: the face oval minus eyes and mouth opening. With the view's (H, W, 3) ``image``: the skin
-    the view shows (``skin_face_region``) minus the same holes.
-    """
-    import cv2
-    from mediapipe.python.solutions import face_mesh_connections as fmc
-
-    from stages.geometry.uv_topology import edge_loops, polygon_area
-
-    region = _fill(landmarks[edge_loops(fmc.FACEMESH_FACE_OVAL)[0]], height, width)
-    masked = 0.0
-    if image is not None:
-        region, masked = skin_face_region(image, landmarks, region)
-    if exclude_eyes_mouth:
-        holes = (_fill(landmarks[edge_loops(fmc.FACEMESH_LEFT_EYE)[0]], height, width)
-                 | _fill(landmarks[edge_loops(fmc.FACEMESH_RIGHT_EYE)[0]], height, width)).astype(np.uint8)
-        holes = cv2.dilate(holes, _disk(max(1, round(EYE_DILATE_1024 * max(height, width) / 1024))))
-        lips = sorted(edge_loops(fmc.FACEMESH_LIPS), key=lambda loop: polygon_area(landmarks[loop]))
-        region &= ~(holes.astype(bool) | _fill(landmarks[lips[0]], height, width))
-    return region, masked
-
-
-def protected_features(landmarks: np.ndarray, height: int, width: int, pad: int) -> np.ndarray:
-    """(H, W) bool: brows, eyes, lips and nostrils (convex hulls, grown by ``pad`` px), which are face but not
-    skin-coloured."""
-    import cv2
-    from mediapipe.python.solutions import face_mesh_connections as fmc
-
-    from stages.geometry.uv_topology import NOSTRIL_IMAGE_LEFT, NOSTRIL_IMAGE_RIGHT
-
-    def points(connections) -> list[int]:
-        return sorted({a for edge in connections for a in edge})
-
-    groups = [points(fmc.FACEMESH_LEFT_EYEBROW), points(fmc.FACEMESH_RIGHT_EYEBROW), points(fmc.FACEMESH_LEFT_EYE),
-              points(fmc.FACEMESH_RIGHT_EYE), points(fmc.FACEMESH_LIPS), list(NOSTRIL_IMAGE_LEFT),
-              list(NOSTRIL_IMAGE_RIGHT)]
-    mask = np.zeros((height, width), dtype=bool)
-    for group in groups:
-        mask |= _hull(landmarks[group], height, width)
-    return cv2.dilate(mask.astype(np.uint8), _disk(pad)) > 0
-
-
-def skin_face_region(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> tuple[np.ndarray, float]:
-    """``_skin_region`` on a copy of the view scaled so the face is at most ``SKIN_WORK_WIDTH`` px wide (colour
-    statistics need no more, and a 1024 view costs 16 times less), the region scaled back to the view."""
-    import cv2
-
-    from stages.geometry.uv_topology import EAR_FRONT
-
-    h, w = oval.shape
-    scale = min(1.0, SKIN_WORK_WIDTH / max(float(np.linalg.norm(landmarks[EAR_FRONT[0]] - landmarks[EAR_FRONT[1]])),
-                                           1.0))
-    if scale >= 1.0:
-        return _skin_region(image, landmarks, oval)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    points = (landmarks + 0.5) * np.array([size[0] / w, size[1] / h]) - 0.5
-    small_oval = _fill(points[oval_loop()], size[1], size[0])
-    region, masked = _skin_region(small, points, small_oval)
-    region = cv2.resize(region.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
-    return region, masked
-
-
-def _skin_region(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> tuple[np.ndarray, float]:
-    """The face region a view shows, from its (H, W, 3) uint8 RGB image, (468, 2) landmarks and (H, W) face oval.
-
-    A per-sample skin colour model (``stages/face/skin.py``), fitted on the oval's cheeks, forehead and nose,
-    extends the region beyond the oval where FFHQ-UV's face parser reaches (``extension_zone``: the forehead up to
-    the hairline, and on a turned view the visible cheek up to the ear) and drops hair strands, fringes, glasses
-    frames and hands inside it by their hue; brows, eyes, lips and nostrils are kept.
-    Returns the (H, W) bool region and the fraction of the oval dropped as non-skin.
-    """
-    import cv2
-
-    from stages.face.skin import fit_skin_model, skin_chroma, skin_pixels, smooth_like_skin, strand_energy, to_ycc
-    from stages.geometry.uv_topology import EAR_FRONT
-
-    h, w = oval.shape
-    face_width = float(np.linalg.norm(landmarks[EAR_FRONT[0]] - landmarks[EAR_FRONT[1]]))
-    zone = extension_zone(landmarks, h, w) & ~oval
-    protected = protected_features(landmarks, h, w, max(1, round(FEATURE_PAD * face_width))) & oval
-    rows, cols = np.nonzero(zone | oval)
-    box = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
-    ycc = to_ycc(image[box])
-    seed = cv2.erode(oval[box].astype(np.uint8), _disk(max(1, round(SEED_ERODE * face_width)))) > 0
-    model = fit_skin_model(ycc, seed & ~protected[box])
-    if model is None:
-        return oval, 0.0
-    radius = max(1, round(SKIN_SMOOTH * face_width))
-    # Inside the oval hue decides (wrinkles, folds and the face's edge have texture too); beyond it skin must also
-    # be as smooth as the sample's own, which keeps a fringe of skin-coloured hair out of the forehead.
-    smooth = smooth_like_skin(strand_energy(ycc, face_width), seed & ~protected[box])
-    inside = oval[box] & (skin_chroma(ycc, model) | protected[box])
-    beyond = zone[box] & skin_pixels(ycc, model) & smooth
-    skin = (inside | beyond).astype(np.uint8)
-    skin = cv2.morphologyEx(cv2.morphologyEx(skin, cv2.MORPH_CLOSE, _disk(radius)), cv2.MORPH_OPEN, _disk(radius))
-    # Only skin connected to the face's own: a hand or a background of a similar colour stays out.
-    count, labels = cv2.connectedComponents(skin)
-    keep = np.unique(labels[seed & (labels > 0)])
-    region = np.zeros((h, w), dtype=bool)
-    region[box] = np.isin(labels, keep) & (skin > 0) & (oval[box] | zone[box])
-    region |= protected
-    masked = float((oval & ~region).sum() / max(int(oval.sum()), 1))
-    return region, masked
-
-
-def extension_zone(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W) bool where skin beyond the face oval may belong to the face region: the oval pushed outwards from
-    its centre by up to ``SKIN_EXTEND`` - 1 of its radius, fully at the forehead's top (fading out towards the
-    eyes), and sideways on the visible cheek of a turned view (the side whose half-width is larger; the far side's
-    oval is the face's silhouette) down to the mouth."""
-    from stages.face.landmarks import MOUTH_CORNER_IMAGE_LEFT, NOSE_TIP
-    from stages.geometry.uv_topology import OUTER_EYE_IMAGE_LEFT, OUTER_EYE_IMAGE_RIGHT
-
-    loop = landmarks[oval_loop()]
-    centre = loop.mean(axis=0)
-    nose = landmarks[NOSE_TIP]
-    eye_y = (landmarks[OUTER_EYE_IMAGE_LEFT, 1] + landmarks[OUTER_EYE_IMAGE_RIGHT, 1]) / 2
-    top_y = loop[:, 1].min()
-    up = np.clip((eye_y - loop[:, 1]) / max(eye_y - top_y, 1e-6), 0.0, 1.0)
-    half_left, half_right = nose[0] - loop[:, 0].min(), loop[:, 0].max() - nose[0]
-    ratio = max(half_left, half_right) / max(min(half_left, half_right), 1e-6)
-    near_is_left = half_left > half_right
-    near = (loop[:, 0] < nose[0]) == near_is_left
-    turned = np.clip((ratio - TURNED_RATIO) / TURNED_RAMP, 0.0, 1.0)
-    side = near * turned * (loop[:, 1] < landmarks[MOUTH_CORNER_IMAGE_LEFT, 1])
-    weight = np.maximum(up, side)
-    pushed = centre + (loop - centre) * (1.0 + (SKIN_EXTEND - 1.0) * weight[:, None])
-    return _fill(pushed, height, width)
-
-
-def oval_loop() -> list[int]:
-    """mediapipe's face-oval landmarks in contour order."""
-    from mediapipe.python.solutions import face_mesh_connections as fmc
-
-    from stages.geometry.uv_topology import edge_loops
-
-    return edge_loops(fmc.FACEMESH_FACE_OVAL)[0]
-
-
-def parsed_face_region(labels: np.ndarray, exclude_eyes_mouth: bool) -> np.ndarray:
-    """(H, W) bool face region from (H, W) BiSeNet labels: FFHQ-UV's parsing mask, its eye box scaled to the view."""
-    from stages.networks.bisenet import face_parsing_mask
-
-    radius = max(1, round(EYE_DILATE_1024 * max(labels.shape) / 1024))
-    return face_parsing_mask(labels, exclude_eyes_mouth, eye_box=2 * radius + 1)
 
 
 def unwrap_sample(topology, shape_model, images: dict[str, np.ndarray], landmarks: dict[str, np.ndarray],
@@ -476,7 +290,7 @@ def texel_visibility(topology, fit, view: str, size: tuple[int, int],
 def landmark_region(topology, fit, view: str, landmarks: np.ndarray, height: int, width: int,
                     exclude_eyes_mouth: bool, image: np.ndarray | None = None) -> tuple[np.ndarray, float]:
     """(H, W) bool face region of a view from its (468, 2) or (68, 2) detected pixel landmarks, and the share of
-    the face oval masked as non-skin (``face_region``; ``image`` given = the skin colour model is used).
+    the upper face oval masked as hair or occluder (``face_region``; ``image`` given = the skin segmentation).
 
     468 points: their own contours (``face_region``). 68 points (dlib) have no face-oval or eyelid contours: the
     fitted surface's embedded mediapipe points projected into the view give them, forehead included, and the

@@ -207,7 +207,8 @@ def test_stage_unwraps_an_aligned_photo_and_reports_fields(tmp_path, cache):
     assert set(result.fields) <= declared
     assert result.fields["unwrap_landmark_error_px_front"] < 2.0
     assert 0 < result.fields["unwrap_landmark_error_front"] < 0.02
-    assert result.fields["unwrap_valid_ratio_front"] > 0.8  # one frontal view plus its mirror image
+    # one frontal view plus its mirror image, less the fringe over her forehead (masked as hair)
+    assert result.fields["unwrap_valid_ratio_front"] > 0.7
     assert abs(result.fields["unwrap_yaw_front"]) < 15
 
 

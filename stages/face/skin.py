@@ -10,12 +10,10 @@ face region from the landmarks, and this module makes that region follow the ski
 - ``skin_pixels``: pixels whose squared Mahalanobis distance to that model is below ``SKIN_DISTANCE2`` (the
   chi-square 99 % point for 3 degrees of freedom) and whose luma is not far below the skin's (hair, brows and
   shadows of the same hue are darker), as FFHQ-UV's prior separates skin from hair, background and glasses;
-- ``skin_chroma``: the same test on chroma alone (``CHROMA_DISTANCE2``, 2 degrees of freedom), which keeps the
-  face's own shadows (they keep the skin's hue) while hair, glasses and hands differ in hue or saturation.
+- ``strand_energy``: hair the colour of skin (a blonde fringe over the forehead) differs in texture: a band-pass
+  of the luma at the scale of a strand, averaged locally, is several times stronger on hair than on skin.
 
-- ``strand_energy`` / ``smooth_like_skin``: hair the colour of skin (a blonde fringe over the forehead) differs in
-  texture: a band-pass of the luma at the scale of a strand, averaged locally, is several times stronger on hair
-  than on the sample's own skin (its median and spread measured on the seed).
+``stages/face/region.py`` seeds its skin/hair segmentation with these.
 
 Shapes: images (H, W, 3) uint8 RGB, masks (H, W) bool.
 """
@@ -29,7 +27,6 @@ import numpy as np
 
 LUMA_WEIGHT = 0.5  # luma deviations count half: shading moves luma, not chroma
 SKIN_DISTANCE2 = 11.34  # chi-square(3) 99 % point
-CHROMA_DISTANCE2 = 13.82  # chi-square(2) 99.9 % point: inside the face only clear outliers are masked
 TRIM_DISTANCE2 = 7.81  # chi-square(3) 95 %: seed pixels beyond it are dropped before refitting
 TRIM_ROUNDS = 2
 # Covariance floor (YCbCr units squared): a nearly flat seed (a synthetic face) must still accept its own noise.
@@ -87,16 +84,7 @@ def skin_pixels(ycc: np.ndarray, model: SkinModel) -> np.ndarray:
     return close & not_dark
 
 
-def skin_chroma(ycc: np.ndarray, model: SkinModel) -> np.ndarray:
-    """(H, W) bool: pixels of ``to_ycc`` values whose chroma (Cb, Cr) the model takes for skin, whatever the luma."""
-    covariance = np.linalg.inv(model.inverse_covariance)[1:, 1:]
-    centred = ycc[..., 1:] - model.mean[1:]
-    distance2 = np.einsum("...i,ij,...j->...", centred, np.linalg.inv(covariance), centred)
-    return distance2 < CHROMA_DISTANCE2
-
-
 STRAND_SCALE = 0.006  # strand width, fraction of the face width: the band-pass is blur(s) - blur(3 s)
-ENERGY_SPREAD = 8.0  # hair: strand energy above the skin median by this many median absolute deviations
 
 
 def strand_energy(ycc: np.ndarray, face_width: float) -> np.ndarray:
@@ -105,13 +93,3 @@ def strand_energy(ycc: np.ndarray, face_width: float) -> np.ndarray:
     luma = ycc[..., 0]
     band = np.abs(cv2.GaussianBlur(luma, (0, 0), sigma) - cv2.GaussianBlur(luma, (0, 0), 3 * sigma))
     return cv2.GaussianBlur(band, (0, 0), 3 * sigma)
-
-
-def smooth_like_skin(energy: np.ndarray, seed: np.ndarray) -> np.ndarray:
-    """(H, W) bool: texels whose strand energy is within ``ENERGY_SPREAD`` deviations of the seed skin's."""
-    values = energy[seed]
-    if values.size < MIN_SEED_PIXELS:
-        return np.ones(energy.shape, dtype=bool)
-    median = float(np.median(values))
-    spread = float(np.median(np.abs(values - median))) + 1e-3
-    return energy < median + ENERGY_SPREAD * spread

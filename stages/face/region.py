@@ -1,0 +1,256 @@
+"""Which pixels of a view belong to the face region that unwrap samples into the UV map.
+
+FFHQ-UV takes the region from its face parser (BiSeNet: skin, brows, eyes, nose, lips; hair, ears, neck and
+background out). ``parsed_face_region`` does the same when the parser's weights are configured. Without them the
+region comes from the mediapipe landmarks and the view's own colours:
+
+- ``face_region``: the face oval (468-point contour) minus the eyes and the mouth opening; with the view's image,
+  the skin the view shows (``skin_face_region``) minus the same holes;
+- ``skin_face_region``: a two-class segmentation of skin against hair and background by OpenCV's GrabCut
+  (Gaussian-mixture colour models of both classes and a graph cut, Rother et al. 2004), seeded from the
+  landmarks: the sample's own cheek/nose skin (the pixels the YCbCr skin prior of ``stages/face/skin.py`` accepts
+  inside the eroded oval) is sure face, the rest of the oval probable face, the extension zone (forehead up to the
+  hairline, the visible cheek of a turned view) probable background, everything around it sure background. It
+  drops hair strands, fringes, glasses frames and hands from the oval and stops the forehead at the hairline;
+- brows, eyes, lips and nostrils (``protected_features``) are face whatever their colour.
+
+Shapes: images (H, W, 3) uint8 RGB, landmarks (468, 2) pixels (x right, y down), masks (H, W) bool.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from stages.face.landmarks import MOUTH_CORNER_IMAGE_LEFT, MOUTH_CORNER_IMAGE_RIGHT, NOSE_TIP
+from stages.face.skin import fit_skin_model, skin_pixels, strand_energy, to_ycc
+from stages.geometry.uv_topology import (
+    EAR_FRONT,
+    NOSTRIL_IMAGE_LEFT,
+    NOSTRIL_IMAGE_RIGHT,
+    OUTER_EYE_IMAGE_LEFT,
+    OUTER_EYE_IMAGE_RIGHT,
+    edge_loops,
+    polygon_area,
+)
+from stages.networks.bisenet import face_parsing_mask
+
+# FFHQ-UV's parsing mask dilates the eye holes by about 5 px at 1024 (box-blur 11 then >= 1, pipeline.md 2.4(a)).
+EYE_DILATE_1024 = 5
+# Skin face region (``skin_face_region``): skin is looked for inside the face oval scaled by SKIN_EXTEND about its
+# centre (the oval stops a third of the forehead below the hairline and short of the ears); the colour model's
+# seed is the oval eroded by SEED_ERODE, brows/eyes/lips/nostrils grown by FEATURE_PAD are kept as face whatever
+# their colour, the background class is sampled in a band BACKGROUND_BAND wide around the search zone, and the
+# face mask is closed and opened with SKIN_SMOOTH; all fractions of the face width.
+SKIN_EXTEND = 1.3
+SKIN_WORK_WIDTH = 160  # px: the segmentation works on the view scaled to at most this face width
+# A view counts as turned when one half of its face oval (nose tip to contour) is this much wider than the other,
+# fully from TURNED_RATIO + TURNED_RAMP.
+TURNED_RATIO, TURNED_RAMP = 1.3, 0.3
+SEED_ERODE = 0.08
+FEATURE_PAD = 0.03
+SKIN_SMOOTH = 0.01
+BACKGROUND_BAND = 0.15
+GRABCUT_ITERATIONS = 3
+OUTLINE_MARGIN = 0.04  # masked_fraction ignores this band inside the oval's outline (fraction of the face width)
+# GrabCut's features (``_grabcut_colours``): strand texture in skin deviations, chroma stretched about neutral.
+GRABCUT_ENERGY_GAIN, GRABCUT_CHROMA_GAIN = 6.0, 3.0
+
+
+def fill_polygon(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) bool inside the polygon of (K, 2) pixel points."""
+    canvas = np.zeros((height, width), dtype=np.uint8)
+    cv2.fillPoly(canvas, [np.round(points * 16).astype(np.int32)], 1, shift=4)
+    return canvas.astype(bool)
+
+
+def convex_hull_mask(points: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) bool inside the convex hull of (K, 2) pixel points."""
+    return fill_polygon(cv2.convexHull(points.astype(np.float32))[:, 0, :].astype(np.float64), height, width)
+
+
+def disk(radius: int) -> np.ndarray:
+    """A (2r+1, 2r+1) elliptic structuring element."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+
+
+def _face_mesh_connections():
+    # mediapipe's solutions package takes most of a second to import: only when a region is computed.
+    from mediapipe.python.solutions import face_mesh_connections
+
+    return face_mesh_connections
+
+
+def oval_loop() -> list[int]:
+    """mediapipe's face-oval landmarks in contour order."""
+    return edge_loops(_face_mesh_connections().FACEMESH_FACE_OVAL)[0]
+
+
+def face_width_px(landmarks: np.ndarray) -> float:
+    """Distance between the two points in front of the ears, in pixels."""
+    return float(np.linalg.norm(landmarks[EAR_FRONT[0]] - landmarks[EAR_FRONT[1]]))
+
+
+def face_region(landmarks: np.ndarray, height: int, width: int, exclude_eyes_mouth: bool,
+                image: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """(H, W) bool face region from (468, 2) pixel landmarks, and the share of the upper face oval masked as hair or
+    occluder (``masked_fraction``; 0 without ``image``).
+
+    Without ``image``: the face oval minus eyes and mouth opening. With the view's (H, W, 3) ``image``: the skin
+    the view shows (``skin_face_region``) minus the same holes.
+    """
+    fmc = _face_mesh_connections()
+    region = fill_polygon(landmarks[oval_loop()], height, width)
+    masked = 0.0
+    if image is not None:
+        oval = region
+        region = skin_face_region(image, landmarks, oval)
+        masked = masked_fraction(oval, region, landmarks)
+    if exclude_eyes_mouth:
+        holes = (fill_polygon(landmarks[edge_loops(fmc.FACEMESH_LEFT_EYE)[0]], height, width)
+                 | fill_polygon(landmarks[edge_loops(fmc.FACEMESH_RIGHT_EYE)[0]], height, width)).astype(np.uint8)
+        holes = cv2.dilate(holes, disk(max(1, round(EYE_DILATE_1024 * max(height, width) / 1024))))
+        lips = sorted(edge_loops(fmc.FACEMESH_LIPS), key=lambda loop: polygon_area(landmarks[loop]))
+        region &= ~(holes.astype(bool) | fill_polygon(landmarks[lips[0]], height, width))
+    return region, masked
+
+
+def masked_fraction(oval: np.ndarray, region: np.ndarray, landmarks: np.ndarray) -> float:
+    """Share of the face oval's inside above the mouth corners that ``region`` leaves out: hair falling over the
+    forehead, temples and cheeks, glasses frames, a hand. The oval is first eroded by ``OUTLINE_MARGIN``: along
+    its outline the segmentation only moves the edge to the face's true silhouette, which is no occlusion; below
+    the mouth the outline is the jaw, which hair seldom covers and the neck's shadow often darkens."""
+    mouth_y = (landmarks[MOUTH_CORNER_IMAGE_LEFT, 1] + landmarks[MOUTH_CORNER_IMAGE_RIGHT, 1]) / 2
+    margin = max(1, round(OUTLINE_MARGIN * face_width_px(landmarks)))
+    inner = cv2.erode(oval.astype(np.uint8), disk(margin)) > 0
+    inner[max(0, int(np.ceil(mouth_y))):] = False
+    return float((inner & ~region).sum() / max(int(inner.sum()), 1))
+
+
+def protected_features(landmarks: np.ndarray, height: int, width: int, pad: int) -> np.ndarray:
+    """(H, W) bool: brows, eyes, lips and nostrils (convex hulls, grown by ``pad`` px), which are face but not
+    skin-coloured."""
+    fmc = _face_mesh_connections()
+
+    def points(connections) -> list[int]:
+        return sorted({a for edge in connections for a in edge})
+
+    groups = [points(fmc.FACEMESH_LEFT_EYEBROW), points(fmc.FACEMESH_RIGHT_EYEBROW), points(fmc.FACEMESH_LEFT_EYE),
+              points(fmc.FACEMESH_RIGHT_EYE), points(fmc.FACEMESH_LIPS), list(NOSTRIL_IMAGE_LEFT),
+              list(NOSTRIL_IMAGE_RIGHT)]
+    mask = np.zeros((height, width), dtype=bool)
+    for group in groups:
+        mask |= convex_hull_mask(landmarks[group], height, width)
+    return cv2.dilate(mask.astype(np.uint8), disk(pad)) > 0
+
+
+def skin_face_region(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> np.ndarray:
+    """``segment_skin`` on a copy of the view scaled so the face is at most ``SKIN_WORK_WIDTH`` px wide (colour
+    statistics need no more, and a 1024 view costs 40 times less), the (H, W) bool region scaled back."""
+    h, w = oval.shape
+    scale = min(1.0, SKIN_WORK_WIDTH / max(face_width_px(landmarks), 1.0))
+    if scale >= 1.0:
+        return segment_skin(image, landmarks, oval)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    points = (landmarks + 0.5) * np.array([size[0] / w, size[1] / h]) - 0.5
+    small_oval = fill_polygon(points[oval_loop()], size[1], size[0])
+    region = segment_skin(small, points, small_oval)
+    region = cv2.resize(region.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
+    # Features stay face at full resolution (their hulls are thin at the working scale).
+    return region | (protected_features(landmarks, h, w, max(1, round(FEATURE_PAD * face_width_px(landmarks))))
+                     & oval)
+
+
+def segment_skin(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> np.ndarray:
+    """The (H, W) bool face region a view shows, from its (H, W, 3) uint8 RGB image, (468, 2) landmarks and (H, W)
+    face oval: GrabCut seeded from the landmarks and the sample's skin colour model (module docstring)."""
+    h, w = oval.shape
+    width = face_width_px(landmarks)
+    zone = extension_zone(landmarks, h, w) & ~oval
+    protected = protected_features(landmarks, h, w, max(1, round(FEATURE_PAD * width))) & oval
+    search = zone | oval
+    box = _segmentation_box(search, oval, max(2, round(BACKGROUND_BAND * width)))
+    ycc = to_ycc(image[box])
+    seed = cv2.erode(oval[box].astype(np.uint8), disk(max(1, round(SEED_ERODE * width)))) > 0
+    model = fit_skin_model(ycc, seed & ~protected[box])
+    if model is None:
+        return oval
+    sure = seed & ~protected[box] & skin_pixels(ycc, model)
+    labels = np.full(sure.shape, cv2.GC_BGD, dtype=np.uint8)
+    labels[search[box]] = cv2.GC_PR_BGD
+    # Zone pixels the skin prior accepts start as face: on a bare forehead the zone is mostly skin, which must not
+    # teach the background model skin colours.
+    labels[(zone[box] & skin_pixels(ycc, model)) | oval[box]] = cv2.GC_PR_FGD
+    labels[sure | protected[box]] = cv2.GC_FGD
+    if not (labels == cv2.GC_BGD).any() or not (labels == cv2.GC_FGD).any():
+        return oval  # the face fills the image: no background to learn from
+    colours = _grabcut_colours(ycc, width, seed & ~protected[box], protected[box], model.mean)
+    background_model, face_model = np.zeros((1, 65)), np.zeros((1, 65))
+    cv2.grabCut(colours, labels, None, background_model, face_model, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
+    face = ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)).astype(np.uint8)
+    radius = max(1, round(SKIN_SMOOTH * width))
+    face = cv2.morphologyEx(cv2.morphologyEx(face, cv2.MORPH_CLOSE, disk(radius)), cv2.MORPH_OPEN, disk(radius))
+    # Only skin connected to the face's own: a hand or a background of a similar colour stays out.
+    _, components = cv2.connectedComponents(face)
+    keep = np.unique(components[seed & (components > 0)])
+    region = np.zeros((h, w), dtype=bool)
+    region[box] = np.isin(components, keep) & (face > 0) & search[box]
+    return region | protected
+
+
+def _segmentation_box(search: np.ndarray, oval: np.ndarray, band: int) -> tuple[slice, slice]:
+    """Rows and columns around the search zone grown by ``band`` px, cut at the chin: the neck below is skin that
+    must not teach the background model skin colours."""
+    rows, cols = np.nonzero(cv2.dilate(search.astype(np.uint8), disk(band)))
+    chin = int(np.nonzero(oval)[0].max()) + 1
+    return slice(int(rows.min()), chin), slice(int(cols.min()), int(cols.max()) + 1)
+
+
+def _grabcut_colours(ycc: np.ndarray, width: float, seed: np.ndarray, neutral: np.ndarray,
+                     skin_mean: np.ndarray) -> np.ndarray:
+    """(h, w, 3) uint8 GrabCut input from ``to_ycc`` values: hair-strand texture and chroma, no luma.
+
+    Channel 0 is ``strand_energy`` in deviations from the ``seed`` skin's median (``GRABCUT_ENERGY_GAIN`` levels
+    per median absolute deviation, skin's median at 128): a blonde fringe has the skin's hue but not its
+    smoothness. Channels 1-2 are Cb, Cr stretched by ``GRABCUT_CHROMA_GAIN`` about 128: dark hair, background and
+    glasses differ in hue or saturation. Luma is left out: shading moves it, and a shadowed cheek is still face.
+    ``neutral`` pixels (brows, eyes, lips) get the skin's values so they do not teach the face model their colours.
+    """
+    energy = strand_energy(ycc, width)
+    median = float(np.median(energy[seed]))
+    spread = float(np.median(np.abs(energy[seed] - median))) + 1e-3
+    texture = 128.0 + GRABCUT_ENERGY_GAIN * (energy - median) / spread
+    texture[neutral] = 128.0
+    chroma = ycc[..., 1:].copy()
+    chroma[neutral] = skin_mean[1:]
+    chroma = (chroma - 128.0) * GRABCUT_CHROMA_GAIN + 128.0
+    return np.ascontiguousarray(np.clip(np.dstack([texture, chroma]), 0, 255).astype(np.uint8))
+
+
+def extension_zone(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) bool where skin beyond the face oval may belong to the face region: the oval pushed outwards from
+    its centre by up to ``SKIN_EXTEND`` - 1 of its radius, fully at the forehead's top (fading out towards the
+    eyes), and sideways on the visible cheek of a turned view (the side whose half-width is larger; the far side's
+    oval is the face's silhouette) down to the mouth."""
+    loop = landmarks[oval_loop()]
+    centre = loop.mean(axis=0)
+    nose = landmarks[NOSE_TIP]
+    eye_y = (landmarks[OUTER_EYE_IMAGE_LEFT, 1] + landmarks[OUTER_EYE_IMAGE_RIGHT, 1]) / 2
+    top_y = loop[:, 1].min()
+    up = np.clip((eye_y - loop[:, 1]) / max(eye_y - top_y, 1e-6), 0.0, 1.0)
+    half_left, half_right = nose[0] - loop[:, 0].min(), loop[:, 0].max() - nose[0]
+    ratio = max(half_left, half_right) / max(min(half_left, half_right), 1e-6)
+    near_is_left = half_left > half_right
+    near = (loop[:, 0] < nose[0]) == near_is_left
+    turned = np.clip((ratio - TURNED_RATIO) / TURNED_RAMP, 0.0, 1.0)
+    side = near * turned * (loop[:, 1] < landmarks[MOUTH_CORNER_IMAGE_LEFT, 1])
+    weight = np.maximum(up, side)
+    pushed = centre + (loop - centre) * (1.0 + (SKIN_EXTEND - 1.0) * weight[:, None])
+    return fill_polygon(pushed, height, width)
+
+
+def parsed_face_region(labels: np.ndarray, exclude_eyes_mouth: bool) -> np.ndarray:
+    """(H, W) bool face region from (H, W) BiSeNet labels: FFHQ-UV's parsing mask, its eye box scaled to the view."""
+    radius = max(1, round(EYE_DILATE_1024 * max(labels.shape) / 1024))
+    return face_parsing_mask(labels, exclude_eyes_mouth, eye_box=2 * radius + 1)
