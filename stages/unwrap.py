@@ -21,11 +21,12 @@ import pyarrow as pa
 from stages.base import Sample, Stage, StageResult, StageSettings, configured_weights_dir
 from stages.errors import ConfigError, SampleError
 from stages.face.landmarks import LandmarkBackend, MultiFacePolicy
-from stages.face.region import face_region, parsed_face_region
+from stages.face.region import disk, face_region, parsed_face_region
 from stages.views import ANY_VIEW, VIEW_NAMES, current_views, view_key
 
 NO_VIEWS = "no_views"  # the sample has no image to unwrap (no view_<v> / relit_<v> / aligned output)
 FIT_FAILED = "fit_failed"  # the landmarks could not be fitted (degenerate pose)
+MASK_OPEN_1024 = 3  # texels (at 1024) of the opening that clears spikes from a view's UV mask
 
 Rasterizer = Literal["auto", "cpu", "nvdiffrast"]  # auto = nvdiffrast on cuda, else cpu
 
@@ -248,6 +249,9 @@ def unwrap_view(topology, fit, view_input: ViewInput, settings: UnwrapSettings, 
     valid = np.zeros(s * s, dtype=bool)
     valid[flat] = visible & inside
     mask = valid.reshape(s, s) & seg
+    # Texels of thin triangles at the silhouette and the ears land in the region as one-texel spikes: opened away.
+    radius = max(1, round(MASK_OPEN_1024 * s / 1024))
+    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, disk(radius)) > 0
     texture = texture * mask[..., None]
     centre = topology.masks()["center_face"] > 0.5
     timings["sample"] = timings.get("sample", 0.0) + time.perf_counter() - start

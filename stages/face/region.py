@@ -50,6 +50,7 @@ TURNED_RATIO, TURNED_RAMP = 1.3, 0.3
 SEED_ERODE = 0.08
 FEATURE_PAD = 0.03
 SKIN_SMOOTH = 0.01
+DROPPED_MARGIN = 0.015  # the region keeps this far from hair or background it dropped inside the oval
 BACKGROUND_BAND = 0.15
 GRABCUT_ITERATIONS = 3
 OUTLINE_MARGIN = 0.04  # masked_fraction ignores this band inside the oval's outline (fraction of the face width)
@@ -194,8 +195,12 @@ def segment_skin(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> 
     # Only skin connected to the face's own: a hand or a background of a similar colour stays out.
     _, components = cv2.connectedComponents(face)
     keep = np.unique(components[seed & (components > 0)])
+    face = np.isin(components, keep) & (face > 0) & search[box]
+    # A fringe's or a strand's edge is a blend of hair and skin: keep a margin from what was dropped.
+    dropped = (oval[box] & ~face).astype(np.uint8)
+    face &= ~(cv2.dilate(dropped, disk(max(1, round(DROPPED_MARGIN * width)))) > 0)
     region = np.zeros((h, w), dtype=bool)
-    region[box] = np.isin(components, keep) & (face > 0) & search[box]
+    region[box] = face
     return region | protected
 
 
