@@ -95,7 +95,6 @@ class PhotoFitter:
         ``region``: the (H, W) bool parse mask (face minus eyes and mouth, e.g. from the face parser); None = from
         the landmarks.
         """
-        from stages.face.region import face_region
         from stages.fitting import texture_init
 
         seconds: dict[str, float] = {}
