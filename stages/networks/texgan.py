@@ -10,6 +10,7 @@ statistics of 100,000 mapped z drawn by ``RandomState(123)``, cached beside the 
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -83,5 +84,8 @@ def load_texture_gan(path: str | Path, samples: int = STATS_SAMPLES, cache: Opti
         return TextureGAN(generator, stats["w_avg"], stats["w_std"])
     w_avg, w_std = latent_stats(generator, samples)
     if cache:
-        torch.save({"w_avg": w_avg, "w_std": w_std}, cached)
+        try:
+            torch.save({"w_avg": w_avg, "w_std": w_std}, cached)
+        except OSError as error:  # a read-only weights folder: recompute next time
+            logging.getLogger(__name__).warning("could not cache the W statistics at %s: %s", cached, error)
     return TextureGAN(generator, w_avg, w_std)
