@@ -60,7 +60,7 @@ def preprocess_photo(photo: np.ndarray, points468: np.ndarray, region: np.ndarra
                      ) -> tuple[FitInput, np.ndarray, np.ndarray]:
     """FFHQ-UV's preprocessing of an (H, W, 3) uint8 photo from its (468, 2+) y-down mediapipe landmarks: the
     ``FitInput``, the (68, 2) y-down photo landmarks and the (H, W) parse region used (None = from landmarks)."""
-    from stages.unwrap import face_region
+    from stages.face.region import face_region
 
     h, w = photo.shape[:2]
     lm68 = np.asarray(points468)[list(MEDIAPIPE_TO_IBUG68), :2].astype(np.float64)
