@@ -4,7 +4,8 @@ With ``--weights-dir`` the authors' checkpoints (FFHQ-UV's ``checkpoints/`` layo
 used; without it, tiny random-weight checkpoints in the same formats (``tests/tiny_fit_weights.py``), which
 measure the loop's own cost (rasteriser, 3DMM, losses, backward) with near-free networks. Parts: render (texture
 GAN + rasterise + shading), losses (ArcFace, LPIPS-VGG, the rest), backward (+ optimiser step). Also prints each
-stage's first and final total loss. ``--pictures DIR`` saves the three stages' visualisations per photo.
+stage's first and final total loss. ``--pictures DIR`` saves the three stages' visualisations per photo. Set
+OMP_NUM_THREADS=1 for one-thread figures (what a Ray worker runs with).
 
     python bench/bench_fit_faithful.py [--weights-dir CHECKPOINTS] [--steps 10 10] [--pictures /work/pictures/15]
 """

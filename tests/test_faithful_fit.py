@@ -82,3 +82,19 @@ def test_fit_command_faithful_profile_writes_ffhq_uv_outputs(weights_dir, tmp_pa
     assert len(exp_mesh.vertices) == 20481 and exp_mesh.has_uvs and exp_mesh.mtllib == "stage3_mesh.mtl"
     assert not np.allclose(id_mesh.vertices, exp_mesh.vertices)  # the expression separates the two meshes
     assert read_obj(folder / "stage1_mesh_exp.obj").colors is not None  # stage 1: 3DMM albedo per vertex
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_faithful_render_is_the_same_on_nvdiffrast_and_the_cpu_rasteriser(weights_dir):
+    from stages.fitting.faithful_models import load_faithful_models
+    from stages.fitting.faithful_render import render_face
+
+    models = load_faithful_models(weights_dir)
+    coeffs = torch.zeros(1, models.face_model.coefficient_count)
+    coeffs[0, -32] = 0.2  # yaw (angle = pitch, yaw, roll before gamma 27 and trans 3)
+    parts = models.face_model.split(coeffs)
+    uv = models.texgan.synthesize(models.texgan.z_to_w(models.texgan.initial_z()))
+    cpu, gpu = (render_face(models.face_model, parts, uv, backend) for backend in ("cpu", "nvdiffrast"))
+    assert (cpu.mask != gpu.mask).float().mean() < 0.01
+    both = (cpu.mask * gpu.mask)[0, 0] > 0
+    assert (cpu.image - gpu.image)[0].abs().sum(0)[both].mean() < 1e-2
