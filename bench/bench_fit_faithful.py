@@ -5,7 +5,7 @@ used; without it, tiny random-weight checkpoints in the same formats (``tests/ti
 measure the loop's own cost (rasteriser, 3DMM, losses, backward) with near-free networks. Parts: render (texture
 GAN + rasterise + shading), losses (ArcFace, LPIPS-VGG, the rest), backward (+ optimiser step). Also prints each
 stage's first and final total loss. ``--pictures DIR`` saves the three stages' visualisations per photo. Set
-OMP_NUM_THREADS=1 for one-thread figures (what a Ray worker runs with).
+OMP_NUM_THREADS=1 for one-thread figures (a Ray worker with one CPU runs so).
 
     python bench/bench_fit_faithful.py [--weights-dir CHECKPOINTS] [--steps 10 10] [--pictures /work/pictures/15]
 """
