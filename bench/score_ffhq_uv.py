@@ -68,7 +68,7 @@ def lm68_error(shape_model, fit, view: str, points: np.ndarray) -> float:
     from stages.geometry.landmark_schemes import IBUG68_SCHEME
 
     topology = shape_model.topology
-    lm468 = topology.landmark_points(fit.vertices)
+    lm468 = topology.landmark_points(fit.vertices_of(view))
     projected = fit.poses[view].project(lm468[list(IBUG68_SCHEME.from_mediapipe)])[:, :2]
     return float(np.linalg.norm(projected - points, axis=1).mean())
 
@@ -264,8 +264,9 @@ def save_pictures(folder: Path, images, landmarks, ffhq_lm, fit, model, unwraps,
     from stages.geometry.landmark_schemes import IBUG68_SCHEME
 
     folder.mkdir(parents=True, exist_ok=True)
-    lm468 = model.topology.landmark_points(fit.vertices)[list(IBUG68_SCHEME.from_mediapipe)]
+    rows = list(IBUG68_SCHEME.from_mediapipe)
     for view, image in images.items():
+        lm468 = model.topology.landmark_points(fit.vertices_of(view))[rows]
         canvas = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         for x, y in ffhq_lm[view]:
             cv2.circle(canvas, (int(round(x)), int(round(y))), 4, (0, 200, 0), -1)

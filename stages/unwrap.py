@@ -279,8 +279,9 @@ def texel_visibility(topology, fit, view: str, size: tuple[int, int],
     from stages.geometry.visibility import DEPTH_TOLERANCE, depth_buffer, depth_visible, normal_visible
 
     pose = fit.poses[view]
-    screen = pose.project(fit.vertices)  # (N, 3): pixels, camera depth
-    normals_cam = topology.vertex_normals(fit.vertices) @ pose.rotation.T
+    vertices = fit.vertices_of(view)  # the shared shape plus this view's residual
+    screen = pose.project(vertices)  # (N, 3): pixels, camera depth
+    normals_cam = topology.vertex_normals(vertices) @ pose.rotation.T
     vertex_ok = normal_visible(normals_cam).astype(np.float64)
     texel_xyz = topology.texel_interpolate(screen)  # (P, 3)
     visible = topology.texel_interpolate(vertex_ok[:, None])[:, 0] > 0.5
@@ -306,7 +307,7 @@ def landmark_region(topology, fit, view: str, landmarks: np.ndarray, height: int
 
     if len(landmarks) == topology.landmarks.triangles.shape[0]:
         return face_region(landmarks, height, width, exclude_eyes_mouth, image)
-    projected = fit.poses[view].project(topology.landmark_points(fit.vertices))[:, :2]
+    projected = fit.poses[view].project(topology.landmark_points(fit.vertices_of(view)))[:, :2]
     region, masked = face_region(projected, height, width, exclude_eyes_mouth, image)
     jaw = landmarks[list(scheme_of(len(landmarks)).contour)]
     outline = np.concatenate([jaw, [[jaw[-1, 0], 0.0], [jaw[0, 0], 0.0]]])
