@@ -22,7 +22,17 @@ def weights_dir(tmp_path_factory) -> Path:
                                       shared_data("hifi3dpp/head_teaser1.obj"))
 
 
-def test_faithful_stages_lower_their_losses_on_a_real_photo(weights_dir):
+@pytest.fixture
+def one_thread():
+    """torch on one thread, as in a one-CPU Ray worker: many small ops on a shared 2-core machine run several
+    times faster than with a thread pool competing for the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_faithful_stages_lower_their_losses_on_a_real_photo(weights_dir, one_thread):
     from stages.face.landmarks import FaceLandmarker
     from stages.fitting.faithful_models import load_faithful_models
     from stages.fitting.faithful_photo import FaithfulFitter
@@ -98,3 +108,28 @@ def test_faithful_render_is_the_same_on_nvdiffrast_and_the_cpu_rasteriser(weight
     assert (cpu.mask != gpu.mask).float().mean() < 0.01
     both = (cpu.mask * gpu.mask)[0, 0] > 0
     assert (cpu.image - gpu.image)[0].abs().sum(0)[both].mean() < 1e-2
+
+
+def test_faithful_render_samples_nearest_texels_and_passes_gradients(weights_dir, one_thread):
+    from stages.fitting.face_model import HiFi3DModel
+    from stages.fitting.faithful_render import nearest_texels, raster_face, shade
+
+    model = HiFi3DModel.from_mat(weights_dir / "topo_assets" / "hifi3dpp_model_info.mat")
+    coeffs = torch.zeros(1, model.coefficient_count, requires_grad=True)
+    uv = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    raster = raster_face(model, model.split(coeffs))
+    out = shade(raster, uv)
+    covered = out.mask[0, 0] > 0
+    assert 5000 < int(covered.sum()) < 224 * 224 and (out.image[0][:, ~covered] == 0).all()
+    # Under the initial light (gamma 0: DC 0.8 only) every pixel is its nearest texel x 0.8 * pi / sqrt(4 pi).
+    pixels = out.image[0].permute(1, 2, 0).reshape(-1, 3)[raster.index]
+    torch.testing.assert_close(pixels, nearest_texels(uv, raster.uv) * 0.8 * np.pi / np.sqrt(4 * np.pi))
+    row, col = (raster.uv[0] * 16 / 512).long()
+    assert torch.equal(nearest_texels(uv, raster.uv[:1])[0], uv[0, :, row, col])  # vtx_vt is (row, col)
+    lm = out.landmarks[0].detach()
+    assert ((lm > 0) & (lm < 224)).all()
+    (out.image.sum() + out.landmarks.sum()).backward()
+    grad = model.split(coeffs.grad)
+    assert uv.grad.abs().sum() > 0  # the texels the face samples
+    for name in ("id", "exp", "angle", "gamma", "trans"):
+        assert getattr(grad, name).abs().sum() > 0, name
