@@ -67,6 +67,24 @@ def test_lips_and_lids_come_from_the_photo(mediapipe, name):
         assert np.all(mean >= low) and np.all(mean <= high), (eye, mean, low, high)
 
 
+@pytest.mark.parametrize("name", ["015309.jpg"])
+def test_unseen_face_texels_continue_the_sample_skin(mediapipe, name):
+    """Face-area texels the single view did not see (its hair-masked temples and cheeks, the far sides) are
+    filled by continuing the sample's own skin (``continue_own_skin``): per channel within the seen skin's
+    2-98 % range."""
+    topology, _, template = mediapipe
+    view, result = photo_map(mediapipe, name)
+    masks = topology.masks()
+    seen = view.mask > 127
+    face = masks["minor_valid_whole"] > 0.5
+    unseen = face & ~seen & (result.solved_mask < 0.5)
+    assert unseen.sum() > 1000
+    skin = seen & face
+    low, high = np.percentile(result.uv[skin], 2, axis=0), np.percentile(result.uv[skin], 98, axis=0)
+    inside = np.all((result.uv[unseen] >= low) & (result.uv[unseen] <= high), axis=1)
+    assert inside.mean() > 0.95, inside.mean()
+
+
 def test_template_from_a_run_is_robust_deterministic_and_used(tmp_path, mediapipe):
     """``ffhq-uv template build`` on a finished two-photo run, then a complete stage that uses its output."""
     from PIL import Image

@@ -33,7 +33,7 @@ import numpy as np
 from stages.texture.color import match_color_yuv, rgb_to_yuv
 from stages.texture.masks import binarize, box_blur, erode_view_mask, hair_weight, major_minor_weight, view_blend_weight
 from stages.texture.poisson import laplacian_matrix, poisson_fill
-from stages.texture.pyramid import LEVELS, pyramid_blend
+from stages.texture.pyramid import LEVELS, pull_push_fill, pyramid_blend
 
 # FFHQ-UV's merge order (tex/__init__.py): each later view is blended over the previous canvas.
 MERGE_ORDER = ("left", "right", "front")
@@ -41,6 +41,8 @@ MERGE_ORDER = ("left", "right", "front")
 NOSTRIL_DILATE_BOX = 5
 # The Poisson mask is kept this many texels away from a fill box's edge (FFHQ-UV's ``bl = 2``).
 FILL_BOX_MARGIN = 2
+# A single view's own-skin continuation fades into the template over this box blur of the face area (texels).
+FACE_AREA_FEATHER_BOX = 51
 
 Box = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open, in UV texels
 
@@ -153,19 +155,32 @@ def solve_unreliable(texture: np.ndarray, unreliable: np.ndarray, template: np.n
 
 
 def blend_with_template(texture: np.ndarray, reliable: np.ndarray, template: np.ndarray,
-                        regions: Mapping[str, np.ndarray], levels: int = LEVELS) -> np.ndarray:
+                        regions: Mapping[str, np.ndarray], levels: int = LEVELS, own_skin: bool = False) -> np.ndarray:
     """Complete the map with the template outside the reliable region (pipeline.md 2.4 (g)2-6).
 
     texture, template: (H, W, 3) float in [0, 255]; reliable: (H, W) in {0, 1}.
     Returns (H, W, 3) uint8: the pyramid blend of the texture over the colour-matched
-    template, then the raw template's hair over the hair region.
+    template, then the raw template's hair over the hair region. ``own_skin`` (a single view): inside the face
+    area the texture blends over its own continued skin instead (``continue_own_skin``).
     """
     matched = match_color_yuv(template, texture, reliable)
+    if own_skin:
+        matched = continue_own_skin(texture, reliable, matched, regions)
     weight = major_minor_weight(reliable, regions["major_valid_whole"], regions["minor_valid_whole"])
     blended = pyramid_blend(matched, texture, weight, levels)
     hair = hair_weight(regions["hair"])[:, :, None]
     out = np.asarray(template, dtype=np.float32) * hair + blended * (1.0 - hair)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def continue_own_skin(texture: np.ndarray, reliable: np.ndarray, base: np.ndarray,
+                      regions: Mapping[str, np.ndarray]) -> np.ndarray:
+    """What a single view's map fades into: inside the face area (``minor_valid_whole``, feathered) the sample's
+    own skin continued into the texels it did not see (``pull_push_fill``: the colour of the nearest seen skin, a
+    darker jaw stays dark), outside it ``base`` (the colour-matched template).
+    texture, base: (H, W, 3) float in [0, 255]; reliable: (H, W) in {0, 1}. Returns (H, W, 3) float32."""
+    face = box_blur(regions["minor_valid_whole"], FACE_AREA_FEATHER_BOX)[..., None]
+    return pull_push_fill(texture, reliable) * face + np.asarray(base, dtype=np.float32) * (1.0 - face)
 
 
 def complete_texture(views: Mapping[str, UVView], template: np.ndarray, regions: Mapping[str, np.ndarray],
@@ -192,7 +207,8 @@ def complete_texture(views: Mapping[str, UVView], template: np.ndarray, regions:
     merged = time.perf_counter()
     corrected, solved = solve_unreliable(canvas, unreliable, template, boxes, source)
     poisson = time.perf_counter()
-    uv = blend_with_template(corrected, binarize(fill + solved), template, regions, levels)
+    uv = blend_with_template(corrected, binarize(fill + solved), template, regions, levels,
+                             own_skin=len(views) == 1)
     done = time.perf_counter()
     return CompletedTexture(uv=uv, fill_mask=fill, solved_mask=solved, unreliable_mask=unreliable,
                             view_fill_masks=fills,

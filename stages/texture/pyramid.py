@@ -76,3 +76,30 @@ def pyramid_blend(base: np.ndarray, top: np.ndarray, mask: np.ndarray, levels: i
                                                          laplacian_pyramid(top, levels),
                                                          [np.clip(m, 0.0, 1.0) for m in mask_pyramid(mask, levels)])]
     return reconstruct(blended)
+
+
+def pull_push_fill(image: np.ndarray, known: np.ndarray, coarsest: int = 8) -> np.ndarray:
+    """Fill the unknown texels of ``image`` by continuing the known ones (pull-push, Gortler et al. 1996).
+
+    Pull: colour times weight and the weight itself are averaged down a pyramid (OpenCV's ``pyrDown``) until
+    the short side is ``coarsest`` or less. Push: from the coarsest level up, each level keeps its own average
+    where its weight is full and takes the level below's (``pyrUp``) where it is not, in proportion. Unknown
+    texels therefore get the colour of the nearest known ones, smoothly blending to the broader average further
+    away, never a flat constant.
+
+    image: (H, W, C) float; known: (H, W) in [0, 1]. Returns (H, W, C) float32, known texels unchanged.
+    """
+    image = _as_hwc(image)
+    weight = np.clip(np.asarray(known, dtype=np.float32), 0.0, 1.0)
+    levels = [(image * weight[..., None], weight)]
+    while min(levels[-1][1].shape) > coarsest:
+        colour, w = levels[-1]
+        levels.append((_as_hwc(cv2.pyrDown(colour)), cv2.pyrDown(w)))
+    colour, w = levels[-1]
+    filled = colour / np.maximum(w, 1e-6)[..., None]
+    for colour, w in reversed(levels[:-1]):
+        up = _as_hwc(cv2.pyrUp(filled, dstsize=(w.shape[1], w.shape[0])))
+        average = colour / np.maximum(w, 1e-6)[..., None]
+        trust = np.clip(w * 2.0, 0.0, 1.0)[..., None]  # a half-covered texel is already a reliable average
+        filled = average * trust + up * (1.0 - trust)
+    return np.where(weight[..., None] > 0.5, image, filled).astype(np.float32)
