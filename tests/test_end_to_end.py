@@ -2,11 +2,13 @@
 subprocess) with a weights folder of tiny checkpoints under FFHQ-UV's file names, on FFHQ-UV's example photo
 and the sample faces; then the manifest, column by column, and every output file.
 
-Weights: tiny random e4e / StyleGAN2 (TF pickle) / StyleFlow in their official formats, the generator set to
-draw a fixed reference face (``tests/face_drawing_gan.py``: the geometry stages need a face, a random GAN
-draws none), deepface's three models at random weights, and the real DPR file. Because that generator draws
-the same face for every latent, the photos differ in their latents and attributes, while their views, UV
-maps and metrics are near-identical; the yaw edits show only as a colour cast, so every fitted view is frontal.
+Weights: tiny random e4e / StyleGAN2 (TF pickle) / StyleFlow in their official formats, deepface's three models
+at random weights, and the real DPR file. The generator and the flow are set by ``tests/face_drawing_gan.py``
+(the geometry stages need a face, a random GAN draws none): the generator draws FFHQ-UV's real left, front or
+right view of 01223 (heads turned by about +22 / -2 / -23 degrees) as W+ row 0 says, and StyleFlow's yaw
+condition moves W+ along that code, so the edit stage's yaw edits (+-30, rows 0-3) really turn the head. The
+photos differ in their latents and attributes, while their views, UV maps and metrics are near-identical; the
+fitted yaw signs, each view's visibility and the three-view merge are checked on every sample.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from PIL import Image
 from stages import STAGES
 from tests import tiny_gan_weights as tiny
 from tests.conftest import cli_env, run_cli, shared_data
-from tests.face_drawing_gan import draw_fixed_face_
+from tests.face_drawing_gan import draw_turned_faces_, turn_code, yaw_flow_
 
 VIEWS = ("front", "left", "right")
 MERGE_ORDER = ["left", "right", "front"]  # FFHQ-UV's merge order, the complete stage's ``complete_views``
@@ -42,15 +44,20 @@ PROFILE_STAGES = ("inversion", "attribute", "edit", "relight", "unwrap", "comple
 # Samples allowed not to end ``ok``, with (status, failed stage, error code) and why. Every photo has one clear
 # face and the tiny generator draws one, so none is expected.
 EXPECTED_NOT_OK: dict[str, tuple[str, str | None, str | None]] = {}
+TURN = turn_code(tiny.expression_direction())  # how W+ row 0 and StyleFlow's yaw encode the drawn view
+UV_MIDDLE = 512  # HiFi3D++'s UV layout is left/right symmetric about this column
+TURNED_MIN_CHANNELS = 6  # the view-selecting circuit needs 6 feature maps at 512 and 1024 px
 
 
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory, random_deepface_home) -> Path:
     """FFHQ-UV's weights folder: face-drawing tiny GAN checkpoints, random deepface, the real DPR file."""
-    face = shared_data("ffhq_uv_example/edit/01223_front.png")
+    faces = {view: shared_data(f"ffhq_uv_example/edit/01223_{view}.png") for view in VIEWS}
     dpr = shared_data("dpr/trained_model_03.t7")
     root = tmp_path_factory.mktemp("weights")
-    tiny.write_weights_dir(root, prepare_generator=functools.partial(draw_fixed_face_, face_path=face))
+    tiny.write_weights_dir(root, min_channels=TURNED_MIN_CHANNELS,
+                           prepare_generator=functools.partial(draw_turned_faces_, faces=faces, code=TURN),
+                           prepare_flow=functools.partial(yaw_flow_, code=TURN))
     (root / "deepface").symlink_to(random_deepface_home, target_is_directory=True)
     (root / "dpr_model").mkdir()
     shutil.copy(dpr, root / "dpr_model" / "trained_model_03.t7")
@@ -106,28 +113,47 @@ def _ok_rows(run: dict) -> list[dict]:
     return rows
 
 
-def test_the_tiny_generators_draw_a_face(weights_dir):
-    """Precondition of the run: the e4e decoder and the TF pickle, read by the official loaders, draw a face."""
+def test_the_tiny_generators_draw_the_view_the_latent_encodes(weights_dir):
+    """Precondition of the run: the e4e decoder and the TF pickle, read by the official loaders, draw FFHQ-UV's
+    left / front / right view of 01223 as W+ row 0's projection on the turn direction says, and the flow's yaw
+    condition moves W+ along that direction (``tests/face_drawing_gan.py``)."""
     import torch
 
     from stages.face.landmarks import FaceLandmarker
     from stages.networks.e4e import load_e4e
+    from stages.networks.styleflow import load_styleflow
     from stages.networks.stylegan2 import load_generator, to_uint8
 
     decoder = load_e4e(str(weights_dir / tiny.E4E_FILE)).decoder
     generator = load_generator(str(weights_dir / tiny.TF_PICKLE_FILE))
-    ws = torch.randn(2, NUM_WS, W_DIM, generator=torch.Generator().manual_seed(0)) * 0.3
+    d = TURN.direction
+    ws = torch.randn(1, NUM_WS, W_DIM, generator=torch.Generator().manual_seed(0)) * 0.3
+    ws = ws - (ws @ d)[..., None] * d  # projection 0: the front view
+    shifts = {view: -TURN.step * VIEW_YAW[view] for view in VIEWS}  # a yaw edit from 0 to the view's yaw
+    ws = torch.cat([ws + shifts[view] * d for view in VIEWS])
+    assert [TURN.view_of(float(w[0] @ d)) for w in ws] == list(VIEWS)
     with torch.no_grad():
         from_e4e = to_uint8(decoder.synthesis(ws[:1]), rounding="e4e")[0]
         from_tf = to_uint8(generator.synthesis(ws), rounding="tf")
-    assert from_tf.shape == (2, 1024, 1024, 3)
+    assert from_tf.shape == (3, 1024, 1024, 3)
     assert np.abs(from_e4e.astype(int) - from_tf[0]).max() <= 1  # one generator in both formats
-    assert np.abs(from_tf[0].astype(int) - from_tf[1]).mean() > 0.1  # still depends on w
+    references = {view: np.asarray(Image.open(shared_data(f"ffhq_uv_example/edit/01223_{view}.png")).convert("L"),
+                                   dtype=float) for view in VIEWS}
     with FaceLandmarker() as landmarker:
-        for image in (from_e4e, *from_tf):
+        for view, image in zip(VIEWS, from_tf):
+            gray = np.asarray(Image.fromarray(image).convert("L"), dtype=float)
+            distance = {ref: np.abs(gray - references[ref]).mean() for ref in VIEWS}
+            assert min(distance, key=distance.get) == view and distance[view] < 8, (view, distance)
             [face] = landmarker.detect(image)
             x0, y0, x1, y1 = face.box
             assert x1 - x0 > 300 and y1 - y0 > 300
+    flow = load_styleflow(str(weights_dir / tiny.STYLEFLOW_FILE))
+    condition = torch.zeros(2, NUM_ATTRIBUTES)
+    condition[:, INDEX["Yaw"]] = torch.tensor([0.0, 30.0])
+    with torch.no_grad():
+        moved = flow(ws[:1].expand(2, -1, -1), condition) - ws[:1]
+    assert torch.allclose(moved[0], torch.zeros(()), atol=1e-4)
+    assert torch.allclose(moved[1], TURN.step * 30.0 * d.expand(NUM_WS, -1), atol=1e-3)
 
 
 def test_every_sample_ends_ok_in_its_shard(run):
@@ -182,7 +208,7 @@ def test_output_files(run):
                 assert image.shape == (1024, 1024) and set(np.unique(image)) <= {0, 255}
             else:
                 assert image.shape == (1024, 1024, 3) and image.dtype == np.uint8, name
-        # The yaw edits reach the images (as the drawn face's colour cast): three different views.
+        # The yaw edits reach the images: three different views.
         assert len({outputs[f"view_{view}"]["sha256"] for view in VIEWS}) == 3
         # The final map is built from the views: where the front view's unwrap is valid (away from its edge),
         # the completed map is that unwrap.
@@ -232,7 +258,7 @@ def test_attribute_columns(run):
         assert 0 < vector[INDEX["Age"]] < 101
         assert vector[INDEX["Glasses"]] == 0 and vector[INDEX["Beard"]] == 0
         assert vector[INDEX["Baldness"]] == pytest.approx(DEFAULT_BALDNESS)
-        # The drawn face looks at the camera: mediapipe's pose is near frontal.
+        # The inversion draws the front view (its latent's turn code is near 0): mediapipe's pose is near frontal.
         assert abs(vector[INDEX["Yaw"]]) < 10 and abs(vector[INDEX["Pitch"]]) < 15
         assert abs(row["attribute_roll"]) < 10
         x0, y0, x1, y1 = _finite(row["attribute_face_box"], 4)
@@ -257,6 +283,12 @@ def test_edit_columns(run):
             assert np.array_equal(latents[view][4:], latents["front"][4:])
             assert np.abs(latents[view][:4] - latents["front"][:4]).max() > 1e-3
         assert not np.allclose(latents["front"], np.asarray(row["inversion_latent"]).reshape(NUM_WS, W_DIM))
+        # The yaw edit moves rows 0-3 along the turn code by -step * yaw, which picks the view the generator draws.
+        projection = {view: latents[view][:4] @ TURN.direction.numpy() for view in VIEWS}
+        for view in VIEWS:
+            assert TURN.view_of(float(projection[view][0])) == view, projection
+            shift = projection[view] - projection["front"]
+            assert np.allclose(shift, -TURN.step * VIEW_YAW[view], atol=1e-3), (view, shift)
         assert 0 <= row["edit_expression_steps"] <= 5 and isinstance(row["edit_expression_happy"], bool)
 
 
@@ -302,11 +334,67 @@ def test_unwrap_and_complete_columns(run):
             assert math.isfinite(error_px) and 0 <= error_px < 20
             assert 0 <= error < 0.05 and error_px / error > 300  # fraction of a face 300+ px wide
             assert 0.5 < row[f"unwrap_valid_ratio_{view}"] <= 1
-            assert abs(row[f"unwrap_yaw_{view}"]) < 15  # the drawn face is frontal in every view
             assert row[f"complete_valid_ratio_{view}"] == pytest.approx(row[f"unwrap_valid_ratio_{view}"], abs=2e-3)
+        # The fitted heads turn as the views' yaw conditions say (FFHQ-UV fits these images at +22 / -2 / -23).
+        yaws = {view: row[f"unwrap_yaw_{view}"] for view in VIEWS}
+        assert yaws["left"] > 15 and yaws["right"] < -15 and abs(yaws["front"]) < 10, yaws
         assert 0.5 <= row["complete_valid_ratio"] <= 1  # the profile's min_valid_ratio
         assert math.isfinite(row["complete_bs_error"]) and 0 <= row["complete_bs_error"] <= 20  # max_bs_error
         assert row["complete_landmark_error"] == pytest.approx(
             max(row[f"unwrap_landmark_error_{view}"] for view in VIEWS), rel=1e-6)
         assert row["complete_views"] == MERGE_ORDER
         assert row["complete_template"] == "built"  # no topo_assets in the weights folder
+
+
+def test_each_turned_view_covers_its_own_side_of_the_map(run):
+    """Visibility: a turned view's unwrap covers more of its own side of the UV map (the image-left half for
+    ``left``, pipeline.md section 1) than of the other side, and more of it than the opposite view does."""
+    halves = {"left": np.s_[:, :UV_MIDDLE], "right": np.s_[:, UV_MIDDLE:]}
+    for row in _ok_rows(run):
+        outputs = dict(row["outputs"])
+        masks = {view: _png(run["output"], outputs[f"uvmask_{view}"]) > 127 for view in VIEWS}
+        cover = {(view, side): masks[view][half].mean() for view in VIEWS for side, half in halves.items()}
+        for view, other in (("left", "right"), ("right", "left")):
+            assert cover[view, view] > 1.5 * cover[view, other], (row["id"], cover)
+            assert cover[view, view] > 1.5 * cover[other, view], (row["id"], cover)
+        assert abs(cover["front", "left"] - cover["front", "right"]) < 0.1 * cover["front", "left"], cover
+
+
+def test_the_merged_map_takes_each_turned_view_where_only_it_sees_the_face(run, weights_dir):
+    """The three-view merge: the complete stage's merge, recomputed from the stored unwraps, gives the stored map;
+    without the left (right) view, the map where only that view sees the face moves away from its unwrap. The
+    front view's region is checked in ``test_output_files``."""
+    import cv2
+
+    from pipeline.config import load_config
+    from stages.geometry.topologies import topology_from_config
+    from stages.texture.merge import UVView, complete_texture
+    from stages.texture.template import template_for
+
+    config = load_config("ffhq-uv", overrides=("topology.name=hifi3dpp",
+                                               f"topology.obj={shared_data('hifi3dpp/head_teaser1.obj')}",
+                                               f"topology.cache_dir={run['output'].parent / 'topology_cache'}"))
+    topology = topology_from_config(config)
+    regions = topology.masks()
+    boxes = {r.name: (r.top, r.bottom, r.left, r.right) for r in topology.fill_regions()}
+    template = template_for(topology.name, regions, str(weights_dir))
+    outputs = dict(run["rows"]["01223"]["outputs"])
+    views = {}
+    for view in MERGE_ORDER:
+        mask = (_png(run["output"], outputs[f"uvmask_{view}"]) > 127).astype(np.float32)
+        views[view] = UVView(_png(run["output"], outputs[f"uv_{view}"]).astype(np.float32) * mask[..., None], mask)
+    merged = complete_texture(views, template, regions, boxes).uv.astype(float)
+    assert np.abs(merged - _png(run["output"], outputs["uv"])).max() <= 1
+    kernel = np.ones((21, 21), np.uint8)
+    grown = {view: cv2.dilate(views[view].mask.astype(np.uint8), kernel) > 0 for view in VIEWS}
+    for view in ("left", "right"):
+        only = cv2.erode(views[view].mask.astype(np.uint8), kernel) > 0
+        only &= ~np.logical_or.reduce([grown[other] for other in VIEWS if other != view])
+        assert only.sum() > 2000, only.sum()  # a strip along the cheek that only this view sees
+        without = complete_texture({k: v for k, v in views.items() if k != view}, template, regions, boxes).uv
+        unwrap = views[view].texture
+        difference = {name: np.abs(uv - unwrap)[only].mean() for name, uv in (("with", merged), ("without", without))}
+        correlation = {name: np.corrcoef(np.mean(uv, axis=2)[only], unwrap.mean(axis=2)[only])[0, 1]
+                       for name, uv in (("with", merged), ("without", without))}
+        assert difference["with"] < 0.7 * difference["without"], (view, difference)
+        assert correlation["with"] > correlation["without"] + 0.3, (view, correlation)

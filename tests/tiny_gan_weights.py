@@ -37,9 +37,11 @@ EXPRESSION_FILE = "styleflow_model/expression_direction.pt"
 
 # ----------------------------------------------------------------------------- tiny networks
 
-def tiny_generator_config(w_dim: int = TINY_W_DIM, resolution: int = TINY_RESOLUTION) -> GeneratorConfig:
-    """Config-f structure with few channels: 16 up to 128 px, halving after, at least 1."""
-    channels = {r: max(c, 1) for r, c in channels_config_f(resolution, channel_base=2048, channel_max=16).items()}
+def tiny_generator_config(w_dim: int = TINY_W_DIM, resolution: int = TINY_RESOLUTION,
+                          min_channels: int = 1) -> GeneratorConfig:
+    """Config-f structure with few channels: 16 up to 128 px, halving after, at least ``min_channels``."""
+    channels = {r: max(c, min_channels)
+                for r, c in channels_config_f(resolution, channel_base=2048, channel_max=16).items()}
     return GeneratorConfig(w_dim, w_dim, resolution, tuple(sorted(channels.items())), mapping_layers=8)
 
 
@@ -64,10 +66,12 @@ def randomize_(module: nn.Module, seed: int, scale: float = 0.1) -> nn.Module:
     return module
 
 
-def tiny_generator(seed: int = 0, w_dim: int = TINY_W_DIM, resolution: int = TINY_RESOLUTION) -> Generator:
+def tiny_generator(seed: int = 0, w_dim: int = TINY_W_DIM, resolution: int = TINY_RESOLUTION,
+                   min_channels: int = 1) -> Generator:
     """A random-weight generator of the tiny configuration (eval mode)."""
     torch.manual_seed(seed)
-    return randomize_(Generator(tiny_generator_config(w_dim, resolution)), seed).eval().requires_grad_(False)
+    config = tiny_generator_config(w_dim, resolution, min_channels)
+    return randomize_(Generator(config), seed).eval().requires_grad_(False)
 
 
 def tiny_encoder(seed: int = 0, w_dim: int = TINY_W_DIM, n_styles: int = 18, input_size: int = 256,
@@ -312,25 +316,35 @@ def write_styleflow(path: str | Path, flow: StyleFlow) -> None:
     torch.save(flow.state_dict(), path)
 
 
+def expression_direction(seed: int = 0, w_dim: int = TINY_W_DIM) -> torch.Tensor:
+    """The smile direction ``write_weights_dir(seed=seed)`` writes: a seeded unit (1, w_dim) tensor."""
+    direction = torch.randn(1, w_dim, generator=torch.Generator().manual_seed(seed + 3))
+    return direction / direction.norm()
+
+
 def write_weights_dir(weights_dir: str | Path, seed: int = 0, w_dim: int = TINY_W_DIM,
-                      resolution: int = TINY_RESOLUTION,
-                      prepare_generator: Callable[[Generator], object] | None = None) -> dict[str, Path]:
+                      resolution: int = TINY_RESOLUTION, min_channels: int = 1,
+                      prepare_generator: Callable[[Generator], object] | None = None,
+                      prepare_flow: Callable[[StyleFlow], object] | None = None) -> dict[str, Path]:
     """Write the tiny GAN checkpoints under FFHQ-UV's file names; returns name -> path.
 
     One generator is written twice, as the e4e decoder and as the TF pickle, as FFHQ-UV
-    uses the same config-f weights in steps 1 and 3. ``prepare_generator`` may change
-    that generator in place before it is written (e.g. ``tests.face_drawing_gan``).
+    uses the same config-f weights in steps 1 and 3. ``prepare_generator`` and ``prepare_flow``
+    may change the generator and the flow in place before they are written (e.g.
+    ``tests.face_drawing_gan``); ``min_channels`` widens the generator's high resolutions.
     """
     root = Path(weights_dir)
-    generator = tiny_generator(seed, w_dim, resolution)
+    generator = tiny_generator(seed, w_dim, resolution, min_channels)
     if prepare_generator is not None:
         prepare_generator(generator)
+    flow = tiny_flow(seed + 2, w_dim)
+    if prepare_flow is not None:
+        prepare_flow(flow)
     encoder = tiny_encoder(seed + 1, w_dim, generator.num_ws)
     paths = {"e4e": root / E4E_FILE, "stylegan": root / TF_PICKLE_FILE, "styleflow": root / STYLEFLOW_FILE,
              "expression_direction": root / EXPRESSION_FILE}
     write_e4e(paths["e4e"], encoder, generator)
     write_tf_pickle(paths["stylegan"], generator)
-    write_styleflow(paths["styleflow"], tiny_flow(seed + 2, w_dim))
-    direction = torch.randn(1, w_dim, generator=torch.Generator().manual_seed(seed + 3))
-    torch.save(direction / direction.norm(), paths["expression_direction"])
+    write_styleflow(paths["styleflow"], flow)
+    torch.save(expression_direction(seed, w_dim), paths["expression_direction"])
     return paths
