@@ -246,11 +246,11 @@ def _set_gate_layers_(generator: Generator, code: TurnCode) -> None:
 
 
 def draw_turned_faces_(generator: Generator, faces: dict[str, str | Path], code: TurnCode) -> Generator:
-    """Set ``generator`` (in place; 1024 px, at least 6 channels from 512 px) so that it draws ``faces[view]``
+    """Set ``generator`` (in place; 1024 px, at least 5 channels from 512 px) so that it draws ``faces[view]``
     for the view ``code.view_of(<w_row0, direction>)`` picks (see the section comment above)."""
     synthesis = generator.synthesis
     blocks = {block.resolution: block for block in synthesis.blocks()}
-    assert synthesis.resolution == 1024 and min(dict(generator.config.channels)[r] for r in (512, 1024)) >= 6
+    assert synthesis.resolution == 1024 and min(dict(generator.config.channels)[r] for r in (512, 1024)) >= 5
     gray = {view: reference_face(faces[view], 512 if view == "right" else 1024)[0] for view in FACE_VIEWS}
     slope, intercept = colour_line([faces[view] for view in FACE_VIEWS], 1024)
     with torch.no_grad():
