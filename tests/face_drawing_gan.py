@@ -98,7 +98,7 @@ def draw_fixed_face_(generator: Generator, face_path: str | Path, style_influenc
 #
 # The circuit (every value exact up to float rounding; ``SQRT2`` is each synthesis layer's gain):
 # - b4.conv1 reads the const input (channel 0 = 1, channel 1 = 0) with the style of channel 0 equal to
-#   e = p / scale and of channel 1 equal to 1: the demodulated conv gives y = e / sqrt(e^2 + 1), a monotonic
+#   e = p / threshold and of channel 1 equal to 1: the demodulated conv gives y = e / sqrt(e^2 + 1), a monotonic
 #   function of p in (-1, 1). Its outputs are lrelu(+-y +- t), y + B and the constant B (bias only).
 # - b8.conv0 turns them into three non-negative gates with relu(u) = (lrelu(u) - 0.2 u) / 0.8, u taken from
 #   the linear channels: gate_left = relu(y + t), gate_right = relu(t - y), gate_front = relu(y - t) +
@@ -112,6 +112,9 @@ def draw_fixed_face_(generator: Generator, face_path: str | Path, style_influenc
 #   gates it carries by subtracting N. Right: b512.conv1 (out through b512.torgb and the RGB skip), left:
 #   b1024.conv0 (its relu carried through b1024.conv1), front: b1024.conv1; b1024.torgb adds the colour line.
 # - Every other toRGB layer is 0, every other noise strength 0, every other style constant 1.
+# Calibration: the tiny e4e's latents have p of about 0 and the front view's measured yaw is about -1 degree,
+# so the edit stage's views land at p of about -31 (left), -1 (front) and +29 (right), far from the
+# thresholds +-15; the gates there are at least 10 * FACE_STRENGTH everywhere, image borders included.
 
 FACE_VIEWS = ("left", "front", "right")  # in increasing order of p (yaw +30 moves w by -30 * step)
 FACE_STRENGTH = 1e-2  # noise strength of a face layer: small next to any closed gate, large next to float error
