@@ -139,7 +139,7 @@ class FitStage(Stage):
             from stages.fitting.faithful_models import load_faithful_models
             from stages.fitting.faithful_photo import FaithfulFitter
 
-            return FaithfulFitter(load_faithful_models(self.context.weights_dir), steps, backend)
+            return FaithfulFitter(load_faithful_models(self.context.weights_dir, self.context.device), steps, backend)
         from stages.fitting.photo_fit import PhotoFitter
         from stages.texture.template import template_for
 

@@ -63,6 +63,14 @@ class HiFi3DModel:
                 raise ConfigError(f"hifi3dpp model info: {name} has {getattr(self, name).shape[0]} rows for {n} "
                                   "vertices (expected 3N)")
         self.dims = (self.id_base.shape[1], self.exp_base.shape[1], self.tex_base.shape[1])
+        self.face_tri_numpy = self.face_tri.numpy()  # for the rasteriser, whatever the tensors' device
+
+    def to(self, device: str | torch.device) -> HiFi3DModel:
+        """Move every tensor of the model to ``device`` (in place); returns the model."""
+        for name, value in vars(self).items():
+            if isinstance(value, torch.Tensor):
+                setattr(self, name, value.to(device))
+        return self
 
     @staticmethod
     def from_mat(path: str | Path) -> HiFi3DModel:

@@ -57,11 +57,14 @@ class FaithfulTarget:
 
     @staticmethod
     def from_input(data: FitInput, models: FaithfulModels) -> FaithfulTarget:
-        image = torch.as_tensor(data.image).permute(2, 0, 1)[None].contiguous()
+        def tensor(array: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(array, device=models.device)
+
+        image = tensor(data.image).permute(2, 0, 1)[None].contiguous()
         with torch.no_grad():
-            feature = identity_embedding(models.arcface, image, torch.as_tensor(data.arcface)[None])
-        return FaithfulTarget(image, torch.as_tensor(data.skin)[None, None], torch.as_tensor(data.parse)[None, None],
-                              torch.as_tensor(data.landmarks)[None], feature)
+            feature = identity_embedding(models.arcface, image, tensor(data.arcface)[None])
+        return FaithfulTarget(image, tensor(data.skin)[None, None], tensor(data.parse)[None, None],
+                              tensor(data.landmarks)[None], feature)
 
 
 @dataclass
@@ -100,12 +103,14 @@ def evaluate(problem: Problem, parts: fm.Coefficients, w: torch.Tensor | None, w
     tick = problem.tick("render", tick)
     face = composite(out, target.image)
     mask = out.mask.detach()
+    landmark_weights = losses.landmark_weights(68).to(face.device)
     terms = {"colour": losses.photometric_l1(face[0].permute(1, 2, 0), target.image[0].permute(1, 2, 0),
                                              (mask * target.parse * target.skin)[0, 0]),
-             "landmark": losses.landmark_loss(out.landmarks[0], target.landmarks[0], losses.landmark_weights(68))}
+             "landmark": losses.landmark_loss(out.landmarks[0], target.landmarks[0], landmark_weights)}
     if weights.get("identity"):
-        matrix = arcface_similarity(out.landmarks[0].detach().double().numpy())
-        feature = identity_embedding(models.arcface, face, torch.as_tensor(matrix, dtype=face.dtype)[None])
+        matrix = arcface_similarity(out.landmarks[0].detach().double().cpu().numpy())
+        matrix = torch.as_tensor(matrix, dtype=face.dtype, device=face.device)[None]
+        feature = identity_embedding(models.arcface, face, matrix)
         terms["identity"] = identity_loss(feature, target.feature)
     if weights.get("lpips"):
         region = mask * target.parse
@@ -165,7 +170,7 @@ def report(problem: Problem, state: FaithfulState, stage: int, first: dict[str, 
 def run_stage1(problem: Problem, data: FitInput) -> FaithfulState:
     """Deep3D's regression of the crop."""
     with torch.no_grad():
-        coeffs = problem.models.deep3d(torch.as_tensor(data.image).permute(2, 0, 1)[None].contiguous())
+        coeffs = problem.models.deep3d(problem.target.image)  # the crop, (1, 3, 224, 224) in [0, 1]
     return FaithfulState(coeffs.float())
 
 

@@ -34,7 +34,7 @@ FAITHFUL_FILES = (TEXGAN_FILE, DEEP3D_FILE, ARCFACE_FILE, VGG_FILE, MODEL_INFO_F
 @dataclass
 class FaithfulModels:
     """Everything the faithful fit reads: the 3DMM, the 5-point template (5, 3), and the four networks (eval,
-    no gradients on their weights)."""
+    no gradients on their weights), all on ``device``."""
 
     face_model: HiFi3DModel
     template5: np.ndarray
@@ -42,6 +42,7 @@ class FaithfulModels:
     texgan: object  # stages.networks.texgan.TextureGAN
     arcface: torch.nn.Module
     lpips: torch.nn.Module
+    device: str = "cpu"
 
 
 def check_files(weights_dir: str | None) -> None:
@@ -65,8 +66,8 @@ def load_template5(path: str | Path) -> np.ndarray:
     return deep3d_five_points(lm)
 
 
-def load_faithful_models(weights_dir: str | Path) -> FaithfulModels:
-    """Load the faithful profile's networks and assets from ``weights_dir`` (CPU, float32)."""
+def load_faithful_models(weights_dir: str | Path, device: str = "cpu") -> FaithfulModels:
+    """Load the faithful profile's networks and assets from ``weights_dir`` onto ``device`` (float32)."""
     from stages.networks.arcface import load_arcface
     from stages.networks.deep3d import load_deep3d
     from stages.networks.lpips_vgg import load_lpips_vgg
@@ -77,6 +78,7 @@ def load_faithful_models(weights_dir: str | Path) -> FaithfulModels:
     face_model = HiFi3DModel.from_mat(root / MODEL_INFO_FILE)
     texgan = load_texture_gan(root / TEXGAN_FILE)
     texgan.generator.requires_grad_(False)
-    return FaithfulModels(face_model=face_model, template5=load_template5(root / LM3D_FILE),
-                          deep3d=load_deep3d(root / DEEP3D_FILE, face_model.dims), texgan=texgan,
-                          arcface=load_arcface(root / ARCFACE_FILE), lpips=load_lpips_vgg(root / VGG_FILE))
+    return FaithfulModels(face_model=face_model.to(device), template5=load_template5(root / LM3D_FILE),
+                          deep3d=load_deep3d(root / DEEP3D_FILE, face_model.dims).to(device),
+                          texgan=texgan.to(device), arcface=load_arcface(root / ARCFACE_FILE).to(device),
+                          lpips=load_lpips_vgg(root / VGG_FILE).to(device), device=str(device))

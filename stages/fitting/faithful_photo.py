@@ -50,20 +50,20 @@ class FaithfulPhotoFit:
         with torch.no_grad():
             uv = None if state.latents_w is None else self.models.texgan.synthesize(state.latents_w)
             out = render_face(model, parts, uv, self.backend)
-            id_shape = model.shape(parts.id, torch.zeros_like(parts.exp))[0].double().numpy()
-            exp_shape = model.shape(parts.id, parts.exp)[0].double().numpy()
-            colours = (model.albedo(parts.tex)[0] / 255.0).numpy() if stage == 1 else None
-        lm_up = out.landmarks[0].numpy()
+            id_shape = model.shape(parts.id, torch.zeros_like(parts.exp))[0].double().cpu().numpy()
+            exp_shape = model.shape(parts.id, parts.exp)[0].double().cpu().numpy()
+            colours = (model.albedo(parts.tex)[0] / 255.0).cpu().numpy() if stage == 1 else None
+        lm_up = out.landmarks[0].cpu().numpy()
         fitted_down = np.stack([lm_up[:, 0], CROP_SIZE - 1 - lm_up[:, 1]], 1)
         coeffs = outputs.faithful_coeffs_bytes(state.coeffs, lm_up[None], state.latents_w, state.latents_z)
-        return outputs.StageOutput(np.clip(image_numpy(out.image), 0, 1), out.mask[0, 0].numpy(), fitted_down,
+        return outputs.StageOutput(np.clip(image_numpy(out.image), 0, 1), image_numpy(out.mask)[..., 0], fitted_down,
                                    self.uv_map(stage, topology.uv_size), {"id": id_shape, "exp": exp_shape}, coeffs,
                                    colours)
 
     def angles_deg(self) -> np.ndarray:
         """(3,) final pitch, yaw, roll in degrees (the coefficients' own angles)."""
         parts = self.models.face_model.split(self.states[max(self.states)].coeffs)
-        return np.degrees(parts.angle[0].double().numpy())
+        return np.degrees(parts.angle[0].double().cpu().numpy())
 
 
 class FaithfulFitter:

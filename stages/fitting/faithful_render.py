@@ -76,14 +76,14 @@ def raster_face(model: fm.HiFi3DModel, parts: fm.Coefficients, backend: str = "c
     normals = vertex_normals(shape[0], model.head_tri) @ fm.rotation(parts.angle)[0].T
     shading = fm.sh_shading(normals[None], parts.gamma)[0]  # (N, 3)
     size = fm.IMAGE_SIZE
-    covered, tri_ids, bary = rasterize_pixels(_screen(camera), model.face_tri.numpy(), size, backend)
+    covered, tri_ids, bary = rasterize_pixels(_screen(camera), model.face_tri_numpy, size, backend)
     corners = model.face_tri[tri_ids]  # (P, 3) vertex ids
 
     def interpolate(values: torch.Tensor) -> torch.Tensor:
         return (bary[:, :, None] * values[corners]).sum(dim=1)
 
-    index = torch.as_tensor(covered, dtype=torch.int64)
-    mask = torch.zeros(size * size, dtype=shading.dtype)
+    index = torch.as_tensor(covered, dtype=torch.int64, device=shading.device)
+    mask = torch.zeros(size * size, dtype=shading.dtype, device=shading.device)
     mask[index] = 1.0
     return FaceRaster(index, interpolate(model.vtx_vt), interpolate(shading),
                       interpolate(model.albedo(parts.tex)[0] / 255.0 * shading), mask.reshape(1, 1, size, size),
@@ -94,7 +94,7 @@ def shade(raster: FaceRaster, uv_map: torch.Tensor | None) -> FaceRender:
     """The image of a raster: UV-textured if ``uv_map`` (1, 3, S, S) is given, else the albedo."""
     colour = raster.colour if uv_map is None else nearest_texels(uv_map, raster.uv) * raster.shading
     size = fm.IMAGE_SIZE
-    image = torch.zeros(size * size, 3, dtype=colour.dtype).index_put((raster.index,), colour)
+    image = torch.zeros(size * size, 3, dtype=colour.dtype, device=colour.device).index_put((raster.index,), colour)
     return FaceRender(image.T.reshape(1, 3, size, size), raster.mask, raster.landmarks)
 
 
@@ -112,5 +112,5 @@ def composite(render: FaceRender, photo: torch.Tensor) -> torch.Tensor:
 
 
 def image_numpy(tensor: torch.Tensor) -> np.ndarray:
-    """(1, C, H, W) tensor -> (H, W, C) float numpy (detached)."""
-    return tensor.detach()[0].permute(1, 2, 0).numpy()
+    """(1, C, H, W) tensor -> (H, W, C) float numpy (detached, on the CPU)."""
+    return tensor.detach()[0].permute(1, 2, 0).float().cpu().numpy()

@@ -125,7 +125,7 @@ def faithful_coeffs_bytes(coeffs, lm68_up, latents_w=None, latents_z=None) -> by
     import torch
 
     def tensor(value):
-        return None if value is None else torch.as_tensor(value, dtype=torch.float32).detach().clone()
+        return None if value is None else torch.as_tensor(value, dtype=torch.float32).detach().cpu().clone()
 
     buffer = io.BytesIO()
     torch.save({"coeffs": tensor(coeffs), "lm68": tensor(lm68_up), "latents_w": tensor(latents_w),

@@ -127,13 +127,14 @@ def rasterize_pixels(screen: torch.Tensor, triangles: np.ndarray, size: int, bac
     """The covered pixels of a (size, size) image of the mesh: flat pixel indices (P,) numpy, their triangle ids
     (P,) int64 and differentiable perspective-correct barycentrics (P, 3) from ``screen`` (N, 3) (x, y pixels,
     depth); the coverage itself comes from the project's rasteriser, without gradient."""
-    raster = rasterize(screen.detach().double().numpy(), triangles, size, size, backend=backend)
+    raster = rasterize(screen.detach().double().cpu().numpy(), triangles, size, size, backend=backend)
     covered = np.flatnonzero(raster.triangle_id.ravel() >= 0)
     ids = raster.triangle_id.ravel()[covered].astype(np.int64)
-    tri = torch.as_tensor(np.asarray(triangles, dtype=np.int64)[ids])
-    rows = torch.as_tensor(covered // size, dtype=screen.dtype)
-    cols = torch.as_tensor(covered % size, dtype=screen.dtype)
-    return covered, torch.as_tensor(ids), _pixel_barycentrics(screen, tri, cols, rows)
+    device = screen.device
+    tri = torch.as_tensor(np.asarray(triangles, dtype=np.int64)[ids], device=device)
+    rows = torch.as_tensor(covered // size, dtype=screen.dtype, device=device)
+    cols = torch.as_tensor(covered % size, dtype=screen.dtype, device=device)
+    return covered, torch.as_tensor(ids, device=device), _pixel_barycentrics(screen, tri, cols, rows)
 
 
 def render(vertices: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor, texture: torch.Tensor,

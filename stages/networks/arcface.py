@@ -84,10 +84,10 @@ def warp_affine(image: torch.Tensor, matrix: torch.Tensor, size: int = INPUT_SIZ
     """(B, C, H, W) -> (B, C, size, size): the image under the (B, 2, 3) pixel affine ``matrix`` (source pixel ->
     output pixel), bilinear, zeros outside (kornia's ``warp_affine`` with align_corners=True, as FFHQ-UV uses)."""
     b, _, h, w = image.shape
-    full = torch.cat([matrix, torch.tensor([[[0.0, 0.0, 1.0]]], dtype=matrix.dtype).expand(b, 1, 3)], dim=1)
-    inverse = torch.linalg.inv(full.double()).to(image.dtype)  # output pixel -> source pixel
-    ys, xs = torch.meshgrid(torch.arange(size, dtype=image.dtype), torch.arange(size, dtype=image.dtype),
-                            indexing="ij")
+    last_row = torch.tensor([[[0.0, 0.0, 1.0]]], dtype=matrix.dtype, device=matrix.device).expand(b, 1, 3)
+    inverse = torch.linalg.inv(torch.cat([matrix, last_row], dim=1).double()).to(image.dtype)  # output -> source
+    steps = torch.arange(size, dtype=image.dtype, device=image.device)
+    ys, xs = torch.meshgrid(steps, steps, indexing="ij")
     points = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, -1, 3) @ inverse.transpose(1, 2)
     grid = torch.stack([points[..., 0] / (w - 1) * 2 - 1, points[..., 1] / (h - 1) * 2 - 1], dim=-1)
     return nn.functional.grid_sample(image, grid.reshape(b, size, size, 2), mode="bilinear", padding_mode="zeros",

@@ -36,6 +36,12 @@ class TextureGAN:
         self.w_avg = w_avg.reshape(1, 1, -1).float()
         self.w_std = w_std.reshape(1, 1, -1).float()
 
+    def to(self, device: str | torch.device) -> TextureGAN:
+        """Move the generator and the statistics to ``device``; returns self."""
+        self.generator.to(device)
+        self.w_avg, self.w_std = self.w_avg.to(device), self.w_std.to(device)
+        return self
+
     @property
     def num_ws(self) -> int:
         return self.generator.num_ws
@@ -43,7 +49,7 @@ class TextureGAN:
     def initial_z(self) -> torch.Tensor:
         """FFHQ-UV's starting latent: (1, num_ws, z_dim) from ``RandomState(123)``."""
         z = np.random.RandomState(LATENT_SEED).randn(1, self.num_ws, self.generator.config.z_dim)
-        return torch.tensor(z, dtype=torch.float32)
+        return torch.tensor(z, dtype=torch.float32, device=self.w_avg.device)
 
     def z_to_w(self, z: torch.Tensor) -> torch.Tensor:
         return z * self.w_std + self.w_avg
