@@ -153,7 +153,7 @@ def report(problem: Problem, state: FaithfulState, stage: int, first: dict[str, 
     parts = problem.models.face_model.split(state.coeffs)
     seconds = dict(problem.seconds)  # the optimisation's, before this evaluation
     with torch.no_grad():
-        total, terms, out = evaluate(problem, parts, state.latents_w, weights)
+        _, terms, out = evaluate(problem, parts, state.latents_w, weights)
     values = {name: float(value) for name, value in terms.items()}
     if stage > 1:
         stage_weights = STAGE2_WEIGHTS if stage == 2 else STAGE3_WEIGHTS
@@ -167,7 +167,7 @@ def report(problem: Problem, state: FaithfulState, stage: int, first: dict[str, 
     return result
 
 
-def run_stage1(problem: Problem, data: FitInput) -> FaithfulState:
+def run_stage1(problem: Problem) -> FaithfulState:
     """Deep3D's regression of the crop."""
     with torch.no_grad():
         coeffs = problem.models.deep3d(problem.target.image)  # the crop, (1, 3, 224, 224) in [0, 1]
@@ -211,13 +211,13 @@ def run_stage3(problem: Problem, state: FaithfulState, steps: int) -> tuple[Fait
     return FaithfulState(coeffs, texgan.w_to_z(w), w.clone()), first
 
 
-def fit_stages(problem: Problem, data: FitInput, steps: tuple[int, int]
+def fit_stages(problem: Problem, steps: tuple[int, int]
                ) -> tuple[dict[int, FaithfulState], dict[int, StageReport], dict[str, float]]:
-    """Stages 1-3 on one preprocessed photo: states, reports and seconds per stage."""
+    """Stages 1-3 on the problem's photo: states, reports and seconds per stage."""
     torch.manual_seed(SEED)
     np.random.seed(SEED)
     states, reports, seconds = {}, {}, {}
-    runs = {1: lambda: (run_stage1(problem, data), None), 2: lambda: run_stage2(problem, states[1], steps[0]),
+    runs = {1: lambda: (run_stage1(problem), None), 2: lambda: run_stage2(problem, states[1], steps[0]),
             3: lambda: run_stage3(problem, states[2], steps[1])}
     for stage, run in runs.items():
         tick = time.perf_counter()

@@ -84,6 +84,6 @@ class FaithfulFitter:
         seconds = {"preprocess": time.perf_counter() - tick}
         problem = faithful_fit.Problem(self.models, faithful_fit.FaithfulTarget.from_input(data, self.models),
                                        self.backend)
-        states, reports, stage_seconds = faithful_fit.fit_stages(problem, data, self.steps)
+        states, reports, stage_seconds = faithful_fit.fit_stages(problem, self.steps)
         seconds.update(stage_seconds)
         return FaithfulPhotoFit(data, self.models, states, reports, self.backend, seconds)
