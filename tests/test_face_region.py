@@ -41,10 +41,10 @@ def regions():
     return out
 
 
-@pytest.mark.parametrize("name, at_least", [("015309", 0.02), ("astronaut", 0.01), ("grace_hopper", 0.01)])
+@pytest.mark.parametrize("name, at_least", [("015309", 0.005), ("astronaut", 0.01), ("grace_hopper", 0.005)])
 def test_hair_and_glasses_over_the_face_are_masked(regions, name, at_least):
-    """015309's blonde strands over both temples and cheeks, the astronaut's fringe, Grace Hopper's glasses frames:
-    a visible share of the upper face oval is left out of the face region."""
+    """015309's blonde strands at her temples and over her cheek, the astronaut's fringe, Grace Hopper's glasses
+    frames: a share of the inner upper face oval is left out of the face region (obama's, below, is 0)."""
     *_, masked = regions[name]
     assert masked > at_least, masked
 
@@ -53,6 +53,6 @@ def test_a_bare_forehead_is_kept_up_to_the_hairline(regions):
     """Obama's bald forehead: nothing inside the face oval is masked, and the region reaches above the oval (the
     oval stops about a third of the forehead below the hairline)."""
     _, points, oval, face, masked = regions["obama"]
-    assert masked < 0.005, masked
+    assert masked < 0.002, masked
     width = region.face_width_px(points)
     assert np.nonzero(oval)[0].min() - np.nonzero(face)[0].min() > 0.1 * width

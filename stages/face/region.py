@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from stages.face.landmarks import MOUTH_CORNER_IMAGE_LEFT, MOUTH_CORNER_IMAGE_RIGHT, NOSE_TIP
-from stages.face.skin import fit_skin_model, skin_pixels, strand_energy, to_ycc
+from stages.face.skin import fit_skin_model, skin_chroma, skin_pixels, strand_energy, to_ycc
 from stages.geometry.uv_topology import (
     EAR_FRONT,
     NOSTRIL_IMAGE_LEFT,
@@ -56,6 +56,7 @@ GRABCUT_ITERATIONS = 3
 OUTLINE_MARGIN = 0.04  # masked_fraction ignores this band inside the oval's outline (fraction of the face width)
 # GrabCut's features (``_grabcut_colours``): strand texture in skin deviations, chroma stretched about neutral.
 GRABCUT_ENERGY_GAIN, GRABCUT_CHROMA_GAIN = 6.0, 3.0
+SMOOTH_SPREAD = 4.0  # strand deviations below which skin-hued oval pixels are kept as face
 
 
 def fill_polygon(points: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -171,6 +172,7 @@ def segment_skin(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> 
     zone = extension_zone(landmarks, h, w) & ~oval
     protected = protected_features(landmarks, h, w, max(1, round(FEATURE_PAD * width))) & oval
     search = zone | oval
+    eye_y = float(landmarks[[OUTER_EYE_IMAGE_LEFT, OUTER_EYE_IMAGE_RIGHT], 1].mean())
     box = _segmentation_box(search, oval, max(2, round(BACKGROUND_BAND * width)))
     ycc = to_ycc(image[box])
     seed = cv2.erode(oval[box].astype(np.uint8), disk(max(1, round(SEED_ERODE * width)))) > 0
@@ -186,7 +188,8 @@ def segment_skin(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> 
     labels[sure | protected[box]] = cv2.GC_FGD
     if not (labels == cv2.GC_BGD).any() or not (labels == cv2.GC_FGD).any():
         return oval  # the face fills the image: no background to learn from
-    colours = _grabcut_colours(ycc, width, seed & ~protected[box], protected[box], model.mean)
+    texture = strand_deviation(ycc, width, seed & ~protected[box])
+    colours = _grabcut_colours(ycc, texture, protected[box], model.mean)
     background_model, face_model = np.zeros((1, 65)), np.zeros((1, 65))
     cv2.grabCut(colours, labels, None, background_model, face_model, GRABCUT_ITERATIONS, cv2.GC_INIT_WITH_MASK)
     face = ((labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)).astype(np.uint8)
@@ -199,6 +202,11 @@ def segment_skin(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> 
     # A fringe's or a strand's edge is a blend of hair and skin: keep a margin from what was dropped.
     dropped = (oval[box] & ~face).astype(np.uint8)
     face &= ~(cv2.dilate(dropped, disk(max(1, round(DROPPED_MARGIN * width)))) > 0)
+    # Inside the oval, skin's hue stays face whatever GrabCut says (a shadowed cheek beside a background of
+    # skin-like colour, a brick wall, is not hair); above the eyes, where fringes fall, it must be as smooth as skin.
+    smooth = texture < SMOOTH_SPREAD
+    smooth[max(0, int(np.ceil(eye_y - box[0].start))):] = True
+    face |= oval[box] & skin_chroma(ycc, model) & smooth
     region = np.zeros((h, w), dtype=bool)
     region[box] = face
     return region | protected
@@ -212,25 +220,30 @@ def _segmentation_box(search: np.ndarray, oval: np.ndarray, band: int) -> tuple[
     return slice(int(rows.min()), chin), slice(int(cols.min()), int(cols.max()) + 1)
 
 
-def _grabcut_colours(ycc: np.ndarray, width: float, seed: np.ndarray, neutral: np.ndarray,
-                     skin_mean: np.ndarray) -> np.ndarray:
-    """(h, w, 3) uint8 GrabCut input from ``to_ycc`` values: hair-strand texture and chroma, no luma.
-
-    Channel 0 is ``strand_energy`` in deviations from the ``seed`` skin's median (``GRABCUT_ENERGY_GAIN`` levels
-    per median absolute deviation, skin's median at 128): a blonde fringe has the skin's hue but not its
-    smoothness. Channels 1-2 are Cb, Cr stretched by ``GRABCUT_CHROMA_GAIN`` about 128: dark hair, background and
-    glasses differ in hue or saturation. Luma is left out: shading moves it, and a shadowed cheek is still face.
-    ``neutral`` pixels (brows, eyes, lips) get the skin's values so they do not teach the face model their colours.
-    """
+def strand_deviation(ycc: np.ndarray, width: float, seed: np.ndarray) -> np.ndarray:
+    """(h, w) float32 ``strand_energy`` of ``to_ycc`` values in median absolute deviations from the ``seed`` skin's
+    median (0 = as smooth as the sample's skin; a fringe or strands lie several deviations above)."""
     energy = strand_energy(ycc, width)
     median = float(np.median(energy[seed]))
     spread = float(np.median(np.abs(energy[seed] - median))) + 1e-3
-    texture = 128.0 + GRABCUT_ENERGY_GAIN * (energy - median) / spread
-    texture[neutral] = 128.0
+    return (energy - median) / spread
+
+
+def _grabcut_colours(ycc: np.ndarray, texture: np.ndarray, neutral: np.ndarray, skin_mean: np.ndarray) -> np.ndarray:
+    """(h, w, 3) uint8 GrabCut input from ``to_ycc`` values: hair-strand texture and chroma, no luma.
+
+    Channel 0 is ``strand_deviation`` at ``GRABCUT_ENERGY_GAIN`` levels per deviation about 128: a blonde fringe
+    has the skin's hue but not its smoothness. Channels 1-2 are Cb, Cr stretched by ``GRABCUT_CHROMA_GAIN`` about
+    128: dark hair, background and glasses differ in hue or saturation. Luma is left out: shading moves it, and a
+    shadowed cheek is still face. ``neutral`` pixels (brows, eyes, lips) get the skin's values so they do not teach
+    the face model their colours.
+    """
+    channel = 128.0 + GRABCUT_ENERGY_GAIN * texture
+    channel[neutral] = 128.0
     chroma = ycc[..., 1:].copy()
     chroma[neutral] = skin_mean[1:]
     chroma = (chroma - 128.0) * GRABCUT_CHROMA_GAIN + 128.0
-    return np.ascontiguousarray(np.clip(np.dstack([texture, chroma]), 0, 255).astype(np.uint8))
+    return np.ascontiguousarray(np.clip(np.dstack([channel, chroma]), 0, 255).astype(np.uint8))
 
 
 def extension_zone(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:
