@@ -118,9 +118,13 @@ class FitStage(Stage):
         self.fitter = self._fitter(backend)
         self.eyeballs = None
         if settings.eyeballs:
+            from stages.geometry.mesh_topology import TopologyError
             from stages.mesh_tools.eyeballs import load_templates
 
-            self.eyeballs = load_templates(settings.eyeballs)
+            try:
+                self.eyeballs = load_templates(settings.eyeballs)
+            except TopologyError as error:
+                raise ConfigError(f"stages.fit.eyeballs: {error}") from None
         self.detector = make_detector("mediapipe", 4)
         self.parser = None
         from stages.unwrap import face_parser_path
@@ -220,13 +224,15 @@ class FitStage(Stage):
 
 
 def _check_eyeballs(folder: str) -> None:
-    """The eyeball template folder has FFHQ-UV's files, or a one-line ConfigError."""
-    from stages.mesh_tools.eyeballs import load_templates
+    """The eyeball template folder has FFHQ-UV's files, or a one-line ConfigError naming the missing ones."""
+    from pathlib import Path
 
-    try:
-        load_templates(folder)
-    except FileNotFoundError as error:
-        raise ConfigError(f"stages.fit.eyeballs: {error}") from None
+    from stages.mesh_tools.eyeballs import TEMPLATE_FILES, TEXTURE_FILE
+
+    missing = [name for name in (*TEMPLATE_FILES.values(), TEXTURE_FILE) if not (Path(folder) / name).is_file()]
+    if missing:
+        raise ConfigError(f"stages.fit.eyeballs (--eyeballs): {folder} lacks {', '.join(missing)} (FFHQ-UV's "
+                          "Mesh_Add_EyeBall/eye_ball_assets); see README section 'RGB fitting'")
 
 
 def parse_mask(labels: np.ndarray) -> np.ndarray:

@@ -133,3 +133,23 @@ def test_faithful_render_samples_nearest_texels_and_passes_gradients(weights_dir
     assert uv.grad.abs().sum() > 0  # the texels the face samples
     for name in ("id", "exp", "angle", "gamma", "trans"):
         assert getattr(grad, name).abs().sum() > 0, name
+
+
+def test_preflight_names_a_missing_faithful_file_and_eyeball_template(weights_dir, tmp_path):
+    import shutil
+
+    from pipeline.config import load_config, stage_settings
+    from stages.errors import ConfigError
+    from stages.fit import FitStage
+
+    partial = tmp_path / "weights"
+    shutil.copytree(weights_dir, partial)
+    (partial / "vgg_model" / "vgg16.pt").unlink()
+    config = load_config("fit", overrides=(f"output={tmp_path / 'out'}", "stages.fit.profile=faithful",
+                                           f"models.weights_dir={partial}"))
+    with pytest.raises(ConfigError, match="missing weights file vgg_model/vgg16.pt"):
+        FitStage.preflight(stage_settings(config, "fit"), config)
+    config = load_config("fit", overrides=(f"output={tmp_path / 'out'}", "stages.fit.profile=faithful",
+                                           f"models.weights_dir={weights_dir}", f"stages.fit.eyeballs={tmp_path}"))
+    with pytest.raises(ConfigError, match="eyeLeft_mesh_move.obj"):
+        FitStage.preflight(stage_settings(config, "fit"), config)
