@@ -81,7 +81,8 @@ def photo_profile_figures(cache: str) -> None:
 
     from pipeline.inputs import BUILTIN_FACES
     from stages.face.align import align_face, ffhq_quad
-    from stages.face.landmarks import FaceLandmarker, ffhq_points
+    from stages.face.detectors import ffhq_points
+    from stages.face.landmarks import FaceLandmarker
     from stages.geometry.topologies import load_topology
     from stages.imageio import decode_image
 
