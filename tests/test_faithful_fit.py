@@ -153,3 +153,14 @@ def test_preflight_names_a_missing_faithful_file_and_eyeball_template(weights_di
                                            f"models.weights_dir={weights_dir}", f"stages.fit.eyeballs={tmp_path}"))
     with pytest.raises(ConfigError, match="eyeLeft_mesh_move.obj"):
         FitStage.preflight(stage_settings(config, "fit"), config)
+
+
+def test_deep3d_point_buf_normals_equal_the_adjacency_sum():
+    from stages.fitting.faithful_render import vertex_normals
+
+    gen = torch.Generator().manual_seed(0)
+    vertices = torch.randn(6, 3, generator=gen)
+    triangles = torch.tensor([[0, 1, 2], [0, 2, 3], [0, 3, 4], [1, 2, 5]])
+    table = [[t for t, tri in enumerate(triangles.tolist()) if v in tri] for v in range(6)]
+    point_buf = torch.tensor([ids + [-1] * (8 - len(ids)) for ids in table])  # Deep3D's padded table
+    torch.testing.assert_close(vertex_normals(vertices, triangles, point_buf), vertex_normals(vertices, triangles))

@@ -7,7 +7,8 @@ laid out like FFHQ-UV's ``checkpoints/`` (pipeline.md sections 3 and 7):
 - ``arcface_model/ms1mv3_arcface_r50_fp16_backbone.pth``: an insightface IResNet state dict (tiny);
 - ``vgg_model/vgg16.pt``: a TorchScript program of VGG16 blocks + LPIPS heads at small widths (read as tensors);
 - ``topo_assets/hifi3dpp_model_info.mat``: the real HiFi3D++ head (``shared/data/hifi3dpp/head_teaser1.obj``:
-  mesh, UVs) with a small synthetic id / exp / tex basis, FFHQ-UV's keys and 1-based indices;
+  mesh, UVs, Deep3D's ``point_buf``) with a small synthetic id / exp / tex basis, FFHQ-UV's keys and 1-based
+  indices;
 - ``topo_assets/similarity_Lm3D_all.mat``: ``lm`` (68, 3), the model's keypoints on its mean shape.
 """
 
@@ -101,8 +102,21 @@ def tiny_model_info(head_obj: str | Path, seed: int = 0) -> dict[str, np.ndarray
         "tri": face + 1, "head_tri": mesh.faces + 1, "tri_vt": mesh.face_uvs[inside & (normal_z > 0)] + 1,
         "head_tri_vt": mesh.face_uvs + 1, "vt_list": mesh.uvs,
         "vtx_vt": np.stack([(1 - uv[:, 1]) * 512, uv[:, 0] * 512], 1),  # (row, col) in 0..512
-        "keypoints": (keypoints + 1).reshape(1, -1),
+        "keypoints": (keypoints + 1).reshape(1, -1), "point_buf": _point_buf(mesh.faces, n),
     }
+
+
+def _point_buf(faces: np.ndarray, count: int, width: int = 8) -> np.ndarray:
+    """Deep3D's ``point_buf``: per vertex the 1-based ids of up to ``width`` triangles around it, 0-padded."""
+    flat = faces.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    vertices, triangles = flat[order], order // 3
+    starts = np.cumsum(np.bincount(flat, minlength=count)) - np.bincount(flat, minlength=count)
+    rank = np.arange(len(flat)) - starts[vertices]
+    table = np.zeros((count, width), dtype=np.int64)
+    keep = rank < width
+    table[vertices[keep], rank[keep]] = triangles[keep] + 1
+    return table
 
 
 def _tiny_deep3d(dims: tuple[int, int, int], seed: int) -> dict:

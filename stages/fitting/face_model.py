@@ -57,6 +57,11 @@ class HiFi3DModel:
         self.head_tri = torch.as_tensor(np.asarray(info["head_tri"], dtype=np.int64) - 1)
         self.vtx_vt = torch.as_tensor(np.asarray(info["vtx_vt"], dtype=np.float32))  # (N, 2) row, col in 0..512
         self.keypoints = torch.as_tensor(np.asarray(info["keypoints"], dtype=np.int64).reshape(-1) - 1)
+        # Optional ``point_buf`` (N, 8): the (1-based) head triangles around each vertex, 0 = padding, which
+        # Deep3D's normals sum; without it every adjacent triangle counts.
+        self.point_buf = None
+        if "point_buf" in info:
+            self.point_buf = torch.as_tensor(np.asarray(info["point_buf"], dtype=np.int64) - 1)
         n = len(self.mean_shape)
         for name in ("id_base", "exp_base", "tex_base"):
             if getattr(self, name).shape[0] != 3 * n:

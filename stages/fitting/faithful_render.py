@@ -32,11 +32,17 @@ class FaceRender:
     landmarks: torch.Tensor
 
 
-def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor) -> torch.Tensor:
-    """(N, 3) Deep3D vertex normals: the sum of the unit normals of the (head) triangles around a vertex, unit."""
+def vertex_normals(vertices: torch.Tensor, triangles: torch.Tensor, point_buf: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """(N, 3) Deep3D vertex normals: the sum of the unit normals of the (head) triangles around a vertex, unit.
+
+    ``point_buf`` (N, K) 0-based triangle ids per vertex, -1 = padding (Deep3D's table); None = all triangles."""
     a, b, c = (vertices[triangles[:, k]] for k in range(3))
     face = torch.nn.functional.normalize(torch.cross(a - b, b - c, dim=1), dim=1)
-    summed = torch.zeros_like(vertices).index_add(0, triangles.reshape(-1), face.repeat_interleave(3, dim=0))
+    if point_buf is not None:  # -1 picks the appended zero row, as Deep3D pads
+        summed = torch.cat([face, face.new_zeros(1, 3)])[point_buf].sum(dim=1)
+    else:
+        summed = torch.zeros_like(vertices).index_add(0, triangles.reshape(-1), face.repeat_interleave(3, dim=0))
     return torch.nn.functional.normalize(summed, dim=1)
 
 
@@ -73,7 +79,7 @@ def raster_face(model: fm.HiFi3DModel, parts: fm.Coefficients, backend: str = "c
     """Rasterise batch element 0 of ``parts`` and interpolate its per-vertex attributes."""
     shape = model.shape(parts.id, parts.exp)
     camera = fm.to_camera(shape, parts.angle, parts.trans)[0]
-    normals = vertex_normals(shape[0], model.head_tri) @ fm.rotation(parts.angle)[0].T
+    normals = vertex_normals(shape[0], model.head_tri, model.point_buf) @ fm.rotation(parts.angle)[0].T
     shading = fm.sh_shading(normals[None], parts.gamma)[0]  # (N, 3)
     size = fm.IMAGE_SIZE
     covered, tri_ids, bary = rasterize_pixels(_screen(camera), model.face_tri_numpy, size, backend)
