@@ -41,7 +41,7 @@ def regions():
     return out
 
 
-@pytest.mark.parametrize("name, at_least", [("015309", 0.005), ("astronaut", 0.01), ("grace_hopper", 0.005)])
+@pytest.mark.parametrize("name, at_least", [("015309", 0.02), ("astronaut", 0.015), ("grace_hopper", 0.01)])
 def test_hair_and_glasses_over_the_face_are_masked(regions, name, at_least):
     """015309's blonde strands at her temples and over her cheek, the astronaut's fringe, Grace Hopper's glasses
     frames: a share of the inner upper face oval is left out of the face region (obama's, below, is 0)."""

@@ -11,7 +11,9 @@ region comes from the mediapipe landmarks and the view's own colours:
   landmarks: the sample's own cheek/nose skin (the pixels the YCbCr skin prior of ``stages/face/skin.py`` accepts
   inside the eroded oval) is sure face, the rest of the oval probable face, the extension zone (forehead up to the
   hairline, the visible cheek of a turned view) probable background, everything around it sure background. It
-  drops hair strands, fringes, glasses frames and hands from the oval and stops the forehead at the hairline;
+  drops hair strands, fringes, glasses frames and hands from the oval and stops the forehead at the hairline.
+  Oval pixels the skin prior accepts (as smooth as skin above the brows) stay face whatever GrabCut says, so a
+  shadowed cheek beside a skin-coloured background is kept;
 - brows, eyes, lips and nostrils (``protected_features``) are face whatever their colour.
 
 Shapes: images (H, W, 3) uint8 RGB, landmarks (468, 2) pixels (x right, y down), masks (H, W) bool.
@@ -23,8 +25,9 @@ import cv2
 import numpy as np
 
 from stages.face.landmarks import MOUTH_CORNER_IMAGE_LEFT, MOUTH_CORNER_IMAGE_RIGHT, NOSE_TIP
-from stages.face.skin import fit_skin_model, skin_chroma, skin_pixels, strand_energy, to_ycc
+from stages.face.skin import fit_skin_model, skin_pixels, strand_energy, to_ycc
 from stages.geometry.uv_topology import (
+    BROW_TOP,
     EAR_FRONT,
     NOSTRIL_IMAGE_LEFT,
     NOSTRIL_IMAGE_RIGHT,
@@ -172,7 +175,7 @@ def segment_skin(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> 
     zone = extension_zone(landmarks, h, w) & ~oval
     protected = protected_features(landmarks, h, w, max(1, round(FEATURE_PAD * width))) & oval
     search = zone | oval
-    eye_y = float(landmarks[[OUTER_EYE_IMAGE_LEFT, OUTER_EYE_IMAGE_RIGHT], 1].mean())
+    brow_y = float(landmarks[list(BROW_TOP), 1].mean())
     box = _segmentation_box(search, oval, max(2, round(BACKGROUND_BAND * width)))
     ycc = to_ycc(image[box])
     seed = cv2.erode(oval[box].astype(np.uint8), disk(max(1, round(SEED_ERODE * width)))) > 0
@@ -202,11 +205,15 @@ def segment_skin(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> 
     # A fringe's or a strand's edge is a blend of hair and skin: keep a margin from what was dropped.
     dropped = (oval[box] & ~face).astype(np.uint8)
     face &= ~(cv2.dilate(dropped, disk(max(1, round(DROPPED_MARGIN * width)))) > 0)
-    # Inside the oval, skin's hue stays face whatever GrabCut says (a shadowed cheek beside a background of
-    # skin-like colour, a brick wall, is not hair); above the eyes, where fringes fall, it must be as smooth as skin.
+    # Inside the oval, what the skin prior accepts stays face whatever GrabCut says (a shadowed cheek beside a
+    # background of skin-like colour, a brick wall, is not hair); above the brows, where fringes fall, it must also
+    # be as smooth as skin.
+    skin = skin_pixels(ycc, model)
     smooth = texture < SMOOTH_SPREAD
-    smooth[max(0, int(np.ceil(eye_y - box[0].start))):] = True
-    face |= oval[box] & skin_chroma(ycc, model) & smooth
+    # Beyond the oval (the forehead up to the hairline) only skin-coloured, skin-smooth pixels GrabCut kept.
+    face &= oval[box] | (skin & smooth)
+    smooth[max(0, int(np.ceil(brow_y - box[0].start))):] = True
+    face |= oval[box] & skin & smooth
     region = np.zeros((h, w), dtype=bool)
     region[box] = face
     return region | protected

@@ -10,7 +10,6 @@ face region from the landmarks, and this module makes that region follow the ski
 - ``skin_pixels``: pixels whose squared Mahalanobis distance to that model is below ``SKIN_DISTANCE2`` (the
   chi-square 99 % point for 3 degrees of freedom) and whose luma is not far below the skin's (hair, brows and
   shadows of the same hue are darker), as FFHQ-UV's prior separates skin from hair, background and glasses;
-- ``skin_chroma``: the same test on chroma alone, which keeps the face's own shadows;
 - ``strand_energy``: hair the colour of skin (a blonde fringe over the forehead) differs in texture: a band-pass
   of the luma at the scale of a strand, averaged locally, is several times stronger on hair than on skin.
 
@@ -28,7 +27,6 @@ import numpy as np
 
 LUMA_WEIGHT = 0.5  # luma deviations count half: shading moves luma, not chroma
 SKIN_DISTANCE2 = 11.34  # chi-square(3) 99 % point
-CHROMA_DISTANCE2 = 13.82  # chi-square(2) 99.9 % point: a chroma this far from the skin's is not skin
 TRIM_DISTANCE2 = 7.81  # chi-square(3) 95 %: seed pixels beyond it are dropped before refitting
 TRIM_ROUNDS = 2
 # Covariance floor (YCbCr units squared): a nearly flat seed (a synthetic face) must still accept its own noise.
@@ -84,15 +82,6 @@ def skin_pixels(ycc: np.ndarray, model: SkinModel) -> np.ndarray:
     close = model.distance2(ycc) < SKIN_DISTANCE2
     not_dark = ycc[..., 0] > model.mean[0] - DARK_LUMA_SIGMAS * model.luma_std
     return close & not_dark
-
-
-def skin_chroma(ycc: np.ndarray, model: SkinModel) -> np.ndarray:
-    """(H, W) bool: pixels of ``to_ycc`` values whose chroma (Cb, Cr) the model takes for skin, whatever the luma
-    (the face's own shadows keep the skin's hue)."""
-    covariance = np.linalg.inv(model.inverse_covariance)[1:, 1:]
-    centred = ycc[..., 1:] - model.mean[1:]
-    distance2 = np.einsum("...i,ij,...j->...", centred, np.linalg.inv(covariance), centred)
-    return distance2 < CHROMA_DISTANCE2
 
 
 STRAND_SCALE = 0.006  # strand width, fraction of the face width: the band-pass is blur(s) - blur(3 s)
