@@ -7,7 +7,9 @@ stages. Profiles (``stages.fit.profile``):
   renderer (``stages/fitting/render.py``);
 - ``faithful`` (``stages/fitting/faithful_photo.py``): FFHQ-UV's own networks and 3DMM from
   ``models.weights_dir`` under FFHQ-UV's ``checkpoints/`` names (``stages/fitting/faithful_models.py``): Deep3D
-  regression, then the texture GAN's latent and the 3DMM optimised (``stages/fitting/faithful_fit.py``).
+  regression, then the texture GAN's latent and the 3DMM optimised (``stages/fitting/faithful_fit.py``). The
+  texture GAN (``stages.fit.texture_gan``) is ``texgan_ffhq_uv.pth`` (whole UV maps) or ``cropface630`` (FFHQ-UV's
+  face-crop GAN, its output pasted into the template and blended twice: ``stages/fitting/cropface_texture.py``).
 Writes FFHQ-UV's output set per photo (``stages/fitting/outputs.py``); the final UV map is also output ``uv``
 (``stage3_uv.png``), which the contact sheet and the report show. ``stages.fit.eyeballs`` (``ffhq-uv fit
 --eyeballs DIR``) adds FFHQ-UV's template eyeballs to the final meshes (``stages/mesh_tools/eyeballs.py``).
@@ -28,6 +30,7 @@ from stages.unwrap import Rasterizer
 
 FitProfile = Literal["open", "faithful"]
 PROFILES: tuple[str, ...] = get_args(FitProfile)
+TextureGanChoice = Literal["ffhq_uv", "cropface630"]  # the faithful texture GAN (faithful_models.TEXGAN_FILES)
 FIT_FAILED = "fit_failed"  # the landmark fit or the optimisation could not run on this photo
 STAGES = (1, 2, 3)
 # Final (stage 3) loss terms in the manifest; a term a profile does not have is null. open: colour, smooth,
@@ -39,6 +42,8 @@ TIMED_PARTS = ("preprocess", "stage1", "stage2", "stage3")
 @dataclass
 class FitSettings(StageSettings):
     profile: FitProfile = "open"  # open | faithful
+    # Faithful profile: texgan_ffhq_uv.pth (whole maps) or FFHQ-UV's cropface630 face-crop GAN with its template paste.
+    texture_gan: TextureGanChoice = "ffhq_uv"  # ffhq_uv | cropface630
     # The HiFi3D++ topology is the run-level ``topology`` (its ``obj`` and ``cache_dir``); the fit needs hifi3dpp.
     stage2_steps: int = bounded(100, low=0)  # FFHQ-UV's schedule
     stage3_steps: int = bounded(200, low=0)
@@ -85,7 +90,10 @@ class FitStage(Stage):
         if settings.profile == "faithful":
             from stages.fitting.faithful_models import check_files
 
-            check_files(weights_dir)
+            check_files(weights_dir, settings.texture_gan)
+        elif settings.texture_gan != "ffhq_uv":
+            raise ConfigError(f"stages.fit.texture_gan={settings.texture_gan} needs the faithful profile "
+                              "(--profile faithful); the open profile has no texture GAN")
         if settings.eyeballs:
             _check_eyeballs(settings.eyeballs)
         from stages.unwrap import face_parser_path
@@ -139,15 +147,25 @@ class FitStage(Stage):
         """The profile's per-actor fitter: ``FaithfulFitter`` (FFHQ-UV's networks) or the open ``PhotoFitter``."""
         settings: FitSettings = self.settings
         steps = (settings.stage2_steps, settings.stage3_steps)
+        from stages.texture.template import template_for
+
+        template, regions = None, None
+        if settings.profile == "open" or settings.texture_gan == "cropface630":  # both need the template UV map
+            regions = self.topology.masks()
+            template = template_for(self.topology.name, regions, self.context.weights_dir)
         if settings.profile == "faithful":
             from stages.fitting.faithful_models import load_faithful_models
             from stages.fitting.faithful_photo import FaithfulFitter
 
-            return FaithfulFitter(load_faithful_models(self.context.weights_dir, self.context.device), steps, backend)
-        from stages.fitting.photo_fit import PhotoFitter
-        from stages.texture.template import template_for
+            cropface = None
+            if settings.texture_gan == "cropface630":
+                from stages.fitting.cropface_texture import cropface_assets
 
-        template = template_for(self.topology.name, self.topology.masks(), self.context.weights_dir)
+                cropface = cropface_assets(template, regions)
+            models = load_faithful_models(self.context.weights_dir, self.context.device, cropface)
+            return FaithfulFitter(models, steps, backend)
+        from stages.fitting.photo_fit import PhotoFitter
+
         return PhotoFitter(self.topology, template, steps, backend)
 
     def process(self, sample: Sample) -> StageResult:

@@ -1,10 +1,12 @@
 """The faithful RGB-fitting profile end to end on tiny random-weight checkpoints in FFHQ-UV's formats
-(``tests/tiny_fit_weights.py``): the three stages on a real photo, losses decreasing, and ``ffhq-uv fit
---profile faithful`` writing FFHQ-UV's output set (with eyeballs) through the driver."""
+(``tests/tiny_fit_weights.py``): the three stages on a real photo, losses decreasing (texture GAN
+``texgan_ffhq_uv.pth``), and ``ffhq-uv fit --profile faithful`` writing FFHQ-UV's output set (with eyeballs) through
+the driver with the cropface630 GAN, whose paste and blends ``tests/test_cropface_texture.py`` checks in detail."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -55,20 +57,28 @@ def test_faithful_stages_lower_their_losses_on_a_real_photo(weights_dir, one_thr
     state = result.states[3]
     assert state.coeffs.shape == (1, sum(TINY_DIMS) + 33) and state.latents_w.shape[0] == 1
     torch.testing.assert_close(models.texgan.z_to_w(state.latents_z), state.latents_w)
+    out = result.stage_output(3, SimpleNamespace(uv_size=1024))  # the GAN's 64 px map, resized
+    assert out.texture.shape == (1024, 1024, 3) and out.texture.dtype == np.uint8
 
 
 def test_fit_command_faithful_profile_writes_ffhq_uv_outputs(weights_dir, tmp_path):
+    """One driver run, with FFHQ-UV's cropface630 GAN (the default GAN goes through the same stage code)."""
     from PIL import Image
 
     from pipeline.manifest import read_manifest
+    from stages.fitting.cropface_texture import MAP_HAIR_BOX
+    from stages.geometry.hifi3dpp import load_hifi3dpp
     from stages.geometry.obj import read_obj
+    from stages.texture.masks import FULL_COVERAGE, hair_weight
+    from stages.texture.template import template_for
     from tests.conftest import face_and_noise_inputs, run_cli
 
     inputs = face_and_noise_inputs(tmp_path / "in", "faces/000007.jpg")
     output = tmp_path / "out"
     run_cli(["fit", "--no-progress", "--no-visuals", "--profile", "faithful", "--input", str(inputs),
              "--output", str(output), "--eyeballs", str(shared_data("eyeball")), f"models.weights_dir={weights_dir}",
-             "stages.fit.stage2_steps=1", "stages.fit.stage3_steps=1", f"topology.cache_dir={tmp_path / 'cache'}"])
+             "stages.fit.stage2_steps=1", "stages.fit.stage3_steps=1", f"topology.cache_dir={tmp_path / 'cache'}",
+             "stages.fit.texture_gan=cropface630"])
     rows = {r["id"]: r for r in read_manifest(str(output)).to_pylist()}
     assert (rows["noise"]["status"], rows["noise"]["error_code"]) == ("failed", "no_face")
     row = rows["000007"]
@@ -87,7 +97,12 @@ def test_fit_command_faithful_profile_writes_ffhq_uv_outputs(weights_dir, tmp_pa
     assert record["coeffs"].shape == (1, sum(TINY_DIMS) + 33) and record["lm68"].shape == (1, 68, 2)
     assert record["latents_w"].ndim == 3
     assert torch.load(folder / "stage1_coeffs.pt", weights_only=True)["latents_w"] is None
-    assert Image.open(folder / "stage3_uv.png").size == (1024, 1024) and TEXGAN_RESOLUTION < 1024  # resized
+    uv = np.asarray(Image.open(folder / "stage3_uv.png").convert("RGB"), dtype=np.float32)
+    assert uv.shape == (1024, 1024, 3) and TEXGAN_RESOLUTION < 1024  # pasted into the template and blended
+    regions = load_hifi3dpp(None, str(weights_dir), str(tmp_path / "cache")).masks()
+    hair = hair_weight(regions["hair"], MAP_HAIR_BOX, MAP_HAIR_BOX) >= FULL_COVERAGE
+    template = template_for("hifi3dpp", regions, str(weights_dir))
+    assert hair.sum() > 10_000 and np.abs(uv[hair] - template[hair]).max() <= 0.5  # the template's own hair
     id_mesh, exp_mesh = read_obj(folder / "stage3_mesh_id.obj"), read_obj(folder / "stage3_mesh_exp.obj")
     assert len(exp_mesh.vertices) == 20481 and exp_mesh.has_uvs and exp_mesh.mtllib == "stage3_mesh.mtl"
     assert not np.allclose(id_mesh.vertices, exp_mesh.vertices)  # the expression separates the two meshes
@@ -135,7 +150,7 @@ def test_faithful_render_samples_nearest_texels_and_passes_gradients(weights_dir
         assert getattr(grad, name).abs().sum() > 0, name
 
 
-def test_preflight_names_a_missing_faithful_file_and_eyeball_template(weights_dir, tmp_path):
+def test_preflight_names_a_missing_faithful_file_a_wrong_texture_gan_and_eyeball_template(weights_dir, tmp_path):
     import shutil
 
     from pipeline.config import load_config, stage_settings
@@ -149,6 +164,16 @@ def test_preflight_names_a_missing_faithful_file_and_eyeball_template(weights_di
                                            f"models.weights_dir={partial}"))
     with pytest.raises(ConfigError, match="missing weights file vgg_model/vgg16.pt"):
         FitStage.preflight(stage_settings(config, "fit"), config)
+    (partial / "texgan_model" / "texgan_cropface630resize1024_ffhq_uv_interpolate.pth").unlink()
+    config = load_config("fit", overrides=(f"output={tmp_path / 'out'}", "stages.fit.profile=faithful",
+                                           f"models.weights_dir={partial}", "stages.fit.texture_gan=cropface630"))
+    with pytest.raises(ConfigError, match="missing weights file texgan_model/texgan_cropface630resize1024_ffhq_uv_"):
+        FitStage.preflight(stage_settings(config, "fit"), config)
+    config = load_config("fit", overrides=(f"output={tmp_path / 'out'}", "stages.fit.texture_gan=cropface630"))
+    with pytest.raises(ConfigError, match="needs the faithful profile"):
+        FitStage.preflight(stage_settings(config, "fit"), config)
+    with pytest.raises(ConfigError, match="texture_gan"):
+        load_config("fit", overrides=(f"output={tmp_path / 'out'}", "stages.fit.texture_gan=cropface"))
     config = load_config("fit", overrides=(f"output={tmp_path / 'out'}", "stages.fit.profile=faithful",
                                            f"models.weights_dir={weights_dir}", f"stages.fit.eyeballs={tmp_path}"))
     with pytest.raises(ConfigError, match="eyeLeft_mesh_move.obj"):

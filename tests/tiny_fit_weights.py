@@ -1,7 +1,8 @@
 """Tiny random-weight checkpoints of the faithful fit, each written in its official format, in a ``weights_dir``
 laid out like FFHQ-UV's ``checkpoints/`` (pipeline.md sections 3 and 7):
 
-- ``texgan_model/texgan_ffhq_uv.pth``: a stylegan2-ada ``Generator`` state dict (tiny channels, 64 px);
+- ``texgan_model/texgan_ffhq_uv.pth``: a stylegan2-ada ``Generator`` state dict (tiny channels, 64 px), and
+  ``texgan_model/texgan_cropface630resize1024_ffhq_uv_interpolate.pth`` (the same format, another seed);
 - ``deep3d_model/epoch_latest.pth``: ``{"net_recon": ...}`` of a one-unit-per-stage ResNet regressor whose head
   biases give a frontal, centred face (its weights are small random values);
 - ``arcface_model/ms1mv3_arcface_r50_fp16_backbone.pth``: an insightface IResNet state dict (tiny);
@@ -147,6 +148,8 @@ def write_faithful_weights_dir(root: str | Path, head_obj: str | Path, seed: int
         (root / folder).mkdir(parents=True, exist_ok=True)
     torch.save(tiny_generator(seed, resolution=TEXGAN_RESOLUTION).state_dict(),
                root / "texgan_model" / "texgan_ffhq_uv.pth")
+    torch.save(tiny_generator(seed + 1, resolution=TEXGAN_RESOLUTION).state_dict(),
+               root / "texgan_model" / "texgan_cropface630resize1024_ffhq_uv_interpolate.pth")
     torch.save(_tiny_deep3d(TINY_DIMS, seed), root / "deep3d_model" / "epoch_latest.pth")
     torch.manual_seed(seed)
     torch.save(IResNet(*TINY_RESNET).eval().state_dict(),

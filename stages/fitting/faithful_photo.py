@@ -35,20 +35,14 @@ class FaithfulPhotoFit:
     def uv_map(self, stage: int, size: int) -> np.ndarray | None:
         """(size, size, 3) uint8 UV map of a GAN stage (resized when the GAN's resolution differs), else None."""
         w = self.states[stage].latents_w
-        if w is None:
-            return None
-        with torch.no_grad():
-            uv = self.models.texgan.synthesize(w)
-            if uv.shape[-1] != size:
-                uv = torch.nn.functional.interpolate(uv, size=(size, size), mode="bilinear", align_corners=False)
-        return np.clip(np.rint(image_numpy(uv.clamp(0, 1)) * 255), 0, 255).astype(np.uint8)
+        return None if w is None else uint8_map(self.models.texgan.output_map(w), size)
 
     def stage_output(self, stage: int, topology) -> outputs.StageOutput:
         """What stage ``stage`` writes: render, landmarks, UV map, id / exp meshes, FFHQ-UV's coeffs record."""
         state, model = self.states[stage], self.models.face_model
         parts = model.split(state.coeffs)
         with torch.no_grad():
-            uv = None if state.latents_w is None else self.models.texgan.synthesize(state.latents_w)
+            uv = None if state.latents_w is None else self.models.texgan.output_map(state.latents_w)
             out = render_face(model, parts, uv, self.backend)
             id_shape = model.shape(parts.id, torch.zeros_like(parts.exp))[0].double().cpu().numpy()
             exp_shape = model.shape(parts.id, parts.exp)[0].double().cpu().numpy()
@@ -57,13 +51,22 @@ class FaithfulPhotoFit:
         fitted_down = np.stack([lm_up[:, 0], CROP_SIZE - 1 - lm_up[:, 1]], 1)
         coeffs = outputs.faithful_coeffs_bytes(state.coeffs, lm_up[None], state.latents_w, state.latents_z)
         return outputs.StageOutput(np.clip(image_numpy(out.image), 0, 1), image_numpy(out.mask)[..., 0], fitted_down,
-                                   self.uv_map(stage, topology.uv_size), {"id": id_shape, "exp": exp_shape}, coeffs,
+                                   None if uv is None else uint8_map(uv, topology.uv_size),
+                                   {"id": id_shape, "exp": exp_shape}, coeffs,
                                    colours)
 
     def angles_deg(self) -> np.ndarray:
         """(3,) final pitch, yaw, roll in degrees (the coefficients' own angles)."""
         parts = self.models.face_model.split(self.states[max(self.states)].coeffs)
         return np.degrees(parts.angle[0].double().cpu().numpy())
+
+
+def uint8_map(uv: torch.Tensor, size: int) -> np.ndarray:
+    """(1, 3, R, R) map in [0, 1] -> (size, size, 3) uint8 (bilinear resize when R differs)."""
+    with torch.no_grad():
+        if uv.shape[-1] != size:
+            uv = torch.nn.functional.interpolate(uv, size=(size, size), mode="bilinear", align_corners=False)
+    return np.clip(np.rint(image_numpy(uv.clamp(0, 1)) * 255), 0, 255).astype(np.uint8)
 
 
 class FaithfulFitter:

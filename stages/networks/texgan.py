@@ -21,6 +21,9 @@ from stages.networks.checkpoint import read_state_dict
 from stages.networks.stylegan2 import Generator, generator_from_state_dict
 
 TEXGAN_FILE = "texgan_model/texgan_ffhq_uv.pth"
+# FFHQ-UV's second GAN, same format, trained on 630 px face crops resized to 1024 (its paste and blends:
+# stages/fitting/cropface_texture.py).
+CROPFACE_TEXGAN_FILE = "texgan_model/texgan_cropface630resize1024_ffhq_uv_interpolate.pth"
 CONV_CLAMP = 256.0
 NUM_FP16_RES = 4
 LATENT_SEED = 123
@@ -62,6 +65,12 @@ class TextureGAN:
         if w.shape[1] == 1:
             w = w.expand(-1, self.num_ws, -1)
         return (self.generator.synthesis(w) + 1) * 0.5
+
+    def output_map(self, w: torch.Tensor) -> torch.Tensor:
+        """The UV map a stage writes and renders for its outputs, (B, 3, R, R) in [0, 1]: here ``synthesize``'s
+        (the cropface GAN adds its second blend)."""
+        with torch.no_grad():
+            return self.synthesize(w)
 
 
 def latent_stats(generator: Generator, samples: int = STATS_SAMPLES, seed: int = LATENT_SEED

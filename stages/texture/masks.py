@@ -78,6 +78,7 @@ def view_blend_weight(mask: np.ndarray, eroded: np.ndarray, major: np.ndarray, m
     return box_blur(eroded * weight, VIEW_FEATHER_BOX) * mask
 
 
-def hair_weight(hair: np.ndarray) -> np.ndarray:
-    """Weight of the template's hair: ``box15(box11(hair) >= 1)``, (H, W) float32 in [0, 1]."""
-    return box_blur(full_coverage(box_blur(hair, HAIR_ERODE_BOX)), HAIR_FEATHER_BOX)
+def hair_weight(hair: np.ndarray, erode_box: int = HAIR_ERODE_BOX, feather_box: int = HAIR_FEATHER_BOX) -> np.ndarray:
+    """Weight of the template's hair: ``box15(box11(hair) >= 1)`` by default, (H, W) float32 in [0, 1]; the RGB
+    fitting's cropface blends use other boxes (``stages/fitting/cropface_texture.py``)."""
+    return box_blur(full_coverage(box_blur(hair, erode_box)), feather_box)
