@@ -97,3 +97,28 @@ def test_the_paste_passes_gradients_to_the_gan_output(layout):
     reached = face.grad.abs().sum(dim=1)[0] > 0
     assert reached.float().mean() > 0.8  # all but the texels under the template's hair (top of the window)
     assert reached[32:].all()
+
+
+def test_the_per_step_template_match_is_match_color_yuv(layout):
+    from stages.fitting.cropface_texture import TemplateMatcher
+    from stages.texture.color import match_color_yuv
+
+    regions, template = layout
+    rng = np.random.default_rng(1)
+    target = rng.uniform(0, 255, (1024, 1024, 3)).astype(np.float32)
+    target[:, :, 1] *= 0.5
+    expected = match_color_yuv(template, target, regions["minor_valid_whole"])
+    matched = TemplateMatcher(template, regions["minor_valid_whole"])(torch.from_numpy(target / 255.0).permute(2, 0, 1))
+    np.testing.assert_allclose(matched[0].permute(1, 2, 0).numpy() * 255.0, expected, atol=0.02)
+    unmatched = TemplateMatcher(template, np.zeros((1024, 1024), np.float32))(torch.zeros(3, 1024, 1024))
+    np.testing.assert_allclose(unmatched[0].permute(1, 2, 0).numpy() * 255.0, template, atol=0.02)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_the_paste_is_the_same_on_the_gpu(layout):
+    regions, template = layout
+    gan = decoder(template, regions)
+    face = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    cpu = gan.paste(face)
+    gpu = gan.to("cuda").paste(face.cuda()).cpu()
+    torch.testing.assert_close(gpu, cpu, atol=1e-4, rtol=0)

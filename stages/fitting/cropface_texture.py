@@ -17,7 +17,10 @@ Gradients (choice): as in FFHQ-UV, whose blend round-trips the canvas through nu
 are taken from the detached canvas and the masks are constants, so the matched template is a constant for autograd;
 gradients reach the GAN through ``canvas * weight`` (the paste is a differentiable slice write) and the resize, which
 is all the loss needs (the colour match only recolours the template around the window). The second blend is applied,
-as in FFHQ-UV, to the stage outputs only: its fitting loop renders the first blend's map.
+as in FFHQ-UV, to the stage outputs only: its fitting loop renders the first blend's map. The per-step match is
+``color.match_color_yuv``'s formula in torch on the map's device (``TemplateMatcher``: the template's YUV and moments
+computed once), so a GPU fit does not copy a 1664 canvas to numpy every step; the outputs' match is
+``match_color_yuv`` itself.
 
 Where pipeline.md is silent we follow FFHQ-UV's RGB-fitting code and the unwrap path's ``blend_with_template``: the
 template is matched to the texture (never the reverse), the 1024 topology masks and template are resized to 1664 by
@@ -37,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from stages.networks.texgan import TextureGAN
-from stages.texture.color import match_color_yuv
+from stages.texture.color import RGB_FROM_YUV, SPREAD_DIVISOR, YUV_FROM_RGB, match_color_yuv
 from stages.texture.masks import MAJOR_MINOR_BLUR_BOX, box_blur, hair_weight
 from stages.texture.pyramid import pyramid_blend
 
@@ -110,6 +113,40 @@ def finish_map(uv: np.ndarray, assets: CropfaceAssets) -> np.ndarray:
     return np.clip(assets.map_template * hair + blended * (1.0 - hair), 0.0, 255.0).astype(np.float32)
 
 
+class TemplateMatcher:
+    """``color.match_color_yuv(template, target, mask)`` for a fixed template and mask, in torch: the template's YUV
+    and its moments over the mask are computed once; ``__call__`` takes only the target's moments (no gradient)."""
+
+    def __init__(self, template: np.ndarray, mask: np.ndarray):
+        self.yuv_from_rgb = torch.tensor(YUV_FROM_RGB, dtype=torch.float32)
+        self.rgb_from_yuv = torch.tensor(RGB_FROM_YUV, dtype=torch.float32)
+        self.valid = torch.from_numpy(np.asarray(mask) > 0.5)  # (H, W) bool
+        self.source = _image_tensor(template)[0].reshape(3, -1).T @ self.yuv_from_rgb.T  # (H*W, 3) YUV, 0-255
+        source_valid = self.source[self.valid.reshape(-1)].double()
+        self.mu, self.sigma = torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+        if len(source_valid):  # else unused: nothing is matched
+            self.mu, self.sigma = source_valid.mean(dim=0), source_valid.std(dim=0, unbiased=False)
+
+    def to(self, device: str | torch.device) -> TemplateMatcher:
+        for name in ("yuv_from_rgb", "rgb_from_yuv", "valid", "source", "mu", "sigma"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def __call__(self, target: torch.Tensor) -> torch.Tensor:
+        """(3, H, W) target in [0, 1] -> (1, 3, H, W) matched template in [0, 1] (``match_color_yuv``'s formula)."""
+        with torch.no_grad():
+            matched = self.source  # no valid texel: the template unchanged, as match_color_yuv
+            values = target.detach().reshape(3, -1).T[self.valid.reshape(-1)].double() * 255.0
+            if len(values):
+                yuv = values @ self.yuv_from_rgb.double().T
+                mu_t, sigma_t = yuv.mean(dim=0), yuv.std(dim=0, unbiased=False)
+                varies = self.sigma > 0  # a flat template channel has nothing to rescale: only its mean moves
+                gain = torch.where(varies, sigma_t / torch.where(varies, self.sigma, 1.0) / SPREAD_DIVISOR, 0.0)
+                matched = (self.source - self.mu.float()) * gain.float() + mu_t.float()
+            rgb = (matched @ self.rgb_from_yuv.T).clamp(0.0, 255.0) / 255.0
+        return rgb.T.reshape(1, 3, *self.valid.shape)
+
+
 class CropfaceTextureGAN(TextureGAN):
     """The cropface630 GAN with its paste and blends; the latent interface is ``TextureGAN``'s.
 
@@ -122,11 +159,13 @@ class CropfaceTextureGAN(TextureGAN):
         self.template = _image_tensor(assets.canvas_template / 255.0)  # (1, 3, 1664, 1664)
         self.weight = _image_tensor(assets.canvas_weight)  # (1, 1, 1664, 1664)
         self.hair = _image_tensor(assets.canvas_hair)
+        self.matcher = TemplateMatcher(assets.canvas_template, assets.canvas_match_mask)
         self.to(self.w_avg.device)
 
     def to(self, device: str | torch.device) -> CropfaceTextureGAN:
         super().to(device)
         self.template, self.weight, self.hair = (t.to(device) for t in (self.template, self.weight, self.hair))
+        self.matcher.to(device)
         return self
 
     def synthesize(self, w: torch.Tensor) -> torch.Tensor:
@@ -141,16 +180,11 @@ class CropfaceTextureGAN(TextureGAN):
             face = F.interpolate(face, size=(WINDOW_SIZE, WINDOW_SIZE), mode="bilinear", align_corners=False)
         canvas = self.template.expand(face.shape[0], -1, -1, -1).clone()
         canvas[:, :, WINDOW_ROWS[0]:WINDOW_ROWS[1], WINDOW_COLS[0]:WINDOW_COLS[1]] = face
-        matched = torch.cat([self._matched_template(c) for c in canvas.detach()])
+        matched = torch.cat([self.matcher(c) for c in canvas.detach()])
         blended = canvas * self.weight + matched * (1.0 - self.weight)
         out = self.template * self.hair + blended * (1.0 - self.hair)
         size = self.assets.uv_size
         return F.interpolate(out, size=(size, size), mode="bilinear", align_corners=False)
-
-    def _matched_template(self, canvas: torch.Tensor) -> torch.Tensor:
-        """(3, 1664, 1664) detached canvas -> (1, 3, 1664, 1664) template colour-matched to it over minor."""
-        matched = match_color_yuv(self.assets.canvas_template, _to_numpy255(canvas), self.assets.canvas_match_mask)
-        return _image_tensor(matched / 255.0).to(canvas.device)
 
     def finish(self, uv: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) first-blend maps in [0, 1] -> the same after the second blend (no gradient)."""
