@@ -12,6 +12,7 @@ from scipy.sparse.linalg import spsolve
 
 from stages.texture.color import SPREAD_DIVISOR, match_color_yuv, rgb_to_yuv, yuv_to_rgb
 from stages.texture.masks import erode_view_mask, hair_weight, major_minor_weight, view_blend_weight
+from stages.texture.merge import blend_with_template
 from stages.texture.poisson import laplacian_matrix, patch_laplacian, poisson_fill
 from stages.texture.pyramid import laplacian_pyramid, mask_pyramid, pyramid_blend, reconstruct
 from stages.texture.quality import (
@@ -216,6 +217,23 @@ def test_filter_reason_reports_the_first_failed_threshold():
     assert filter_reason({"valid_ratio": 0.9, "landmark_error": 0.05}, thresholds).startswith("landmark_error")
     assert filter_reason({"valid_ratio": 0.1}, QualityThresholds()) is None
     assert filter_reason({"valid_ratio": None}, thresholds) is None
+
+
+def test_pyramid_overshoot_is_clipped_before_the_hair_override():
+    # FFHQ-UV clips the Laplacian blend to [0, 255] before the feathered hair blend: a bright edge's band-pass
+    # overshoot must not survive under the hair's border (output <= template * h + 255 * (1 - h)).
+    size = 64
+    regions = {"hair": np.zeros((size, size), np.float32), "major_valid_whole": np.ones((size, size), np.float32),
+               "minor_valid_whole": np.ones((size, size), np.float32)}
+    regions["hair"][:, 10:] = 1.0
+    template = np.full((size, size, 3), 40.0, np.float32)
+    texture = np.zeros((size, size, 3), np.float32)
+    texture[:, :20] = 255.0
+    reliable = np.zeros((size, size), np.float32)
+    reliable[:, :24] = 1.0
+    out = blend_with_template(texture, reliable, template, regions).astype(np.float64)
+    hair = hair_weight(regions["hair"])[..., None]
+    assert (out <= np.rint(40.0 * hair + 255.0 * (1.0 - hair)) + 1e-9).all()
 
 
 # ---------------------------------------------------------------- template

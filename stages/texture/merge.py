@@ -167,7 +167,9 @@ def blend_with_template(texture: np.ndarray, reliable: np.ndarray, template: np.
     if own_skin:
         matched = continue_own_skin(texture, reliable, matched, regions)
     weight = major_minor_weight(reliable, regions["major_valid_whole"], regions["minor_valid_whole"])
-    blended = pyramid_blend(matched, texture, weight, levels)
+    # FFHQ-UV clips the pyramid blend before the hair override (laplacian_pyramid_blend), so a band-pass overshoot
+    # at a bright edge never reaches the hair's feathered border above 255.
+    blended = np.clip(pyramid_blend(matched, texture, weight, levels), 0.0, 255.0)
     hair = hair_weight(regions["hair"])[:, :, None]
     out = np.asarray(template, dtype=np.float32) * hair + blended * (1.0 - hair)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
