@@ -5,7 +5,8 @@ Prints, from one run:
 - per view the fitted (pitch, yaw, roll) in FFHQ-UV's Deep3D convention next to FFHQ-UV's own fit
   (``FFHQ_UV_ANGLES``), and the reprojection error of FFHQ-UV's own 68 landmarks of the views
   (``landmarks/01223_final_lm68_2d.pt``) by the fitted head's 68 iBUG points;
-- the valid ratio of each per-view unwrap and of the merge, and the BS error of the map;
+- the valid ratio of each per-view unwrap and of the merge, the BS error of the map and the mean luma of its
+  UV-left and UV-right temple and jaw bands (``side_band_brightness``: shading the merge left in the map);
 - the map against a reference map (``--reference``, FFHQ-UV's final map of 01223, not shipped in
   ``../shared/data``): PSNR / SSIM over the texels FFHQ-UV fills from its views (``scored_texels``);
 - without a reference, a proxy of the same error: the views' unwraps against each other where both are
@@ -202,6 +203,35 @@ def cross_view_agreement(unwraps) -> dict[str, tuple[float, float]]:
     return out
 
 
+# Rows (1024 UV) of the temple and jaw bands whose left/right brightness the bench compares (issue 13: shading).
+SIDE_BANDS = {"temple": (260, 400), "jaw": (480, 640)}
+SIDE_BAND_WIDTH = 80  # texels inwards from the centre face's edge, mirrored about the face's axis
+
+
+def side_band_brightness(uv: np.ndarray, centre_face: np.ndarray, axis: float) -> dict[str, tuple[float, float]]:
+    """Mean luma Y (0-255) of the UV-left and UV-right outer bands of the centre face per ``SIDE_BANDS`` row range.
+
+    Per row the bands are the outer ``SIDE_BAND_WIDTH`` texels of the centre face's extent made symmetric about
+    ``axis`` (the narrower side's reach), so both sides cover mirrored texels. Returns band -> (left, right).
+    """
+    from stages.texture.color import rgb_to_yuv
+
+    luma = rgb_to_yuv(np.asarray(uv, dtype=np.float32))[..., 0]
+    inside = centre_face > 0.5
+    out = {}
+    for band, (top, bottom) in SIDE_BANDS.items():
+        left, right = np.zeros_like(inside), np.zeros_like(inside)
+        for row in range(top, bottom):
+            cols = np.nonzero(inside[row])[0]
+            if cols.size:
+                half = min(axis - cols.min(), cols.max() - axis)
+                low, high = int(round(axis - half)), int(round(axis + half))
+                left[row, low:low + SIDE_BAND_WIDTH] = True
+                right[row, high - SIDE_BAND_WIDTH + 1:high + 1] = True
+        out[band] = (float(luma[left & inside].mean()), float(luma[right & inside].mean()))
+    return out
+
+
 def run(topology_obj: Path, reference_path: Path | None, pictures: Path | None) -> dict:
     """Unwrap and complete 01223 and print its figures; returns them."""
     from stages.face.landmarks import FaceLandmarker
@@ -245,6 +275,10 @@ def run(topology_obj: Path, reference_path: Path | None, pictures: Path | None) 
     figures["bs_error"] = brightness_symmetry_error(result.uv, centre, symmetry_axis(regions["eye_l"],
                                                                                       regions["eye_r"]))
     print(f"merged valid ratio {figures['valid_ratio']:.3f}   BS error {figures['bs_error']:.2f}")
+    figures["side_bands"] = side_band_brightness(result.uv, centre, symmetry_axis(regions["eye_l"], regions["eye_r"]))
+    bands = figures["side_bands"].items()
+    print("map side bands (Y, UV-left / UV-right): "
+          + "  ".join(f"{band} {left:.1f} / {right:.1f} ({left - right:+.1f})" for band, (left, right) in bands))
     figures["cross_view"] = cross_view_agreement(unwraps)
     for view, (p, s) in figures["cross_view"].items():
         print(f"proxy: {view} unwrap vs front unwrap  PSNR {p:.2f} dB  SSIM {s:.4f}")

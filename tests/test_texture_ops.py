@@ -260,6 +260,28 @@ def test_built_template_is_deterministic_and_paints_regions():
     assert template[face].sum(axis=1).min() > 0.6 * skin.sum()  # no lash line or lip seam near black
 
 
+def test_built_template_nostrils_are_graded_shadows_and_the_mouth_a_closed_seam():
+    # What the Poisson fill copies into the nose and mouth boxes must read as skin, not a drawing: a nostril is
+    # darkest at its centre and plain skin at its region's edge (no flat blob with an outline), and the mouth's
+    # darkest texels lie on its midline (where the closed lips meet) with a smooth, not staircase, seam.
+    regions, _ = synthetic_regions(1024)
+    luma = rgb_to_yuv(build_template(regions))[..., 0]
+    nostril = (regions["nostril"] > 0.5).astype(np.uint8)
+    near = cv2.dilate(nostril, np.ones((9, 9), np.uint8)) > 0
+    skin = luma[(regions["nosal_base"] > 0.5) & ~near].mean()
+    ring = (nostril > 0) & ~(cv2.erode(nostril, np.ones((5, 5), np.uint8)) > 0)
+    count, labels = cv2.connectedComponents(nostril)
+    for part in range(1, count):
+        centre = tuple(np.round(np.argwhere(labels == part).mean(axis=0)).astype(int))
+        assert luma[centre] < 0.75 * skin
+    assert luma[ring].mean() > 0.93 * skin
+    mouth = regions["mouth"] > 0.5
+    cols = np.nonzero(mouth.any(axis=0))[0][10:-10]
+    darkest = np.array([np.argmin(np.where(mouth[:, c], luma[:, c], np.inf)) for c in cols])
+    middle = np.array([np.nonzero(mouth[:, c])[0].mean() for c in cols])
+    assert np.abs(darkest - middle).max() <= 2.5 and np.abs(np.diff(darkest)).max() <= 1
+
+
 def test_official_template_is_used_for_hifi3dpp_when_present(tmp_path):
     regions, _ = synthetic_regions(128)
     assert load_official_template(str(tmp_path), 128) is None

@@ -11,7 +11,7 @@ import pytest
 from stages.geometry.make_mediapipe468_uv import boundary_loops, tessellation_triangles
 from stages.geometry.mediapipe468 import DATA_FILE, load_mediapipe468
 from stages.geometry.topologies import load_topology
-from stages.geometry.uv_topology import MASK_NAMES
+from stages.geometry.uv_topology import MASK_NAMES, view_validity
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -180,3 +180,16 @@ def test_hifi3dpp_from_official_model_info_and_masks(tmp_path):
     masks = topology.masks()
     assert masks["hair"][:79].min() == 1.0 and masks["hair"][81:].max() == 0.0  # the official PNG, resized
     assert masks["center_face"].sum() > 0  # not in the assets: drawn by us
+
+
+def test_front_minor_region_leaves_the_side_views_what_they_see_squarely():
+    # Normals turned 0..90 deg towards the image-left (-x). The front view is merged last at 80 % over its whole
+    # minor region, so that region must stop before the texels the left view (yaw +30) sees far better.
+    angles = np.deg2rad(np.arange(0, 91, 5, dtype=np.float64))
+    normal = np.stack([-np.sin(angles), np.zeros_like(angles), np.cos(angles)], axis=-1)[None]  # (1, 19, 3)
+    masks = view_validity(np.ones(normal.shape[:2], dtype=bool), normal)
+    by_angle = {int(a): (bool(masks["minor_valid_front"][0, k]), bool(masks["minor_valid_left"][0, k]))
+                for k, a in enumerate(np.rad2deg(angles).round())}
+    assert by_angle[0] == (True, True) and by_angle[30] == (True, True)
+    assert by_angle[55] == (False, True) and by_angle[70] == (False, True)
+    assert (masks["major_valid_front"] <= masks["minor_valid_front"]).all()

@@ -15,8 +15,10 @@ region masks, deterministically, with no data file:
 3. Brows: each eye region widened, flattened and moved 1.6 eye heights up;
    "up" is the direction from the mouth's centroid to the eyes' centroid, so the
    recipe does not depend on the UV layout's orientation.
-4. A soft lip tint on the ``mouth`` region with a faint darker seam along its
-   midline (closed mouth); softly shaded ``nostril`` regions.
+4. A soft lip tint on the ``mouth`` region with a thin, soft, darker seam along its
+   midline where the closed lips meet; each ``nostril`` region a graded shadow of the
+   skin (darkest at its centre, fading to plain skin before the region's edge), not a
+   flat brown patch.
 5. Hair on the ``hair`` region: a dark brown with a fixed-seed strand texture (white
    noise blurred strongly along the layout's vertical axis).
 
@@ -46,14 +48,17 @@ LIP_RGB = (172, 98, 94)
 LIP_SEAM_RGB = (110, 58, 56)
 LID_SEAM_RGB = (150, 104, 90)
 BROW_RGB = (78, 58, 48)
-NOSTRIL_RGB = (120, 78, 68)
 HAIR_RGB = (44, 34, 30)
 # Opacity of the facial features over the skin (1 = the colour above): tints, not paint.
 LID_SEAM_OPACITY = 0.35
-LIP_OPACITY = 0.6
-LIP_SEAM_OPACITY = 0.3
-NOSTRIL_OPACITY = 0.45
-FEATURE_FEATHER = 2.0  # lips and nostrils are feathered this many times more than FEATHER_SIGMA
+LIP_OPACITY = 0.35
+LIP_SEAM_OPACITY = 0.45
+FEATURE_FEATHER = 2.0  # the lip tint and eyelids are feathered this many times more than FEATHER_SIGMA
+LIP_SEAM_FEATHER = 0.8  # the seam where the lips meet: a soft line (fraction of FEATHER_SIGMA), not a stroke
+# A nostril is the skin darkened by up to NOSTRIL_DARKENING at its centre, falling off as a Gaussian whose
+# spread is NOSTRIL_CORE times the region's own (per axis): the opening's shadow, fading out inside the region.
+NOSTRIL_DARKENING = 0.4
+NOSTRIL_CORE = 0.9
 
 PERIPHERY_DARKENING = 0.22  # shading factor drop at full distance from the centre face
 PERIPHERY_FALLOFF = 0.25  # distance (fraction of the map width) at which the drop is reached
@@ -69,6 +74,7 @@ FEATHER_SIGMA = 2.0  # edge softness of painted regions
 LINE_FEATHER = 0.7  # the lid seam is feathered less (fraction of FEATHER_SIGMA)
 BROW_FEATHER = 3.0  # brows are feathered more (multiple of FEATHER_SIGMA)
 LINE_HALF_WIDTH = 1.5
+MIDLINE_SMOOTHING = 6.0  # texels (at REFERENCE_WIDTH) along which a seam's row is averaged
 STRAND_SIGMA = (0.8, 14.0)  # (across, along) the strands
 
 
@@ -116,6 +122,9 @@ def _midline(region: np.ndarray, half_width: float) -> np.ndarray:
     if columns.size == 0:
         return line
     rows = (inside[:, columns] * np.arange(region.shape[0])[:, None]).sum(axis=0) / counts[columns]
+    # A smooth curve, not the mask's texel staircase: the mean rows are low-passed along the columns.
+    rows = cv2.GaussianBlur(rows.astype(np.float32)[None, :], (0, 0), MIDLINE_SMOOTHING * region.shape[1]
+                            / REFERENCE_WIDTH, borderType=cv2.BORDER_REPLICATE).ravel()
     grid = np.arange(region.shape[0])[:, None]
     line[:, columns] = (np.abs(grid - rows[None, :]) <= half_width).astype(np.float32)
     return line * inside
@@ -141,6 +150,21 @@ def _brow(eye: np.ndarray, up: np.ndarray) -> np.ndarray:
     return cv2.warpAffine(eye.astype(np.float32), matrix, (eye.shape[1], eye.shape[0]), flags=cv2.INTER_LINEAR)
 
 
+def _soft_spots(region: np.ndarray, core: float, feather: float) -> np.ndarray:
+    """(H, W) float32 in [0, 1]: per connected part of ``region``, a Gaussian at its centroid with ``core`` times the
+    part's own row and column spread (1 at the centre), kept inside the region feathered by ``feather`` texels, so
+    neighbouring features stay untouched and no outline shows."""
+    count, labels = cv2.connectedComponents((region > 0.5).astype(np.uint8))
+    rows, cols = np.mgrid[0:region.shape[0], 0:region.shape[1]].astype(np.float32)
+    spots = np.zeros(region.shape, np.float32)
+    for part in range(1, count):
+        r, c = np.nonzero(labels == part)
+        spread = np.maximum([r.std(), c.std()], 0.5) * core
+        distance = ((rows - r.mean()) / spread[0]) ** 2 + ((cols - c.mean()) / spread[1]) ** 2
+        spots = np.maximum(spots, np.exp(-0.5 * distance))
+    return spots * _feather(region > 0.5, feather)
+
+
 def build_template(regions: Mapping[str, np.ndarray]) -> np.ndarray:
     """The project's procedural template (module docstring) from the topology's masks: (H, W, 3) float32 in [0, 255]."""
     height, width = regions["center_face"].shape
@@ -154,7 +178,7 @@ def build_template(regions: Mapping[str, np.ndarray]) -> np.ndarray:
     feather = FEATHER_SIGMA * scale
 
     eyes = np.clip(regions["eye_l"] + regions["eye_r"], 0.0, 1.0)
-    eyelid = _feather(eyes, feather) * (1.0 - EYELID_SHADE)
+    eyelid = _feather(eyes, FEATURE_FEATHER * feather) * (1.0 - EYELID_SHADE)  # a shade, no outline
     image = image * (1.0 - eyelid[:, :, None])
     seam = _midline(regions["eye_l"], LINE_HALF_WIDTH * scale) + _midline(regions["eye_r"], LINE_HALF_WIDTH * scale)
     image = _paint(image, _feather(seam, LINE_FEATHER * feather) * LID_SEAM_OPACITY, LID_SEAM_RGB, shading)
@@ -169,8 +193,8 @@ def build_template(regions: Mapping[str, np.ndarray]) -> np.ndarray:
     soft = FEATURE_FEATHER * feather
     image = _paint(image, _feather(regions["mouth"], soft) * LIP_OPACITY, LIP_RGB, shading)
     seam = _midline(regions["mouth"], LINE_HALF_WIDTH * scale)
-    image = _paint(image, _feather(seam, soft) * LIP_SEAM_OPACITY, LIP_SEAM_RGB, shading)
-    image = _paint(image, _feather(regions["nostril"], soft) * NOSTRIL_OPACITY, NOSTRIL_RGB, shading)
+    image = _paint(image, _feather(seam, LIP_SEAM_FEATHER * feather) * LIP_SEAM_OPACITY, LIP_SEAM_RGB, shading)
+    image = image * (1.0 - NOSTRIL_DARKENING * _soft_spots(regions["nostril"], NOSTRIL_CORE, feather))[:, :, None]
 
     noise = np.random.default_rng(HAIR_SEED).standard_normal((height, width)).astype(np.float32)
     strands = cv2.GaussianBlur(noise, (0, 0), sigmaX=STRAND_SIGMA[0] * scale, sigmaY=STRAND_SIGMA[1] * scale)
