@@ -18,7 +18,7 @@ from stages.complete import NO_UV_VIEWS, UV_SIZE_MISMATCH, CompleteStage
 from stages.errors import SampleError
 from stages.texture.color import rgb_to_yuv
 from stages.texture.masks import hair_weight
-from stages.texture.merge import UVView, complete_texture
+from stages.texture.merge import UVView, complete_texture, merge_views
 from stages.texture.template import build_template
 from tests.conftest import shared_data
 from tests.test_texture_ops import smooth_image
@@ -122,6 +122,19 @@ def test_fill_mask_is_the_union_of_view_fills_and_excludes_holes(synthetic_case)
     for name, view in views.items():
         assert np.all(result.view_fill_masks[name][view.mask == 0] == 0)
     assert np.all(result.fill_mask[regions["eye_l"] > 0.5] == 0)
+
+
+def test_a_lone_view_fills_every_trusted_texel_it_sees():
+    # Several views share the face through their minor regions; a single photo is the only source, so its fill
+    # reaches wherever any view is trusted (minor_valid_whole), not only the front's share.
+    regions, _ = synthetic_regions(128)
+    mask = regions["unwrap_mask"].copy()
+    view = UVView(np.full((128, 128, 3), 150.0, np.float32) * mask[..., None], mask)
+    _, fill, _ = merge_views(build_template(regions), {"front": view}, regions)
+    beyond_front = interior(regions["minor_valid_whole"], 8) & (regions["minor_valid_front"] < 0.5)
+    assert beyond_front.sum() > 100 and (fill[beyond_front] > 0.5).all()
+    _, fill, _ = merge_views(build_template(regions), {"front": view, "left": view}, regions)
+    assert fill[beyond_front & (regions["minor_valid_left"] < 0.5)].max() == 0.0
 
 
 def test_single_front_view_completes_with_the_template():

@@ -94,8 +94,11 @@ def merge_views(template: np.ndarray, views: Mapping[str, UVView],
     fills: dict[str, np.ndarray] = {}
     for name in MERGE_ORDER:
         if name in views:
-            canvas, fills[name] = fill_facial_region(canvas, views[name], regions[f"major_valid_{name}"],
-                                                     regions[f"minor_valid_{name}"], regions["mouth_contrast"])
+            # The per-view minor regions share the face between views (the front's stops where the side views see
+            # the jaw and temples better); a lone view (a photo) is the only source wherever any view is trusted.
+            minor = regions[f"minor_valid_{name}"] if len(views) > 1 else regions["minor_valid_whole"]
+            canvas, fills[name] = fill_facial_region(canvas, views[name], regions[f"major_valid_{name}"], minor,
+                                                     regions["mouth_contrast"])
     fill = binarize(sum(fills.values(), np.zeros(canvas.shape[:2], np.float32)))
     return canvas, fill, fills
 
