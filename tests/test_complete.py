@@ -124,14 +124,14 @@ def test_fill_mask_is_the_union_of_view_fills_and_excludes_holes(synthetic_case)
     assert np.all(result.fill_mask[regions["eye_l"] > 0.5] == 0)
 
 
-def test_a_lone_view_fills_every_trusted_texel_it_sees():
+def test_a_lone_view_fills_its_own_wider_minor_region():
     # Several views share the face through their minor regions; a single photo is the only source, so its fill
-    # reaches wherever any view is trusted (minor_valid_whole), not only the front's share.
-    regions, _ = synthetic_regions(128)
+    # reaches its own wider region (minor_valid_alone), not only the front's share next to side views.
+    regions, _ = synthetic_regions(256)
     mask = regions["unwrap_mask"].copy()
-    view = UVView(np.full((128, 128, 3), 150.0, np.float32) * mask[..., None], mask)
+    view = UVView(np.full((256, 256, 3), 150.0, np.float32) * mask[..., None], mask)
     _, fill, _ = merge_views(build_template(regions), {"front": view}, regions)
-    beyond_front = interior(regions["minor_valid_whole"], 8) & (regions["minor_valid_front"] < 0.5)
+    beyond_front = interior(regions["minor_valid_alone"], 4) & (regions["minor_valid_front"] < 0.5)
     assert beyond_front.sum() > 100 and (fill[beyond_front] > 0.5).all()
     _, fill, _ = merge_views(build_template(regions), {"front": view, "left": view}, regions)
     assert fill[beyond_front & (regions["minor_valid_left"] < 0.5)].max() == 0.0

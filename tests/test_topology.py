@@ -193,3 +193,4 @@ def test_front_minor_region_leaves_the_side_views_what_they_see_squarely():
     assert by_angle[0] == (True, True) and by_angle[30] == (True, True)
     assert by_angle[65] == (False, True) and by_angle[70] == (False, True)
     assert (masks["major_valid_front"] <= masks["minor_valid_front"]).all()
+    assert by_angle[65][0] is False and bool(masks["minor_valid_alone"][0, 13]) is True  # a lone view keeps 65 deg

@@ -40,6 +40,7 @@ def synthetic_regions(size: int = 256) -> tuple[dict[str, np.ndarray], dict[str,
         "nostril": np.maximum(ellipse(size, (500, 480), (8, 12)), ellipse(size, (500, 545), (8, 12))),
         "major_valid_front": ellipse(size, (480, 510), (230, 170)),
         "minor_valid_front": ellipse(size, (480, 510), (280, 240)),
+        "minor_valid_alone": ellipse(size, (480, 510), (320, 330)),  # a lone front view's wider minor region
     }
     side_major = ellipse(size, (480, 510), (300, 420)) * unwrap
     side_minor = ellipse(size, (480, 510), (380, 470)) * unwrap

@@ -34,14 +34,16 @@ from stages.views import VIEW_NAMES, VIEW_YAWS
 
 TOPOLOGIES: tuple[str, ...] = TOPOLOGY_NAMES
 UV_SIZE = 1024  # FFHQ-UV's UV resolution
-CACHE_VERSION = "uv-topology-4"  # bump when the derived products change
+CACHE_VERSION = "uv-topology-5"  # bump when the derived products change
 DEFAULT_CACHE_DIR = Path(os.environ.get("FFHQUV_CACHE_DIR", Path.home() / ".cache" / "ffhq-uv-rebuild")) / "topology"
 
 MASK_NAMES: tuple[str, ...] = (
     "unwrap_mask", "center_face", "hair", "mouth_contrast", "nosal_base", "nostril", "eye_l", "eye_r", "mouth",
     "major_valid_front", "major_valid_left", "major_valid_right", "major_valid_whole",
-    "minor_valid_front", "minor_valid_left", "minor_valid_right", "minor_valid_whole",
+    "minor_valid_front", "minor_valid_left", "minor_valid_right", "minor_valid_whole", "minor_valid_alone",
 )
+# ``minor_valid_alone`` is ours, not FFHQ-UV's: the minor region of a lone front view (a photo), which has no side
+# views to leave the jaw and temples to (up to MINOR_COS); FFHQ-UV's ``minor_valid_front`` when its masks are used.
 # Camera yaw of each FFHQ-UV view (``stages.views.VIEW_YAWS``, degrees): positive = the camera moves towards the
 # image-left side of the face. FFHQ-UV's "left" view (StyleFlow yaw +30) shows the image-left cheek
 # (ffhq_uv_example/edit/01223_left.png).
@@ -235,7 +237,10 @@ class Topology:
         self._raster = rasterize_uv(self.uvs, self.face_uvs, self.uv_size)
         self._masks = build_masks(self)
         if self.official_masks_dir is not None:
-            self._masks.update(read_official_masks(Path(self.official_masks_dir), self.uv_size))
+            official = read_official_masks(Path(self.official_masks_dir), self.uv_size)
+            if "minor_valid_front" in official:
+                official.setdefault("minor_valid_alone", official["minor_valid_front"])
+            self._masks.update(official)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npz")
@@ -398,6 +403,7 @@ def view_validity(skin: np.ndarray, normal: np.ndarray) -> dict[str, np.ndarray]
             major &= best == k
         masks[f"major_valid_{view}"] = major
         masks[f"minor_valid_{view}"] = skin & (cos[view] > (MINOR_COS_FRONT if view == "front" else MINOR_COS))
+    masks["minor_valid_alone"] = skin & (cos["front"] > MINOR_COS)
     for kind in ("major", "minor"):
         masks[f"{kind}_valid_whole"] = np.logical_or.reduce([masks[f"{kind}_valid_{v}"] for v in VIEW_NAMES])
     return masks

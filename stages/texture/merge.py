@@ -18,7 +18,8 @@
 
 Region masks come from the topology under FFHQ-UV's names (``center_face``, ``hair``,
 ``mouth_contrast``, ``nosal_base``, ``nostril``, ``major_valid_<view>``,
-``minor_valid_<view>``, ``major_valid_whole``, ``minor_valid_whole``), each (H, W)
+``minor_valid_<view>``, ``major_valid_whole``, ``minor_valid_whole``; ours: ``minor_valid_alone``, a lone
+view's minor region), each (H, W)
 float32 in [0, 1]. Textures are (H, W, 3) float RGB in [0, 255].
 """
 
@@ -95,8 +96,8 @@ def merge_views(template: np.ndarray, views: Mapping[str, UVView],
     for name in MERGE_ORDER:
         if name in views:
             # The per-view minor regions share the face between views (the front's stops where the side views see
-            # the jaw and temples better); a lone view (a photo) is the only source wherever any view is trusted.
-            minor = regions[f"minor_valid_{name}"] if len(views) > 1 else regions["minor_valid_whole"]
+            # the jaw and temples better); a lone view (a photo) has its own, wider one.
+            minor = regions[f"minor_valid_{name}"] if len(views) > 1 else regions["minor_valid_alone"]
             canvas, fills[name] = fill_facial_region(canvas, views[name], regions[f"major_valid_{name}"], minor,
                                                      regions["mouth_contrast"])
     fill = binarize(sum(fills.values(), np.zeros(canvas.shape[:2], np.float32)))
