@@ -390,7 +390,9 @@ def test_the_merged_map_takes_each_turned_view_where_only_it_sees_the_face(run, 
     for view in ("left", "right"):
         only = cv2.erode(views[view].mask.astype(np.uint8), kernel) > 0
         only &= ~np.logical_or.reduce([grown[other] for other in VIEWS if other != view])
-        assert only.sum() > 2000, only.sum()  # a strip along the cheek that only this view sees
+        # A strip along the cheek that only this view sees (the face region stops at the hair and background the
+        # view shows, stages/face/region.py, so the strip is narrower on the side that meets the hair).
+        assert only.sum() > 500, only.sum()
         without = complete_texture({k: v for k, v in views.items() if k != view}, template, regions, boxes).uv
         unwrap = views[view].texture
         difference = {name: np.abs(uv - unwrap)[only].mean() for name, uv in (("with", merged), ("without", without))}
