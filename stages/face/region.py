@@ -153,7 +153,8 @@ def skin_face_region(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray)
     """``segment_skin`` on a copy of the view scaled so the face is at most ``SKIN_WORK_WIDTH`` px wide (colour
     statistics need no more, and a 1024 view costs 40 times less), the (H, W) bool region scaled back."""
     h, w = oval.shape
-    scale = min(1.0, SKIN_WORK_WIDTH / max(face_width_px(landmarks), 1.0))
+    width = face_width_px(landmarks)
+    scale = min(1.0, SKIN_WORK_WIDTH / max(width, 1.0))
     if scale >= 1.0:
         return segment_skin(image, landmarks, oval)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -163,8 +164,7 @@ def skin_face_region(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray)
     region = segment_skin(small, points, small_oval)
     region = cv2.resize(region.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
     # Features stay face at full resolution (their hulls are thin at the working scale).
-    return region | (protected_features(landmarks, h, w, max(1, round(FEATURE_PAD * face_width_px(landmarks))))
-                     & oval)
+    return region | (protected_features(landmarks, h, w, max(1, round(FEATURE_PAD * width))) & oval)
 
 
 def segment_skin(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> np.ndarray:
@@ -182,12 +182,13 @@ def segment_skin(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> 
     model = fit_skin_model(ycc, seed & ~protected[box])
     if model is None:
         return oval
-    sure = seed & ~protected[box] & skin_pixels(ycc, model)
+    skin = skin_pixels(ycc, model)  # the skin prior, used to seed GrabCut and to check its result
+    sure = seed & ~protected[box] & skin
     labels = np.full(sure.shape, cv2.GC_BGD, dtype=np.uint8)
     labels[search[box]] = cv2.GC_PR_BGD
     # Zone pixels the skin prior accepts start as face: on a bare forehead the zone is mostly skin, which must not
     # teach the background model skin colours.
-    labels[(zone[box] & skin_pixels(ycc, model)) | oval[box]] = cv2.GC_PR_FGD
+    labels[(zone[box] & skin) | oval[box]] = cv2.GC_PR_FGD
     labels[sure | protected[box]] = cv2.GC_FGD
     if not (labels == cv2.GC_BGD).any() or not (labels == cv2.GC_FGD).any():
         return oval  # the face fills the image: no background to learn from
@@ -205,13 +206,12 @@ def segment_skin(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> 
     # A fringe's or a strand's edge is a blend of hair and skin: keep a margin from what was dropped.
     dropped = (oval[box] & ~face).astype(np.uint8)
     face &= ~(cv2.dilate(dropped, disk(max(1, round(DROPPED_MARGIN * width)))) > 0)
-    # Inside the oval, what the skin prior accepts stays face whatever GrabCut says (a shadowed cheek beside a
-    # background of skin-like colour, a brick wall, is not hair); above the brows, where fringes fall, it must also
-    # be as smooth as skin.
-    skin = skin_pixels(ycc, model)
     smooth = texture < SMOOTH_SPREAD
     # Beyond the oval (the forehead up to the hairline) only skin-coloured, skin-smooth pixels GrabCut kept.
     face &= oval[box] | (skin & smooth)
+    # Inside the oval, what the skin prior accepts stays face whatever GrabCut says (a shadowed cheek beside a
+    # background of skin-like colour, a brick wall, is not hair); above the brows, where fringes fall, it must also
+    # be as smooth as skin.
     smooth[max(0, int(np.ceil(brow_y - box[0].start))):] = True
     face |= oval[box] & skin & smooth
     region = np.zeros((h, w), dtype=bool)
