@@ -283,12 +283,13 @@ def texel_visibility(topology, fit, view: str, size: tuple[int, int],
     screen = pose.project(vertices)  # (N, 3): pixels, camera depth
     normals_cam = topology.vertex_normals(vertices) @ pose.rotation.T
     vertex_ok = normal_visible(normals_cam).astype(np.float64)
-    texel_xyz = topology.texel_interpolate(screen)  # (P, 3)
-    visible = topology.texel_interpolate(vertex_ok[:, None])[:, 0] > 0.5
+    blended = topology.texel_interpolate(np.concatenate([screen, vertex_ok[:, None]], axis=1))  # (P, 4)
+    texel_xyz, visible = blended[:, :3], blended[:, 3] > 0.5
     if depth_backend is not None:
         zbuf, scale = depth_buffer(screen, topology.triangles, size[0], size[1], backend=depth_backend)
         extent = float(np.ptp(screen[:, 2]))
-        visible &= depth_visible(texel_xyz, zbuf, scale, DEPTH_TOLERANCE * extent)
+        facing = np.flatnonzero(visible)  # only texels that pass the normal test can fail the depth test
+        visible[facing] = depth_visible(texel_xyz[facing], zbuf, scale, DEPTH_TOLERANCE * extent)
     return texel_xyz, visible
 
 

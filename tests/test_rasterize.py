@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stages.geometry.rasterize import Raster, interpolate, rasterize, rasterize_uv, uv_to_texel
+from stages.geometry.rasterize import Raster, interpolate, rasterize, rasterize_depth, rasterize_uv, uv_to_texel
 from tests.conftest import gpu_reason
 
 
@@ -112,6 +112,20 @@ def test_large_mesh_chunks_match_reference_on_subimage():
     ref = brute_force(xyz[:, :], tris, 12, 12)  # top-left corner only: brute force is slow
     np.testing.assert_array_equal(got.mask[:12, :12], ref.mask)
     np.testing.assert_allclose(got.depth[:12, :12][ref.mask], ref.depth[ref.mask], atol=1e-4)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_depth_only_raster_equals_the_full_rasters_depth(seed):
+    # Mixed triangle sizes (from sub-pixel to the whole image) exercise every size class of the chunking.
+    xyz, tris = random_mesh(seed, 300, 48)
+    rng = np.random.default_rng(seed)
+    small = xyz.reshape(-1, 3, 3)[:200]
+    small[:, :, :2] = small[:, :1, :2] + rng.uniform(-1.5, 1.5, (200, 3, 2))
+    full = rasterize(xyz, tris, 40, 56)
+    depth = rasterize_depth(xyz, tris, 40, 56)
+    assert depth.dtype == np.float32 and depth.shape == (40, 56)
+    np.testing.assert_array_equal(depth, full.depth)
+    assert np.isfinite(depth).mean() > 0.5 and (~np.isfinite(depth)).any()
 
 
 def test_unknown_backend_is_rejected():

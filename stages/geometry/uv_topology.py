@@ -137,6 +137,7 @@ class Topology:
     _raster: Raster | None = field(default=None, repr=False)
     _masks: dict[str, np.ndarray] | None = field(default=None, repr=False)
     _texels: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _texel_matrix: object | None = field(default=None, repr=False)  # scipy CSR (P, N), see texel_interpolate
 
     @property
     def source_hash(self) -> str:
@@ -193,11 +194,15 @@ class Topology:
 
     def texel_interpolate(self, values: np.ndarray) -> np.ndarray:
         """Per-vertex (N, C) values -> (P, C) at the covered texels of ``texel_samples`` (barycentric blend)."""
-        _, vids, bary = self.texel_samples()
-        out = bary[:, 0:1] * values[vids[:, 0]]
-        out += bary[:, 1:2] * values[vids[:, 1]]
-        out += bary[:, 2:3] * values[vids[:, 2]]
-        return out
+        if self._texel_matrix is None:
+            from scipy.sparse import csr_matrix
+
+            # Three barycentric weights per texel row: one sparse product replaces three (P, C) gathers, which
+            # cost ten times more at 1024 (about 1M texels, called per view for positions and visibility).
+            _, vids, bary = self.texel_samples()
+            rows = np.arange(0, 3 * len(vids) + 1, 3)
+            self._texel_matrix = csr_matrix((bary.ravel(), vids.ravel(), rows), shape=(len(vids), len(self.vertices)))
+        return np.asarray(self._texel_matrix @ np.asarray(values, dtype=np.float64))
 
     def fill_regions(self) -> tuple[FillRegion, ...]:
         """The Poisson-fill boxes: FFHQ-UV's fixed boxes on hifi3dpp, else boxes around the region masks."""

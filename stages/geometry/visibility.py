@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stages.geometry.rasterize import rasterize
+from stages.geometry.rasterize import rasterize_depth
 
 NORMAL_Z_MIN = 0.1  # FFHQ-UV's threshold on the camera-space normal
 DEPTH_TOLERANCE = 0.01  # a point is occluded if it lies this far behind the z-buffer (fraction of head depth)
@@ -30,7 +30,7 @@ def depth_buffer(screen: np.ndarray, triangles: np.ndarray, height: int, width: 
     """
     h, w = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
     scaled = np.concatenate([(screen[:, :2] + 0.5) * scale - 0.5, screen[:, 2:3]], axis=1)
-    return rasterize(scaled, triangles, h, w, backend=backend).depth, scale
+    return rasterize_depth(scaled, triangles, h, w, backend=backend), scale
 
 
 def depth_visible(points: np.ndarray, zbuffer: np.ndarray, scale: float, tolerance: float) -> np.ndarray:

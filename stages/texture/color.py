@@ -8,6 +8,7 @@ are inlined so that matching 1024x1024 maps stays a single float32 matmul.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 # scikit-image's YUV matrix (skimage/color/colorconv.py ``yuv_from_rgb``); its inverse is ``rgb_from_yuv``.
@@ -40,15 +41,20 @@ def match_color_yuv(source: np.ndarray, target: np.ndarray, mask: np.ndarray,
     the moments of both images taken over the same valid pixels. Returns (H, W, 3)
     float32 RGB clipped to [0, 255]. With no valid pixel the source is returned unchanged.
     """
-    valid = np.asarray(mask) > 0.5
-    source_yuv = rgb_to_yuv(source)
+    valid = (np.asarray(mask) > 0.5).astype(np.uint8)
+    source = np.ascontiguousarray(source, dtype=np.float32)
     if not valid.any():
-        return np.clip(np.asarray(source, dtype=np.float32), 0.0, 255.0)
-    target_yuv = rgb_to_yuv(np.asarray(target)[valid])
-    source_valid = source_yuv[valid].astype(np.float64)
-    mu_s, sigma_s = source_valid.mean(axis=0), source_valid.std(axis=0)
-    mu_t, sigma_t = target_yuv.astype(np.float64).mean(axis=0), target_yuv.astype(np.float64).std(axis=0)
+        return np.clip(source, 0.0, 255.0)
+    yuv = YUV_FROM_RGB.astype(np.float32)
+    # OpenCV's per-pixel 3x3 transform and masked moments (accumulated in double, population std as numpy's): no
+    # (P, 3) copies of the masked texels, which made this the merge's costliest step at 1024.
+    mu_s, sigma_s = (m.ravel() for m in cv2.meanStdDev(cv2.transform(source, yuv), mask=valid))
+    target = np.ascontiguousarray(target, dtype=np.float32)
+    mu_t, sigma_t = (m.ravel() for m in cv2.meanStdDev(cv2.transform(target, yuv), mask=valid))
     # A flat source channel (sigma 0) has nothing to rescale: only its mean moves.
     gain = np.where(sigma_s > 0, sigma_t / np.where(sigma_s > 0, sigma_s, 1.0) / spread_divisor, 0.0)
-    matched = (source_yuv - mu_s.astype(np.float32)) * gain.astype(np.float32) + mu_t.astype(np.float32)
-    return np.clip(yuv_to_rgb(matched), 0.0, 255.0)
+    # yuv -> (yuv - mu_s) * gain + mu_t -> rgb is one affine map of the source's RGB: [A | b], applied at once.
+    linear = RGB_FROM_YUV @ np.diag(gain) @ YUV_FROM_RGB
+    offset = RGB_FROM_YUV @ (mu_t - gain * mu_s)
+    matched = cv2.transform(source, np.hstack([linear, offset[:, None]]).astype(np.float32))
+    return np.clip(matched, 0.0, 255.0)

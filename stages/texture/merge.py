@@ -77,11 +77,13 @@ def fill_facial_region(canvas: np.ndarray, view: UVView, major: np.ndarray, mino
     Returns the new canvas (H, W, 3) float32 and the view's fill mask (H, W) float32
     (its eroded mask inside ``minor``).
     """
-    texture = view.texture * view.mask[:, :, None]
+    texture = np.asarray(view.texture, dtype=np.float32) * view.mask[:, :, None]
     matched = match_color_yuv(canvas, texture, view.mask)
     eroded = erode_view_mask(view.mask, mouth_contrast)
     weight = view_blend_weight(view.mask, eroded, major, minor)[:, :, None]
-    return texture * weight + matched * (1.0 - weight), eroded * minor
+    # texture * weight + matched * (1 - weight), with two (H, W, 3) temporaries instead of four
+    matched += (texture - matched) * weight
+    return matched, eroded * minor
 
 
 def merge_views(template: np.ndarray, views: Mapping[str, UVView],
