@@ -45,7 +45,9 @@ def add_mesh_subcommands(subparsers: argparse._SubParsersAction) -> argparse.Arg
     preview.add_argument("mesh", metavar="MESH.obj", help="mesh with texture coordinates")
     preview.add_argument("uv_map", metavar="UV.png", help="UV map for the mesh's (first) material")
     preview.add_argument("out", metavar="OUT.png")
-    preview.add_argument("--eyeballs", metavar="DIR", help="output folder of 'mesh add-eyeballs' to render with it")
+    preview.add_argument("--eyeballs", metavar="DIR",
+                         help="folder with the eyeballs to render with it: 'mesh add-eyeballs' output (L_ball.obj, "
+                              "R_ball.obj) or a fitted sample's folder (<mesh>_L_ball.obj, <mesh>_R_ball.obj)")
     preview.add_argument("--size", type=_view_size, default=512, help="pixels per view (default 512)")
     preview.set_defaults(mesh_run=_preview)
     return mesh

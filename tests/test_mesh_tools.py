@@ -17,7 +17,7 @@ from stages.geometry.obj import read_mtl, read_obj, write_obj
 from stages.geometry.render import TexturedPart, frame_camera, render
 from stages.mesh_tools.eyeballs import load_templates, place_eyeballs, similarity_transform
 from stages.mesh_tools.flame_uv import apply_hifi3d_uv, load_reference
-from stages.mesh_tools.preview import load_texture, mesh_parts
+from stages.mesh_tools.preview import load_texture, mesh_parts, preview
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / ".." / "shared" / "data"
@@ -176,6 +176,25 @@ def test_preview_shows_the_eyeballs_in_the_eye_openings(head, fits):
     plain = render(parts[:1], camera).astype(int)
     x, y, _ = camera.project(head.vertices[contour["left"][:2]].mean(axis=0, keepdims=True))[0]
     assert not (plain[int(round(y)), int(round(x)), 1] < 30)
+
+
+def test_preview_finds_the_eyeballs_the_fit_stage_writes(tmp_path):
+    # The fit stage names the balls after their head (stage3_mesh_id_L_ball.obj beside stage3_mesh_id.obj);
+    # add-eyeballs writes L_ball.obj: preview --eyeballs takes either folder.
+    _need(HEAD, TEXTURE, EYEBALLS)
+    result = _run_cli("add-eyeballs", str(HEAD), str(tmp_path / "eyes"), "--eyeball-dir", str(EYEBALLS))
+    assert result.returncode == 0, result.stderr
+    sample = tmp_path / "sample"
+    sample.mkdir()
+    (sample / "stage3_mesh_id.obj").write_bytes(HEAD.read_bytes())
+    for name in ("L_ball.obj", "R_ball.obj", "eye_ball_tex.mtl", "eye_ball_tex.png"):
+        target = f"stage3_mesh_id_{name}" if name.endswith(".obj") else name
+        (sample / target).write_bytes((tmp_path / "eyes" / name).read_bytes())
+    with_balls = preview(sample / "stage3_mesh_id.obj", TEXTURE, tmp_path / "p.png", eyeball_dir=sample, size=128)
+    plain = preview(sample / "stage3_mesh_id.obj", TEXTURE, tmp_path / "q.png", size=128)
+    assert with_balls.shape == (128, 384, 3) and (with_balls != plain).any()
+    with pytest.raises(FileNotFoundError, match="stage3_mesh_id_L_ball.obj"):
+        preview(sample / "stage3_mesh_id.obj", TEXTURE, tmp_path / "r.png", eyeball_dir=tmp_path, size=64)
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,17 @@ def mesh_parts(obj_path: str | os.PathLike, texture: np.ndarray | None = None) -
     return parts
 
 
+def eyeball_file(folder: Path, mesh_stem: str, name: str) -> Path:
+    """``folder``'s eyeball mesh ``name`` (L_ball.obj / R_ball.obj): as ``mesh add-eyeballs`` writes it, or as the fit
+    stage does, prefixed by its head mesh (``stage3_mesh_id_L_ball.obj`` beside ``stage3_mesh_id.obj``)."""
+    candidates = (folder / name, folder / f"{mesh_stem}_{name}")
+    for ball in candidates:
+        if ball.is_file():
+            return ball
+    raise FileNotFoundError(f"neither {candidates[0]} nor {candidates[1].name} found; create them with "
+                            "'ffhq-uv mesh add-eyeballs' or the fit stage's stages.fit.eyeballs")
+
+
 def preview(
     mesh_path: str | os.PathLike,
     uv_map_path: str | os.PathLike,
@@ -81,10 +92,7 @@ def preview(
     parts = mesh_parts(mesh_path, load_texture(uv_map_path))
     if eyeball_dir is not None:
         for name in OUTPUT_FILES.values():
-            ball = Path(eyeball_dir) / name
-            if not ball.is_file():
-                raise FileNotFoundError(f"{ball} not found; create it with 'ffhq-uv mesh add-eyeballs'")
-            parts += mesh_parts(ball)
+            parts += mesh_parts(eyeball_file(Path(eyeball_dir), Path(mesh_path).stem, name))
     image = render_views(parts, size=size, yaws_deg=yaws_deg)
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)
     Path(out_png).write_bytes(encode_png(image))
