@@ -79,14 +79,12 @@ class FitStage(Stage):
     @classmethod
     def preflight(cls, settings: FitSettings, config: Any) -> None:
         """The topology's source and (faithful) every checkpoint, without loading anything."""
-        from pathlib import Path
-
-        from stages.geometry.hifi3dpp import MEAN_FACE_OBJ, MODEL_INFO
+        from stages.geometry.hifi3dpp import check_sources
+        from stages.unwrap import face_parser_location
 
         if config.topology.name != "hifi3dpp":
             raise ConfigError(f"the fit stage needs topology.name=hifi3dpp, not {config.topology.name}")
         weights_dir = configured_weights_dir(config)
-        weights = None if weights_dir is None else Path(weights_dir)
         if settings.profile == "faithful":
             from stages.fitting.faithful_models import check_files
 
@@ -96,19 +94,8 @@ class FitStage(Stage):
                               "(--profile faithful); the open profile has no texture GAN")
         if settings.eyeballs:
             _check_eyeballs(settings.eyeballs)
-        from stages.unwrap import face_parser_path
-
-        parser = face_parser_path(settings, config)
-        if parser is not None and not parser.is_file():
-            raise ConfigError(f"missing weights file {parser} (stages.fit.face_parser, the BiSeNet face parser); "
-                              "see README section 'Weights', or unset it to take the parse mask from the landmarks")
-        candidates = [Path(config.topology.obj)] if config.topology.obj else []
-        if weights is not None:
-            candidates += [weights / MODEL_INFO, weights / MEAN_FACE_OBJ]
-        if not any(p.is_file() for p in candidates):
-            raise ConfigError("the fit stage needs topology.obj (a HiFi3D++ OBJ with UVs, e.g. "
-                              f"shared/data/hifi3dpp/head_teaser1.obj) or models.weights_dir/{MODEL_INFO}; "
-                              "see README section 'RGB fitting'")
+        face_parser_location(settings, config, "stages.fit.face_parser")
+        check_sources(config)
 
     def setup(self) -> None:
         """Load the HiFi3D++ topology, the template texture, the fitter and the landmark detector."""
@@ -135,13 +122,15 @@ class FitStage(Stage):
                 raise ConfigError(f"stages.fit.eyeballs: {error}") from None
         self.detector = make_detector("mediapipe", 4)
         self.parser = None
-        from stages.unwrap import face_parser_path
+        from stages.unwrap import face_parser_location
 
-        parser_path = face_parser_path(settings, self.context.config)
-        if parser_path is not None:
+        parser_location = face_parser_location(settings, self.context.config, "stages.fit.face_parser")
+        if parser_location is not None:
+            from stages.networks import local_weight_file
             from stages.networks.bisenet import FaceParser, load_bisenet
 
-            self.parser = FaceParser(load_bisenet(parser_path, self.context.device), device=self.context.device)
+            parser = load_bisenet(local_weight_file(parser_location), self.context.device)
+            self.parser = FaceParser(parser, device=self.context.device)
 
     def _fitter(self, backend: str):
         """The profile's per-actor fitter: ``FaithfulFitter`` (FFHQ-UV's networks) or the open ``PhotoFitter``."""

@@ -67,17 +67,17 @@ def _float_fields() -> tuple[pa.Field, ...]:
     return tuple(fields) + (pa.field("unwrap_face_region", pa.string()),)
 
 
-def face_parser_path(settings: UnwrapSettings, config: Any):
-    """The configured face parser checkpoint as a Path (absolute, or under models.weights_dir), or None."""
-    from pathlib import Path
+def face_parser_location(settings: Any, config: Any, option: str) -> Optional[str]:
+    """The configured BiSeNet checkpoint (``settings.face_parser``: under models.weights_dir, absolute, or a URL) as
+    a path or URL, None when unset; a one-line ConfigError naming it (and ``option``) when it is missing."""
+    from stages.networks import weight_location
 
     if not settings.face_parser:
         return None
-    path = Path(settings.face_parser)
-    weights = configured_weights_dir(config)
-    if path.is_absolute() or weights is None:
-        return path
-    return Path(weights) / path
+    try:
+        return weight_location(configured_weights_dir(config), settings.face_parser, option)
+    except ConfigError as error:
+        raise ConfigError(f"{error}, or unset {option} to take the face region from the landmarks") from None
 
 
 class UnwrapStage(Stage):
@@ -97,10 +97,7 @@ class UnwrapStage(Stage):
 
         check_backend("stages.unwrap", settings.landmarks, settings.dlib_predictor, configured_weights_dir(config))
         check_sources(config)
-        parser = face_parser_path(settings, config)
-        if parser is not None and not parser.is_file():
-            raise ConfigError(f"missing weights file {parser} (stages.unwrap.face_parser, the BiSeNet face parser); "
-                              "see README section 'Weights', or unset it to take the face region from the landmarks")
+        face_parser_location(settings, config, "stages.unwrap.face_parser")
 
     def setup(self) -> None:
         """Load the topology (cached UV products), its shape model and the landmark detector."""
@@ -119,11 +116,13 @@ class UnwrapStage(Stage):
         self.backend = backend_for_device(self.context.device) if choice == "auto" else choice
         prepare_backend(self.backend, self.context.device)  # the nvdiffrast context, once per actor
         self.parser = None
-        parser_path = face_parser_path(self.settings, self.context.config)
-        if parser_path is not None:
+        parser_location = face_parser_location(self.settings, self.context.config, "stages.unwrap.face_parser")
+        if parser_location is not None:
+            from stages.networks import local_weight_file
             from stages.networks.bisenet import FaceParser, load_bisenet
 
-            self.parser = FaceParser(load_bisenet(parser_path, self.context.device), device=self.context.device,
+            parser = load_bisenet(local_weight_file(parser_location), self.context.device)
+            self.parser = FaceParser(parser, device=self.context.device,
                                      fp16=bool(self.context.config.models.fp16))
 
     def process(self, sample: Sample) -> StageResult:

@@ -24,6 +24,7 @@ import torch
 from stages.errors import ConfigError
 from stages.fitting.face_model import HiFi3DModel
 from stages.geometry.hifi3dpp import MODEL_INFO as MODEL_INFO_FILE
+from stages.networks import local_weight_file, weight_exists
 from stages.networks.arcface import ARCFACE_FILE
 from stages.networks.deep3d import DEEP3D_FILE
 from stages.networks.lpips_vgg import VGG_FILE
@@ -55,11 +56,16 @@ def faithful_files(texture_gan: str = "ffhq_uv") -> tuple[str, ...]:
 
 
 def check_files(weights_dir: str | None, texture_gan: str = "ffhq_uv") -> None:
-    """Every faithful file present, or a one-line ConfigError naming the first one missing."""
+    """Every faithful file present under ``weights_dir`` (a folder or an fsspec URL), or a one-line ConfigError
+    naming the first one missing."""
     for name in faithful_files(texture_gan):
-        if weights_dir is None or not (Path(weights_dir) / name).is_file():
+        if weights_dir is None or not weight_exists(_location(weights_dir, name)):
             raise ConfigError(f"missing weights file {name} under models.weights_dir (the faithful fit profile); "
                               "see README section 'RGB fitting'")
+
+
+def _location(weights_dir: str | Path, name: str) -> str:
+    return f"{str(weights_dir).rstrip('/')}/{name}"
 
 
 def load_template5(path: str | Path) -> np.ndarray:
@@ -85,17 +91,21 @@ def load_faithful_models(weights_dir: str | Path, device: str = "cpu", cropface=
     from stages.networks.lpips_vgg import load_lpips_vgg
     from stages.networks.texgan import load_texture_gan
 
-    root = Path(weights_dir)
     texture_gan = "ffhq_uv" if cropface is None else "cropface630"
-    check_files(str(root), texture_gan)
-    face_model = HiFi3DModel.from_mat(root / MODEL_INFO_FILE)
-    texgan = load_texture_gan(root / TEXGAN_FILES[texture_gan])
+    check_files(str(weights_dir), texture_gan)
+
+    def local(name: str) -> Path:
+        """A local copy of ``name`` (remote weights are copied once per node)."""
+        return Path(local_weight_file(_location(weights_dir, name)))
+
+    face_model = HiFi3DModel.from_mat(local(MODEL_INFO_FILE))
+    texgan = load_texture_gan(local(TEXGAN_FILES[texture_gan]))
     texgan.generator.requires_grad_(False)
     if cropface is not None:
         from stages.fitting.cropface_texture import CropfaceTextureGAN
 
         texgan = CropfaceTextureGAN(texgan, cropface)
-    return FaithfulModels(face_model=face_model.to(device), template5=load_template5(root / LM3D_FILE),
-                          deep3d=load_deep3d(root / DEEP3D_FILE, face_model.dims).to(device),
-                          texgan=texgan.to(device), arcface=load_arcface(root / ARCFACE_FILE).to(device),
-                          lpips=load_lpips_vgg(root / VGG_FILE).to(device), device=str(device))
+    return FaithfulModels(face_model=face_model.to(device), template5=load_template5(local(LM3D_FILE)),
+                          deep3d=load_deep3d(local(DEEP3D_FILE), face_model.dims).to(device),
+                          texgan=texgan.to(device), arcface=load_arcface(local(ARCFACE_FILE)).to(device),
+                          lpips=load_lpips_vgg(local(VGG_FILE)).to(device), device=str(device))

@@ -21,7 +21,15 @@ import numpy as np
 
 from stages.base import configured_weights_dir
 from stages.errors import ConfigError
-from stages.geometry.uv_topology import DEFAULT_CACHE_DIR, UV_SIZE, FillRegion, LandmarkEmbedding, Topology
+from stages.geometry.uv_topology import (
+    DEFAULT_CACHE_DIR,
+    OFFICIAL_MASK_FILES,
+    UV_SIZE,
+    FillRegion,
+    LandmarkEmbedding,
+    Topology,
+)
+from stages.networks import local_weight_file, weight_exists
 
 LANDMARK_FILE = Path(__file__).resolve().parent / "hifi3dpp_landmarks.json"
 HAIR_FILE = Path(__file__).resolve().parent / "hifi3dpp_hair.json"  # FFHQ-UV's hair region (make_hifi3dpp_hair.py)
@@ -63,22 +71,27 @@ def _scaled_boxes(uv_size: int) -> tuple[FillRegion, ...]:
 
 def load_hifi3dpp(obj_path: str | None = None, weights_dir: str | None = None,
                   cache_dir: str | Path | None = DEFAULT_CACHE_DIR, uv_size: int = UV_SIZE) -> Topology:
-    """The hifi3dpp topology from the official model info (if present) or from a HiFi3D++ OBJ."""
-    assets = Path(weights_dir) if weights_dir else None
+    """The hifi3dpp topology from the official model info (if present) or from a HiFi3D++ OBJ.
+
+    ``weights_dir`` may be a local folder or an fsspec URL (``s3://...``): remote assets are copied once per node
+    (``stages.networks.local_weight_file``), the official mask PNGs read through fsspec.
+    """
     topology = None
-    if assets is not None and (assets / MODEL_INFO).exists():
-        topology = _from_model_info(assets / MODEL_INFO, cache_dir, uv_size)
-    candidates = [Path(obj_path)] if obj_path else []
-    if assets is not None:
-        candidates.append(assets / MEAN_FACE_OBJ)
-    for path in candidates:
-        if topology is None and path.exists():
-            topology = _from_obj(path, cache_dir, uv_size)
+    model_info = _asset(weights_dir, MODEL_INFO)
+    if model_info is not None:
+        topology = _from_model_info(Path(local_weight_file(model_info)), cache_dir, uv_size)
+    candidates = [obj_path] if obj_path else []
+    if weights_dir:
+        candidates.append(_join(weights_dir, MEAN_FACE_OBJ))
+    for location in candidates:
+        if topology is None and weight_exists(location):
+            topology = _from_obj(Path(local_weight_file(location)), cache_dir, uv_size)
     if topology is not None:
-        if assets is not None and (assets / TOPO_ASSETS).is_dir():
-            topology.official_masks_dir = assets / TOPO_ASSETS  # official masks win over drawn ones
+        if weights_dir and any(weight_exists(_join(weights_dir, f"{TOPO_ASSETS}/{name}"))
+                               for name in OFFICIAL_MASK_FILES.values()):
+            topology.official_masks_dir = _join(weights_dir, TOPO_ASSETS)  # official masks win over drawn ones
         return topology
-    tried = ", ".join(str(p) for p in candidates) or "nothing configured"
+    tried = ", ".join(candidates + ([_join(weights_dir, MODEL_INFO)] if weights_dir else [])) or "nothing configured"
     raise ConfigError(f"the hifi3dpp topology needs a HiFi3D++ OBJ with UVs (topology.obj) or "
                       f"{MODEL_INFO} in models.weights_dir; tried {tried}; see README section 'Weights'")
 
@@ -88,12 +101,25 @@ def check_sources(config) -> None:
     if config.topology.name != "hifi3dpp":
         return
     weights_dir = configured_weights_dir(config)
-    candidates = [Path(config.topology.obj)] if config.topology.obj else []
+    candidates = [str(config.topology.obj)] if config.topology.obj else []
     if weights_dir:
-        candidates += [Path(weights_dir) / MODEL_INFO, Path(weights_dir) / MEAN_FACE_OBJ]
-    if not any(path.exists() for path in candidates):
+        candidates += [_join(weights_dir, MODEL_INFO), _join(weights_dir, MEAN_FACE_OBJ)]
+    if not any(weight_exists(location) for location in candidates):
         raise ConfigError("the hifi3dpp topology needs topology.obj (a HiFi3D++ OBJ with UVs) "
                           f"or models.weights_dir/{MODEL_INFO}; see README section 'Weights'")
+
+
+def _join(weights_dir: str, relative: str) -> str:
+    """``relative`` under ``weights_dir`` (a folder or an fsspec URL)."""
+    return f"{str(weights_dir).rstrip('/')}/{relative}"
+
+
+def _asset(weights_dir: str | None, relative: str) -> str | None:
+    """The location of ``relative`` under ``weights_dir`` when it exists there, else None."""
+    if not weights_dir:
+        return None
+    location = _join(weights_dir, relative)
+    return location if weight_exists(location) else None
 
 
 def _from_obj(path: Path, cache_dir, uv_size: int) -> Topology:

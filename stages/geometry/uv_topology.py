@@ -130,7 +130,7 @@ class Topology:
     exp_basis: np.ndarray | None = None
     cache_dir: Path | None = DEFAULT_CACHE_DIR
     # FFHQ-UV's official mask PNGs (topo_assets), which replace the drawn masks of the same meaning when present.
-    official_masks_dir: Path | None = None
+    official_masks_dir: str | Path | None = None  # a folder or an fsspec URL
     # (K, 2) outline (x = column, y = row, texels of a UV_SIZE map) of the hair region read from a finished map of
     # this layout (hifi3dpp: ``make_hifi3dpp_hair.py``); None = the hair region is drawn from the geometry.
     hair_outline: np.ndarray | None = None
@@ -242,7 +242,7 @@ class Topology:
         self._raster = rasterize_uv(self.uvs, self.face_uvs, self.uv_size)
         self._masks = build_masks(self)
         if self.official_masks_dir is not None:
-            official = read_official_masks(Path(self.official_masks_dir), self.uv_size)
+            official = read_official_masks(self.official_masks_dir, self.uv_size)
             if "minor_valid_front" in official:
                 official.setdefault("minor_valid_alone", official["minor_valid_front"])
             self._masks.update(official)
@@ -264,18 +264,21 @@ OFFICIAL_MASK_FILES: dict[str, str] = {
 }
 
 
-def read_official_masks(folder: Path, size: int) -> dict[str, np.ndarray]:
-    """The FFHQ-UV mask PNGs found in ``folder``, as (S, S) float32 in [0,1] (resized to S if needed)."""
+def read_official_masks(folder: str | Path, size: int) -> dict[str, np.ndarray]:
+    """The FFHQ-UV mask PNGs found in ``folder`` (a local folder or an fsspec URL), as (S, S) float32 in [0,1]
+    (resized to S if needed). Read once, when the topology's cache is built."""
     import cv2
+    import fsspec
 
+    fs, root = fsspec.core.url_to_fs(str(folder))
     masks = {}
     for name, filename in OFFICIAL_MASK_FILES.items():
-        path = folder / filename
-        if not path.exists():
+        path = f"{root.rstrip('/')}/{filename}"
+        if not fs.exists(path):
             continue
-        image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        image = cv2.imdecode(np.frombuffer(fs.cat_file(path), dtype=np.uint8), cv2.IMREAD_GRAYSCALE)
         if image is None:
-            raise ValueError(f"{path} is not a readable image")
+            raise ValueError(f"{folder}/{filename} is not a readable image")
         if image.shape != (size, size):
             image = cv2.resize(image, (size, size), interpolation=cv2.INTER_LINEAR)
         masks[name] = image.astype(np.float32) / 255.0
