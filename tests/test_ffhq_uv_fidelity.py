@@ -72,7 +72,9 @@ def test_front_view_pose_matches_ffhq_uv_and_side_views_turn_the_right_way(sampl
 
 @pytest.mark.xfail(strict=True, reason="issue 13: the fit turns the side views to +30.9 / -28.2, FFHQ-UV's Deep3D "
                    "regression to +22.2 / -23.0; the views' own landmarks, as one rigid shape, support FFHQ-UV's yaws "
-                   "x1.4 (test_views_landmarks_support_larger_yaws_than_ffhq_uv_fit), so the gap is Deep3D's")
+                   "x1.4 (test_views_landmarks_support_larger_yaws_than_ffhq_uv_fit), so the gap is Deep3D's; the "
+                   "yaw is a depth prior, not a measurement (test_yaw_trades_with_template_depth_at_equal_error), and "
+                   "the pitch differs in sign pattern (sides -2.2 / -2.8 vs front +0.3 in FFHQ-UV's fit)")
 def test_fitted_yaw_and_pitch_within_two_degrees_of_ffhq_uv(sample):
     errors = angle_errors(sample[4])
     assert all(e[0] < 2.0 and e[1] < 2.0 for e in errors.values()), errors
@@ -107,6 +109,36 @@ def test_views_landmarks_support_larger_yaws_than_ffhq_uv_fit(sample):
         assert residuals[1.0] > 1.2 * residuals[best], (name, residuals)  # FFHQ-UV's own yaws fit clearly worse
     yaws = {v: deep3d_angles(fit.poses[v])[1] for v in ("left", "right")}
     assert yaws["left"] > 1.25 * FFHQ_UV_ANGLES["left"][1] and yaws["right"] < 1.15 * FFHQ_UV_ANGLES["right"][1]
+
+
+def test_yaw_trades_with_template_depth_at_equal_error(sample):
+    """Bas-relief ambiguity: the three views turn about one vertical axis, so a deeper head at smaller yaws explains
+    the landmarks as well. With the template 1.55 times as deep the fit lands within 2 degrees of FFHQ-UV's yaws,
+    its landmark error is no larger (the front view's 5 % smaller), and the centre-face texels move by about a pixel
+    in the views: the yaw the issue targets is the depth prior's choice (Deep3D's 3DMM there, the teaser head's
+    depth here, which renders of that head confirm: test_fit_recovers_known_yaws_on_renders_of_the_template_head),
+    and the maps hardly depend on it."""
+    import dataclasses
+
+    from stages.geometry.fitting import ShapeModel, fit_views
+    from stages.unwrap import texel_visibility
+
+    topology, _, images, landmarks, fit = sample
+    deeper = topology.vertices.copy()
+    middle = deeper[:, 2].mean()
+    deeper[:, 2] = middle + (deeper[:, 2] - middle) * 1.55
+    deep_topology = dataclasses.replace(topology, vertices=deeper, _texel_matrix=None)
+    deep_fit = fit_views(ShapeModel(deep_topology), landmarks, {v: im.shape[:2] for v, im in images.items()})
+    for view in VIEWS:
+        assert abs(deep3d_angles(deep_fit.poses[view])[1] - FFHQ_UV_ANGLES[view][1]) < 2.0, view
+        assert deep_fit.errors_px[view] < 1.02 * fit.errors_px[view], view  # at least as good a fit
+    centre = topology.masks()["center_face"].ravel()[topology.texel_samples()[0]] > 0.5
+    for view in ("left", "right"):
+        shallow_xyz, shallow_seen = texel_visibility(topology, fit, view, images[view].shape[:2], None)
+        deep_xyz, deep_seen = texel_visibility(deep_topology, deep_fit, view, images[view].shape[:2], None)
+        both = shallow_seen & deep_seen & centre
+        moved = np.linalg.norm(shallow_xyz[both, :2] - deep_xyz[both, :2], axis=1)
+        assert np.percentile(moved, 90) < 2.0 and np.median(moved) < 1.0, (view, np.percentile(moved, [50, 90]))
 
 
 def render_turned_head(topology, texture: np.ndarray, yaw: float, size: int) -> np.ndarray:
