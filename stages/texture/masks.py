@@ -82,3 +82,9 @@ def hair_weight(hair: np.ndarray, erode_box: int = HAIR_ERODE_BOX, feather_box: 
     """Weight of the template's hair: ``box15(box11(hair) >= 1)`` by default, (H, W) float32 in [0, 1]; the RGB
     fitting's cropface blends use other boxes (``stages/fitting/cropface_texture.py``)."""
     return box_blur(full_coverage(box_blur(hair, erode_box)), feather_box)
+
+
+def channels(mask: np.ndarray, count: int = 3) -> np.ndarray:
+    """(H, W) float32 -> (H, W, count) copies: multiplying by a ``[..., None]`` broadcast runs numpy's inner loop
+    over 3 values at a time, several times slower on a whole map than two arrays of the same shape."""
+    return cv2.merge([np.asarray(mask, np.float32)] * count)

@@ -29,12 +29,22 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from stages.texture.color import match_color_yuv, rgb_to_yuv
-from stages.texture.masks import binarize, box_blur, erode_view_mask, hair_weight, major_minor_weight, view_blend_weight
+from stages.texture.masks import (
+    binarize,
+    box_blur,
+    channels,
+    erode_view_mask,
+    hair_weight,
+    major_minor_weight,
+    view_blend_weight,
+)
 from stages.texture.poisson import laplacian_matrix, poisson_fill
 from stages.texture.pyramid import LEVELS, pull_push_fill, pyramid_blend
+from stages.texture.skin_detail import own_skin_detail, skin_source
 
 # FFHQ-UV's merge order (tex/__init__.py): each later view is blended over the previous canvas.
 MERGE_ORDER = ("left", "right", "front")
@@ -44,6 +54,8 @@ NOSTRIL_DILATE_BOX = 5
 FILL_BOX_MARGIN = 2
 # A single view's own-skin continuation fades into the template over this box blur of the face area (texels).
 FACE_AREA_FEATHER_BOX = 51
+# ... and its seen skin into the continuation over about twice this many texels inside its edge (at 1024).
+SEEN_EDGE_FEATHER_1024 = 6
 
 Box = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open, in UV texels
 
@@ -166,12 +178,17 @@ def blend_with_template(texture: np.ndarray, reliable: np.ndarray, template: np.
 
     texture, template: (H, W, 3) float in [0, 255]; reliable: (H, W) in {0, 1}.
     Returns (H, W, 3) uint8: the pyramid blend of the texture over the colour-matched
-    template, then the raw template's hair over the hair region. ``own_skin`` (a single view): inside the face
-    area the texture blends over its own continued skin instead (``continue_own_skin``).
+    template, then the raw template's hair over the hair region. ``own_skin`` (a single view): the texture is its
+    own skin continued beyond the reliable texels (``continue_own_skin``), which inside the face area
+    (``minor_valid_whole``, feathered) is also what the blend fades into.
     """
     matched = match_color_yuv(template, texture, reliable)
     if own_skin:
-        matched = continue_own_skin(texture, reliable, matched, regions)
+        # Beyond the reliable texels the canvas holds the merge's colour-matched template, which the blend's soft
+        # weight would show as a pale rim around the seen skin: the continued skin replaces it.
+        face = box_blur(regions["minor_valid_whole"], FACE_AREA_FEATHER_BOX)
+        texture = continue_own_skin(texture, reliable, regions, face > 0)
+        matched = (texture - matched) * channels(face, texture.shape[2]) + matched  # face: texture, else matched
     weight = major_minor_weight(reliable, regions["major_valid_whole"], regions["minor_valid_whole"])
     # FFHQ-UV clips the pyramid blend before the hair override (laplacian_pyramid_blend), so a band-pass overshoot
     # at a bright edge never reaches the hair's feathered border above 255.
@@ -181,14 +198,24 @@ def blend_with_template(texture: np.ndarray, reliable: np.ndarray, template: np.
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def continue_own_skin(texture: np.ndarray, reliable: np.ndarray, base: np.ndarray,
-                      regions: Mapping[str, np.ndarray]) -> np.ndarray:
-    """What a single view's map fades into: inside the face area (``minor_valid_whole``, feathered) the sample's
-    own skin continued into the texels it did not see (``pull_push_fill``: the colour of the nearest seen skin, a
-    darker jaw stays dark), outside it ``base`` (the colour-matched template).
-    texture, base: (H, W, 3) float in [0, 255]; reliable: (H, W) in {0, 1}. Returns (H, W, 3) float32."""
-    face = box_blur(regions["minor_valid_whole"], FACE_AREA_FEATHER_BOX)[..., None]
-    return pull_push_fill(texture, reliable) * face + np.asarray(base, dtype=np.float32) * (1.0 - face)
+def continue_own_skin(texture: np.ndarray, reliable: np.ndarray, regions: Mapping[str, np.ndarray],
+                      area: np.ndarray) -> np.ndarray:
+    """A single view's skin continued into the texels it did not see: the colour of the nearest seen skin
+    (``pull_push_fill``: a darker jaw stays dark) plus the sample's own fine texture copied from its seen skin
+    (``own_skin_detail``: pores, not an airbrushed average). The seen skin fades into its continuation over a
+    narrow band inside its edge (``SEEN_EDGE_FEATHER_1024``), so the mask's staircase outline and the darker
+    texels a silhouette leaves there do not show as a seam.
+    texture: (H, W, 3) float in [0, 255]; reliable: (H, W) in {0, 1}; area: (H, W) bool, where the texture is
+    shown (the fine texture is made there only). Returns (H, W, 3) float32 in [0, 255]."""
+    width = max(1, round(SEEN_EDGE_FEATHER_1024 * texture.shape[0] / 1024))
+    deep = cv2.erode(binarize(reliable), np.ones((2 * width + 1,) * 2, np.uint8))
+    real = box_blur(deep, 2 * width + 1) * reliable  # 1 deep inside the seen skin, 0 at its edge and beyond
+    detail = own_skin_detail(texture, skin_source(deep, regions), (1.0 - real) * area)
+    continued = pull_push_fill(texture, deep) + detail
+    skin = np.subtract(texture, continued, dtype=np.float32)
+    skin *= channels(real, skin.shape[2])
+    skin += continued  # texture * real + continued * (1 - real)
+    return np.clip(skin, 0.0, 255.0, out=skin)
 
 
 def complete_texture(views: Mapping[str, UVView], template: np.ndarray, regions: Mapping[str, np.ndarray],

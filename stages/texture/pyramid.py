@@ -13,6 +13,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from stages.texture.masks import channels
+
 LEVELS = 5  # FFHQ-UV's ``laplacian_pyramid_blend(..., times=5)``: 4 band-pass levels + 1 low-pass residual
 BINOMIAL_1D = np.array([1.0, 4.0, 6.0, 4.0, 1.0], dtype=np.float32) / 16.0
 MASK_GAUSSIAN_SIZE = 5
@@ -90,16 +92,22 @@ def pull_push_fill(image: np.ndarray, known: np.ndarray, coarsest: int = 8) -> n
     image: (H, W, C) float; known: (H, W) in [0, 1]. Returns (H, W, C) float32, known texels unchanged.
     """
     image = _as_hwc(image)
+    count = image.shape[2]
     weight = np.clip(np.asarray(known, dtype=np.float32), 0.0, 1.0)
-    levels = [(image * weight[..., None], weight)]
+    levels = [(image * _per_channel(weight, count), weight)]
     while min(levels[-1][1].shape) > coarsest:
         colour, w = levels[-1]
         levels.append((_as_hwc(cv2.pyrDown(colour)), cv2.pyrDown(w)))
     colour, w = levels[-1]
-    filled = colour / np.maximum(w, 1e-6)[..., None]
+    filled = colour / _per_channel(np.maximum(w, 1e-6), count)
     for colour, w in reversed(levels[:-1]):
         up = _as_hwc(cv2.pyrUp(filled, dstsize=(w.shape[1], w.shape[0])))
-        average = colour / np.maximum(w, 1e-6)[..., None]
-        trust = np.clip(w * 2.0, 0.0, 1.0)[..., None]  # a half-covered texel is already a reliable average
-        filled = average * trust + up * (1.0 - trust)
-    return np.where(weight[..., None] > 0.5, image, filled).astype(np.float32)
+        average = colour / _per_channel(np.maximum(w, 1e-6), count)
+        trust = _per_channel(np.clip(w * 2.0, 0.0, 1.0), count)  # a half-covered texel is already a reliable average
+        filled = (average - up) * trust + up
+    return np.where(_per_channel(weight, count) > 0.5, image, filled).astype(np.float32)
+
+
+def _per_channel(mask: np.ndarray, count: int) -> np.ndarray:
+    """(H, W) -> (H, W, count) float32 (``channels``: faster arithmetic than a ``[..., None]`` broadcast)."""
+    return _as_hwc(channels(mask, count))
