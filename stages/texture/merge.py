@@ -14,7 +14,8 @@
    mouth), so a closed eye is the person's lid, not a template's drawing.
 3. ``blend_with_template``: outside the reliable region the colour-matched template
    takes over through a Laplacian-pyramid blend; the template's own hair covers the
-   hair region.
+   hair region. With a single view the face area is first completed from the sample's own skin
+   (``continue_own_skin``): its colour (pull-push) and its fine texture (``skin_detail.own_skin_detail``).
 
 Region masks come from the topology under FFHQ-UV's names (``center_face``, ``hair``,
 ``mouth_contrast``, ``nosal_base``, ``nostril``, ``major_valid_<view>``,

@@ -86,10 +86,9 @@ def robust_spread(values: np.ndarray) -> np.ndarray:
     return 1.4826 * np.median(np.abs(values - np.median(values, axis=0)), axis=0)
 
 
-def skin_detail(texture: np.ndarray, source: np.ndarray) -> np.ndarray:
-    """(h, w, 3) float32 high-pass of ``texture`` ((h, w, 3) float) over ``source`` (bool (h, w)), zero elsewhere,
-    clipped to ``CLIP_SIGMAS`` robust deviations."""
-    sigma = DETAIL_SIGMA_1024 * texture.shape[0] / 1024
+def skin_detail(texture: np.ndarray, source: np.ndarray, sigma: float) -> np.ndarray:
+    """(h, w, 3) float32 high-pass of ``texture`` ((h, w, 3) float) above a Gaussian of ``sigma`` texels, taken over
+    ``source`` (bool (h, w)), zero elsewhere, clipped to ``CLIP_SIGMAS`` robust deviations."""
     weight = source.astype(np.float32)
     weight3 = channels(weight, texture.shape[2])
     ksize = (2 * int(np.ceil(2.5 * sigma)) + 1,) * 2  # +-2.5 sigma: OpenCV would take +-4 sigma for floats
@@ -172,7 +171,7 @@ def own_skin_detail(texture: np.ndarray, source: np.ndarray, unseen: np.ndarray)
     r0, r1 = max(0, top - reach), min(size, top + height + reach)
     c0, c1 = max(0, left - reach), min(size, left + width + reach)
     crop = np.asarray(texture[r0:r1, c0:c1], np.float32)
-    detail = skin_detail(crop, source[r0:r1, c0:c1])
+    detail = skin_detail(crop, source[r0:r1, c0:c1], DETAIL_SIGMA_1024 * size / 1024)
     windows = clean_windows(detail, crop, source[r0:r1, c0:c1], tile, scaled(CANDIDATE_STRIDE_1024, size))
     synthesised = synthesise_detail(detail, windows, target, tile, (r0, c0))
     synthesised *= channels(target.astype(np.float32), texture.shape[2])
