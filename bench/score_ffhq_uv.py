@@ -7,6 +7,8 @@ Prints, from one run:
   (``landmarks/01223_final_lm68_2d.pt``) by the fitted head's 68 iBUG points;
 - the valid ratio of each per-view unwrap and of the merge, the BS error of the map and the mean luma of its
   UV-left and UV-right temple and jaw bands (``side_band_brightness``: shading the merge left in the map);
+- the luma of bands just above and below each eye opening and of the upper lid against the cheek under the eye
+  (``eye_band_luma``: lashes or corner shadow the views' eye holes left in, smeared into the closed lids);
 - the map against a reference map (``--reference``, FFHQ-UV's final map of 01223, not shipped in
   ``../shared/data``): PSNR / SSIM over the texels FFHQ-UV fills from its views (``scored_texels``);
 - without a reference, a proxy of the same error: the views' unwraps against each other where both are
@@ -232,6 +234,41 @@ def side_band_brightness(uv: np.ndarray, centre_face: np.ndarray, axis: float) -
     return out
 
 
+# Bands around each eye opening whose luma the bench reports (lashes or eye-corner shadow left in the views' masks
+# smear dark into the lids): rows from the opening's upper rim (negative, upwards) or lower rim (positive), the
+# opening being the template head's eyelid contour in UV (``landmark_uv``), over the middle EYE_BAND_SPAN of its
+# width (stop None: to the lower rim). "over" is where the upper lashes lie in the views, "lid" the upper lid's skin
+# between them and the brow, "cheek" the skin under the eye the others are compared with.
+EYE_BANDS = {"lid": ("top", -42, -30), "over": ("top", -28, -4), "opening": ("top", 0, None),
+             "under": ("bottom", 1, 13), "cheek": ("bottom", 24, 40)}
+EYE_BAND_SPAN = 0.7
+
+
+def eye_band_luma(uv: np.ndarray, topology) -> dict[str, dict[str, float]]:
+    """Mean luma Y (0-255) of the (H, W, 3) map in ``EYE_BANDS`` around each eye: eye -> band -> Y."""
+    from mediapipe.python.solutions import face_mesh_connections as fmc
+
+    from stages.geometry.uv_topology import edge_loops
+    from stages.texture.color import rgb_to_yuv
+
+    luma = rgb_to_yuv(np.asarray(uv, dtype=np.float32))[..., 0]
+    points = topology.landmark_uv()
+    out = {}
+    for eye, connections in (("UV-left", fmc.FACEMESH_RIGHT_EYE), ("UV-right", fmc.FACEMESH_LEFT_EYE)):
+        opening = np.zeros(luma.shape, np.uint8)
+        cv2.fillPoly(opening, [np.round(points[edge_loops(connections)[0]] * 16).astype(np.int32)], 1, shift=4)
+        cols = np.nonzero(opening.any(axis=0))[0]
+        margin = int(round((1 - EYE_BAND_SPAN) / 2 * cols.size))
+        bands = {name: np.zeros(luma.shape, bool) for name in EYE_BANDS}
+        for col in cols[margin:cols.size - margin]:
+            rows = np.nonzero(opening[:, col])[0]
+            for name, (rim, start, stop) in EYE_BANDS.items():
+                edge = rows.min() if rim == "top" else rows.max()
+                bands[name][edge + start:rows.max() + 1 if stop is None else edge + stop, col] = True
+        out[eye] = {name: float(luma[band].mean()) for name, band in bands.items()}
+    return out
+
+
 def run(topology_obj: Path, reference_path: Path | None, pictures: Path | None) -> dict:
     """Unwrap and complete 01223 and print its figures; returns them."""
     from stages.face.landmarks import FaceLandmarker
@@ -279,6 +316,10 @@ def run(topology_obj: Path, reference_path: Path | None, pictures: Path | None) 
     bands = figures["side_bands"].items()
     print("map side bands (Y, UV-left / UV-right): "
           + "  ".join(f"{band} {left:.1f} / {right:.1f} ({left - right:+.1f})" for band, (left, right) in bands))
+    figures["eye_bands"] = eye_band_luma(result.uv, topology)
+    for eye, bands in figures["eye_bands"].items():
+        relative = (f"{name} {bands[name] - bands['cheek']:+.1f}" for name in ("lid", "over", "opening", "under"))
+        print(f"map {eye} eye bands (Y minus cheek {bands['cheek']:.1f}): " + "  ".join(relative))
     figures["cross_view"] = cross_view_agreement(unwraps)
     for view, (p, s) in figures["cross_view"].items():
         print(f"proxy: {view} unwrap vs front unwrap  PSNR {p:.2f} dB  SSIM {s:.4f}")

@@ -18,7 +18,7 @@ from stages.complete import NO_UV_VIEWS, UV_SIZE_MISMATCH, CompleteStage
 from stages.errors import SampleError
 from stages.texture.color import rgb_to_yuv
 from stages.texture.masks import hair_weight
-from stages.texture.merge import UVView, complete_texture, merge_views
+from stages.texture.merge import UVView, complete_texture, merge_views, solve_unreliable
 from stages.texture.template import build_template
 from tests.conftest import shared_data
 from tests.test_texture_ops import smooth_image
@@ -150,6 +150,23 @@ def test_single_front_view_completes_with_the_template():
     result_chroma = rgb_to_yuv(result.uv[far].astype(np.float32)).mean(axis=0)[1:]
     template_chroma = rgb_to_yuv(template[far]).mean(axis=0)[1:]
     assert np.abs(result_chroma - view_chroma).max() < 0.5 * np.abs(template_chroma - view_chroma).max()
+
+
+def test_a_lone_views_tall_eye_hole_takes_the_lid_not_the_brow():
+    # A photo's eye hole (the opening with its lashes) is solved from the sample's own lid between the box's top and
+    # the hole; a hole taller than that band must not pull in the brow just above the box.
+    rng = np.random.default_rng(3)
+    lid = np.array([200, 150, 130], np.float32)
+    texture = lid + rng.normal(0, 3, (128, 128, 3)).astype(np.float32)
+    texture[18:30] = (70, 50, 40)  # the brow, above the box
+    box = (30, 100, 20, 110)  # rows 30-100, a 13-row lid band above the 50-row hole
+    unreliable = np.zeros((128, 128), np.float32)
+    unreliable[45:95, 30:100] = 1.0
+    texture[unreliable > 0] = 0.0  # unseen
+    result, _ = solve_unreliable(texture, unreliable, np.zeros_like(texture), {"l_eye": box}, source="sample")
+    filled = rgb_to_yuv(result[unreliable > 0])[:, 0]
+    lid_luma = float(rgb_to_yuv(lid[None])[0, 0])
+    assert np.abs(filled - lid_luma).max() < 15, (filled.min(), filled.max(), lid_luma)
 
 
 # ---------------------------------------------------------------- the stage, in-process, after the real unwrap

@@ -39,6 +39,15 @@ MEDIAPIPE468, DLIB68 = "mediapipe468", "ibug68"
 # subject's right side of the face on an unmirrored photo.
 EYE_IMAGE_LEFT = (7, 33, 133, 144, 145, 153, 154, 155, 157, 158, 159, 160, 161, 163, 173, 246)  # FACEMESH_RIGHT_EYE
 EYE_IMAGE_RIGHT = (249, 263, 362, 373, 374, 380, 381, 382, 384, 385, 386, 387, 388, 390, 398, 466)  # FACEMESH_LEFT_EYE
+# Each eyelid-contour point above paired with the point of mediapipe's next ring of mesh points outwards (eyeUpper1,
+# eyeLower1 and the corners of its mesh annotations), image-left eye then image-right: on a 1024 px FFHQ face about
+# 15 px above the upper lid's rim (the upper lashes' tips), 13 px below the lower lid's, 7 px past the corners.
+EYELID_RING_UPPER = {246: 247, 161: 30, 160: 29, 159: 27, 158: 28, 157: 56, 173: 190,
+                     466: 467, 388: 260, 387: 259, 386: 257, 385: 258, 384: 286, 398: 414}
+EYELID_RING_LOWER = {7: 25, 163: 110, 144: 24, 145: 23, 153: 22, 154: 26, 155: 112,
+                     249: 255, 390: 339, 373: 254, 374: 253, 380: 252, 381: 256, 382: 341}
+EYELID_RING_OUTER_CORNER = {33: 130, 263: 359}
+EYELID_RING_INNER_CORNER = {133: 243, 362: 463}
 MOUTH_CORNER_IMAGE_LEFT = 61
 MOUTH_CORNER_IMAGE_RIGHT = 291
 NOSE_TIP = 1

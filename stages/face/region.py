@@ -24,7 +24,15 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stages.face.landmarks import MOUTH_CORNER_IMAGE_LEFT, MOUTH_CORNER_IMAGE_RIGHT, NOSE_TIP
+from stages.face.landmarks import (
+    EYELID_RING_INNER_CORNER,
+    EYELID_RING_LOWER,
+    EYELID_RING_OUTER_CORNER,
+    EYELID_RING_UPPER,
+    MOUTH_CORNER_IMAGE_LEFT,
+    MOUTH_CORNER_IMAGE_RIGHT,
+    NOSE_TIP,
+)
 from stages.face.skin import fit_skin_model, skin_pixels, strand_energy, to_ycc
 from stages.geometry.uv_topology import (
     BROW_TOP,
@@ -40,6 +48,16 @@ from stages.networks.bisenet import face_parsing_mask
 
 # FFHQ-UV's parsing mask dilates the eye holes by about 5 px at 1024 (box-blur 11 then >= 1, pipeline.md 2.4(a)).
 EYE_DILATE_1024 = 5
+# How far each eyelid-contour point moves towards its partner on the next ring out (``eye_holes``), per lid part,
+# for the hole, and for the zone where dark pixels connected to it join it (``dark_lashes``: lashes, eyeliner and
+# corner shadow are darker than LASH_DARKNESS times the lid's skin).
+EYE_HOLE_REACH = {"upper": 0.85, "lower": 0.2, "outer_corner": 1.0, "inner_corner": 0.6}
+LASH_SEARCH_REACH = {"upper": 1.6, "lower": 0.25, "outer_corner": 3.0, "inner_corner": 1.2}
+LASH_DARKNESS = 0.72
+# Eyelid-contour point -> (its partner on the next ring out, the lid part it belongs to).
+EYELID_RING = {point: (partner, part) for part, ring in (
+    ("upper", EYELID_RING_UPPER), ("lower", EYELID_RING_LOWER), ("outer_corner", EYELID_RING_OUTER_CORNER),
+    ("inner_corner", EYELID_RING_INNER_CORNER)) for point, partner in ring.items()}
 # Skin face region (``skin_face_region``): skin is looked for inside the face oval scaled by SKIN_EXTEND about its
 # centre (the oval stops a third of the forehead below the hairline and short of the ears); the colour model's
 # seed is the oval eroded by SEED_ERODE, brows/eyes/lips/nostrils grown by FEATURE_PAD are kept as face whatever
@@ -114,12 +132,60 @@ def face_region(landmarks: np.ndarray, height: int, width: int, exclude_eyes_mou
         region = skin_face_region(image, landmarks, oval)
         masked = masked_fraction(oval, region, landmarks)
     if exclude_eyes_mouth:
-        holes = (fill_polygon(landmarks[edge_loops(fmc.FACEMESH_LEFT_EYE)[0]], height, width)
-                 | fill_polygon(landmarks[edge_loops(fmc.FACEMESH_RIGHT_EYE)[0]], height, width)).astype(np.uint8)
-        holes = cv2.dilate(holes, disk(max(1, round(EYE_DILATE_1024 * max(height, width) / 1024))))
         lips = sorted(edge_loops(fmc.FACEMESH_LIPS), key=lambda loop: polygon_area(landmarks[loop]))
-        region &= ~(holes.astype(bool) | fill_polygon(landmarks[lips[0]], height, width))
+        region &= ~(eye_holes(landmarks, height, width, image) | fill_polygon(landmarks[lips[0]], height, width))
     return region, masked
+
+
+def eye_holes(landmarks: np.ndarray, height: int, width: int, image: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) bool: both eyes as FFHQ-UV's parser labels them, the opening with its lashes and the shadowed corners.
+
+    mediapipe's eyelid contour runs along the lids' rims, inside the lash line: each contour point is pushed
+    towards its partner on the next ring of mesh points out (``EYELID_RING_*``) by ``EYE_HOLE_REACH`` (most of
+    the way above, over the upper lashes; less below, where the lower lid's skin begins right under its thin
+    lashes; past the corners). With the view's (H, W, 3) uint8 ``image``, the lashes, eyeliner and corner shadow
+    beyond that (``dark_lashes``) join it, as a parser labels them by their look; then the hole is dilated as
+    FFHQ-UV dilates its parser's eye label.
+    """
+    fmc = _face_mesh_connections()
+    luma = None if image is None else cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+    holes = np.zeros((height, width), dtype=bool)
+    for connections in (fmc.FACEMESH_LEFT_EYE, fmc.FACEMESH_RIGHT_EYE):
+        loop = edge_loops(connections)[0]
+        contour = landmarks[loop]
+        outwards = landmarks[[EYELID_RING[point][0] for point in loop]] - contour  # (16, 2) px
+        parts = [EYELID_RING[point][1] for point in loop]
+        hole = fill_polygon(contour + np.array([EYE_HOLE_REACH[part] for part in parts])[:, None] * outwards,
+                            height, width)
+        if luma is not None:
+            search = contour + np.array([LASH_SEARCH_REACH[part] for part in parts])[:, None] * outwards
+            hole |= dark_lashes(luma, hole, search)
+        holes |= hole
+    radius = max(1, round(EYE_DILATE_1024 * max(height, width) / 1024))
+    return cv2.dilate(holes.astype(np.uint8), disk(radius)) > 0
+
+
+def dark_lashes(luma: np.ndarray, hole: np.ndarray, search: np.ndarray) -> np.ndarray:
+    """(H, W) bool: pixels inside the ``search`` polygon ((K, 2) px) around an eye darker than ``LASH_DARKNESS``
+    times the median luma of the lid and under-eye skin there, and connected to the (H, W) bool ``hole``:
+    lashes, eyeliner and the shadowed eye corners. ``luma``: (H, W) uint8. Works on the polygon's bounding box."""
+    height, width = luma.shape
+    dark = np.zeros((height, width), dtype=bool)
+    x0, y0 = np.maximum(np.floor(search.min(axis=0)).astype(int) - 1, 0)
+    x1, y1 = np.minimum(np.ceil(search.max(axis=0)).astype(int) + 2, [width, height])
+    if x1 <= x0 or y1 <= y0:
+        return dark
+    inside = fill_polygon(search - [x0, y0], y1 - y0, x1 - x0)
+    known = hole[y0:y1, x0:x1]
+    skin = inside & ~known
+    if not skin.any() or not known.any():
+        return dark
+    crop = luma[y0:y1, x0:x1]
+    candidate = (inside & (crop < LASH_DARKNESS * float(np.median(crop[skin])))) | known
+    _, components = cv2.connectedComponents(candidate.astype(np.uint8), connectivity=8)
+    touching = np.unique(components[known])
+    dark[y0:y1, x0:x1] = np.isin(components, touching) & candidate
+    return dark
 
 
 def masked_fraction(oval: np.ndarray, region: np.ndarray, landmarks: np.ndarray) -> float:

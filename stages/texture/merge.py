@@ -9,8 +9,8 @@
    come out closed and the mouth shut, as in FFHQ-UV.
    With a single view (a photo) there is no double vision and the photo's own lips,
    lids and nostrils are kept: only the openings (eyes, mouth) and unseen texels
-   (beyond a light erosion of the view's mask) are solved, from the gradients of the sample's own skin just
-   above them (``own_skin_source``: the upper lid for an eye, the upper lip for the
+   (beyond a light erosion of the view's mask) are solved, shaded from their rims with the grain of the
+   sample's own skin just above them (``own_skin_source``: the upper lid for an eye, the upper lip for the
    mouth), so a closed eye is the person's lid, not a template's drawing.
 3. ``blend_with_template``: outside the reliable region the colour-matched template
    takes over through a Laplacian-pyramid blend; the template's own hair covers the
@@ -45,7 +45,7 @@ from stages.texture.masks import (
 )
 from stages.texture.poisson import laplacian_matrix, poisson_fill
 from stages.texture.pyramid import LEVELS, pull_push_fill, pyramid_blend
-from stages.texture.skin_detail import own_skin_detail, skin_source
+from stages.texture.skin_detail import own_skin_detail, skin_detail, skin_source
 
 # FFHQ-UV's merge order (tex/__init__.py): each later view is blended over the previous canvas.
 MERGE_ORDER = ("left", "right", "front")
@@ -57,6 +57,12 @@ FILL_BOX_MARGIN = 2
 FACE_AREA_FEATHER_BOX = 51
 # ... and its seen skin into the continuation over about twice this many texels inside its edge (at 1024).
 SEEN_EDGE_FEATHER_1024 = 6
+# A single view's openings take the grain of the skin above them (``own_skin_source``): its detail above a
+# Gaussian of this sigma (texels), at most OWN_SKIN_GRAIN_LIMIT levels (skin's grain is a few levels, hair's tens),
+# from a band at least OWN_SKIN_MIN_BAND rows tall.
+OWN_SKIN_DETAIL_SIGMA = 2.0
+OWN_SKIN_GRAIN_LIMIT = 6.0
+OWN_SKIN_MIN_BAND = 3
 
 Box = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open, in UV texels
 
@@ -134,19 +140,39 @@ def unreliable_mask(texture: np.ndarray, fill: np.ndarray, regions: Mapping[str,
 
 
 def own_skin_source(texture: np.ndarray, unknown: np.ndarray, box: Box) -> np.ndarray:
-    """A Poisson source for a box from the sample itself: the texture just above the box's unknown texels (upper
-    lid, upper lip), shifted down over them by the hole's height; the lid's lashes come along as a soft line.
+    """A Poisson source for a box from the sample itself: the grain of the skin between the box's top and its
+    unknown texels (the upper lid, the upper lip), mirrored down into the hole from the hole's top row.
 
-    texture: (H, W, 3) full map; unknown: (h, w) bool inside ``box``. Returns the (h, w, 3) source patch.
+    The hole's shading comes from its rim through the Poisson fill (a closed lid between the upper lid and the lower
+    one); the source adds only the skin's grain (``lid_grain``), so neither the lid's crease or lash line nor the
+    brows above FFHQ-UV's eye boxes enter the hole, however tall it is (a shift of the skin above by the hole's
+    height reached the brows once the eye holes took the lashes). Rows of the hole deeper than the band is tall
+    get no grain (a second mirror image would repeat the first as a zigzag). texture: (H, W, 3) full map;
+    unknown: (h, w) bool inside ``box``. Returns the (h, w, 3) float32 source patch (zero, a smooth fill, when
+    the band is thinner than ``OWN_SKIN_MIN_BAND``).
     """
     row0, row1, col0, col1 = box
     rows = np.nonzero(unknown.any(axis=1))[0]
+    source = np.zeros((row1 - row0, col1 - col0, 3), dtype=np.float32)
     if rows.size == 0:
-        return texture[row0:row1, col0:col1]
-    shift = int(rows.max() - rows.min() + 1)
-    top = max(0, row0 - shift)
-    source = texture[top:top + (row1 - row0), col0:col1]
-    return source if source.shape[0] == row1 - row0 else texture[row0:row1, col0:col1]
+        return source
+    top = row0 + int(rows.min())  # the hole's first row
+    band = top - (row0 + FILL_BOX_MARGIN)  # skin rows above it, inside the box
+    if band < OWN_SKIN_MIN_BAND:
+        return source
+    detail = lid_grain(np.asarray(texture[top - band:top, col0:col1], dtype=np.float32))
+    depth = np.arange(min(band, row1 - top))  # hole row top + k mirrors band row band - 1 - k
+    source[top - row0 + depth] = detail[band - 1 - depth]
+    return source
+
+
+def lid_grain(skin: np.ndarray) -> np.ndarray:
+    """(h, w, 3) float skin -> its grain: ``skin_detail`` above ``OWN_SKIN_DETAIL_SIGMA`` texels minus each row's
+    mean (a crease or a brow's edge is a dark row, not grain), at most ``OWN_SKIN_GRAIN_LIMIT`` levels, so strands
+    (lash tips, brow hairs) stay faint."""
+    detail = skin_detail(skin, np.ones(skin.shape[:2], dtype=bool), OWN_SKIN_DETAIL_SIGMA)
+    detail -= detail.mean(axis=1, keepdims=True)
+    return np.clip(detail, -OWN_SKIN_GRAIN_LIMIT, OWN_SKIN_GRAIN_LIMIT)
 
 
 def solve_unreliable(texture: np.ndarray, unreliable: np.ndarray, template: np.ndarray,
