@@ -34,6 +34,10 @@ Rasterizer = Literal["auto", "cpu", "nvdiffrast"]  # auto = nvdiffrast on cuda, 
 UV_VIEW = "uv_{view}"  # (S, S, 3) RGB unwrap of one view, zero outside its mask
 UVMASK_VIEW = "uvmask_{view}"  # (S, S) gray, 255 = valid texel
 LANDMARK_ERROR_VIEW = "unwrap_landmark_error_{view}"  # reprojection error, fraction of the face width
+# A single view's symmetric fill leaves an eye's fill box (FFHQ-UV's box names) alone when the view sees at least
+# this share of its centre-face texels (``symmetric_fill``).
+EYE_BOXES = ("l_eye", "r_eye")
+SEEN_EYE_BOX = 0.5
 @dataclass
 class UnwrapSettings(StageSettings):
     # The UV layout is the run-level ``topology`` section (stages.run_settings), shared with complete.
@@ -329,7 +333,14 @@ def symmetric_fill(topology, unwrap: ViewUnwrap) -> None:
     mirrored = cv2.remap(unwrap.texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     mirrored_mask = cv2.remap(unwrap.mask, map_x, map_y, cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
     take = (unwrap.mask == 0) & (mirrored_mask > 0) & (topology.masks()["unwrap_mask"] > 0.5)
+    centre = topology.masks()["center_face"] > 0.5
+    # An eye the view sees keeps its own opening for the completion to close: where the other eye's hole is smaller,
+    # its mirrored texels would put back lashes and lid that this eye's hole took out. A hidden eye is mirrored.
+    for box in topology.fill_regions():
+        window = (slice(box.top, box.bottom), slice(box.left, box.right))
+        seen = unwrap.mask[window][centre[window]] > 0
+        if box.name in EYE_BOXES and seen.size and seen.mean() >= SEEN_EYE_BOX:
+            take[window] = False
     unwrap.texture[take] = mirrored[take]
     unwrap.mask[take] = 255
-    centre = topology.masks()["center_face"] > 0.5
     unwrap.valid_ratio = float((unwrap.mask[centre] > 0).mean()) if centre.any() else 0.0

@@ -121,6 +121,34 @@ def test_synthetic_round_trip_recovers_the_texture(hifi, detector):
         assert psnr(out.texture[valid], texture[valid]) >= 24.0, view
 
 
+def test_symmetric_fill_leaves_a_seen_eyes_opening_and_mirrors_a_hidden_eye(hifi):
+    # A photo sees both eyes: a texel one eye's hole takes out (its lashes) must not come back as the other eye's
+    # lid from the mirror, or the lashes the hole removed return. An eye the view does not see is mirrored.
+    from stages.unwrap import ViewUnwrap, symmetric_fill
+
+    topology, _ = hifi
+    size = topology.uv_size
+    boxes = {box.name: box for box in topology.fill_regions()}
+
+    def unwrap_with_hole(hidden: str | None) -> ViewUnwrap:
+        mask = np.where(topology.masks()["unwrap_mask"] > 0.5, 255, 0).astype(np.uint8)
+        left = boxes["l_eye"]
+        mask[left.top + 20:left.top + 40, left.left + 30:left.left + 90] = 0  # l_eye's hole, r_eye has none
+        if hidden:
+            box = boxes[hidden]
+            mask[box.top:box.bottom, box.left:box.right] = 0
+        return ViewUnwrap(np.full((size, size, 3), 120, np.uint8) * (mask[..., None] > 0), mask, 0.0, 1.0, 0.0, 0.0)
+
+    seen = unwrap_with_hole(None)
+    symmetric_fill(topology, seen)
+    left = boxes["l_eye"]
+    assert (seen.mask[left.top + 20:left.top + 40, left.left + 30:left.left + 90] == 0).all()
+    hidden = unwrap_with_hole("r_eye")
+    symmetric_fill(topology, hidden)
+    right = boxes["r_eye"]
+    assert (hidden.mask[right.top:right.bottom, right.left:right.right] > 0).mean() > 0.5
+
+
 @pytest.fixture(scope="module")
 def mediapipe(cache):
     topology = load_topology("mediapipe468", cache_dir=cache)
