@@ -26,7 +26,7 @@ from stages.views import ANY_VIEW, VIEW_NAMES, current_views, view_key
 
 NO_VIEWS = "no_views"  # the sample has no image to unwrap (no view_<v> / relit_<v> / aligned output)
 FIT_FAILED = "fit_failed"  # the landmarks could not be fitted (degenerate pose)
-MASK_OPEN_1024 = 3  # texels (at 1024) of the opening that clears spikes from a view's UV mask
+MASK_OPEN_1024 = 6  # texels (at 1024) of the opening that clears spikes from a view's UV mask
 
 Rasterizer = Literal["auto", "cpu", "nvdiffrast"]  # auto = nvdiffrast on cuda, else cpu
 
@@ -279,20 +279,31 @@ def texel_visibility(topology, fit, view: str, size: tuple[int, int],
     ``topology.texel_samples()``: FFHQ-UV's normal test (blended vertex flags > 0.5), and with a
     ``depth_backend`` (``cpu`` | ``nvdiffrast``) a z-buffer depth test on top. ``size``: the view's (H, W).
     """
-    from stages.geometry.visibility import DEPTH_TOLERANCE, depth_buffer, depth_visible, normal_visible
+    from stages.geometry.visibility import (
+        DEPTH_TOLERANCE,
+        NORMAL_Z_MIN,
+        depth_buffer,
+        depth_visible,
+        grazing_tolerance,
+        normal_visible,
+    )
 
     pose = fit.poses[view]
     vertices = fit.vertices_of(view)  # the shared shape plus this view's residual
     screen = pose.project(vertices)  # (N, 3): pixels, camera depth
     normals_cam = topology.vertex_normals(vertices) @ pose.rotation.T
     vertex_ok = normal_visible(normals_cam).astype(np.float64)
-    blended = topology.texel_interpolate(np.concatenate([screen, vertex_ok[:, None]], axis=1))  # (P, 4)
+    # Depth change per unit of sideways travel on the surface (the visible ones face the camera by NORMAL_Z_MIN).
+    slope = np.hypot(normals_cam[:, 0], normals_cam[:, 1]) / np.maximum(-normals_cam[:, 2], NORMAL_Z_MIN)
+    blended = topology.texel_interpolate(np.column_stack([screen, vertex_ok, slope]))  # (P, 5)
     texel_xyz, visible = blended[:, :3], blended[:, 3] > 0.5
     if depth_backend is not None:
         zbuf, scale = depth_buffer(screen, topology.triangles, size[0], size[1], backend=depth_backend)
         extent = float(np.ptp(screen[:, 2]))
         facing = np.flatnonzero(visible)  # only texels that pass the normal test can fail the depth test
-        visible[facing] = depth_visible(texel_xyz[facing], zbuf, scale, DEPTH_TOLERANCE * extent)
+        tolerance = DEPTH_TOLERANCE * extent + grazing_tolerance(texel_xyz[facing, 2], blended[facing, 4],
+                                                                 pose.focal, scale)
+        visible[facing] = depth_visible(texel_xyz[facing], zbuf, scale, tolerance)
     return texel_xyz, visible
 
 

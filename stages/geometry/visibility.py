@@ -14,6 +14,9 @@ from stages.geometry.rasterize import rasterize_depth
 
 NORMAL_Z_MIN = 0.1  # FFHQ-UV's threshold on the camera-space normal
 DEPTH_TOLERANCE = 0.01  # a point is occluded if it lies this far behind the z-buffer (fraction of head depth)
+# On a surface seen at a grazing angle the depth changes fast across one buffer pixel, so its own nearer part in the
+# neighbourhood the buffer is read at would occlude it: the tolerance grows by this many buffer pixels of its slope.
+GRAZING_PIXELS = 2.0
 
 
 def normal_visible(normals_camera: np.ndarray) -> np.ndarray:
@@ -49,3 +52,11 @@ def depth_visible(points: np.ndarray, zbuffer: np.ndarray, scale: float, toleran
     finite = np.where(np.isfinite(ref), ref, -np.inf).max(axis=1)
     reference = np.where(np.isfinite(finite), finite, np.inf)
     return points[:, 2] <= reference + tolerance
+
+
+def grazing_tolerance(depth: np.ndarray, slope: np.ndarray, focal: float, scale: float) -> np.ndarray:
+    """(P,) extra tolerance (camera depth units) of points at camera ``depth`` on a surface whose depth changes by
+    ``slope`` per unit of sideways travel (|n_xy| / |n_z| of its camera-space normal): ``GRAZING_PIXELS`` buffer
+    pixels (1 / ``scale`` image pixels, ``depth / focal`` units each) of that slope. Without it the silhouette of a
+    cheek seen edge-on came out of the depth test as a comb of one-pixel notches, stretched into spikes in UV."""
+    return GRAZING_PIXELS * depth / (focal * scale) * slope
