@@ -34,9 +34,8 @@ Rasterizer = Literal["auto", "cpu", "nvdiffrast"]  # auto = nvdiffrast on cuda, 
 UV_VIEW = "uv_{view}"  # (S, S, 3) RGB unwrap of one view, zero outside its mask
 UVMASK_VIEW = "uvmask_{view}"  # (S, S) gray, 255 = valid texel
 LANDMARK_ERROR_VIEW = "unwrap_landmark_error_{view}"  # reprojection error, fraction of the face width
-# A single view's symmetric fill leaves an eye's fill box (FFHQ-UV's box names) alone when the view sees at least
-# this share of its centre-face texels (``symmetric_fill``).
-EYE_BOXES = ("l_eye", "r_eye")
+# A single view's symmetric fill leaves an eye's fill box alone when the view sees at least this share of its
+# centre-face texels (``symmetric_fill``).
 SEEN_EYE_BOX = 0.5
 @dataclass
 class UnwrapSettings(StageSettings):
@@ -335,7 +334,7 @@ def symmetric_fill(topology, unwrap: ViewUnwrap) -> None:
     """Fill texels a single view cannot see from their mirror texels (about the nose-tip column), in place."""
     import cv2
 
-    from stages.geometry.uv_topology import NOSE_TIP
+    from stages.geometry.uv_topology import EYE_FILL_BOXES, NOSE_TIP
 
     s = topology.uv_size
     axis = float(topology.landmark_uv()[NOSE_TIP, 0])
@@ -350,7 +349,7 @@ def symmetric_fill(topology, unwrap: ViewUnwrap) -> None:
     for box in topology.fill_regions():
         window = (slice(box.top, box.bottom), slice(box.left, box.right))
         seen = unwrap.mask[window][centre[window]] > 0
-        if box.name in EYE_BOXES and seen.size and seen.mean() >= SEEN_EYE_BOX:
+        if box.name in EYE_FILL_BOXES and seen.size and seen.mean() >= SEEN_EYE_BOX:
             take[window] = False
     unwrap.texture[take] = mirrored[take]
     unwrap.mask[take] = 255

@@ -70,6 +70,7 @@ FACE_OVAL_HAIR_MARGIN = 0.15  # the hair mask keeps this far from the face oval
 EAR_HAIR_DEPTH = 0.3  # hair starts this far (3D, in outer-eye-corner distances) behind the ear-front points
 CHIN_MARGIN = 0.1  # per-view masks stop this far (3D, same unit) below the chin
 FILL_BOX_PAD = 0.05  # padding of the Poisson boxes around the masks (non-hifi3dpp topologies)
+EYE_FILL_BOXES = ("l_eye", "r_eye")  # the fill boxes of the eyes (FFHQ-UV's names, every topology)
 # Per-view validity from the template normal n and the view direction d: "minor" where n.d exceeds
 # MINOR_COS (the view sees the surface at all, up to ~75 deg), "major" where it exceeds MAJOR_COS and
 # the view is the best of the three (front: MAJOR_COS_FRONT, since FFHQ-UV merges the front view last).

@@ -9,9 +9,9 @@
    come out closed and the mouth shut, as in FFHQ-UV.
    With a single view (a photo) there is no double vision and the photo's own lips,
    lids and nostrils are kept: only the openings (eyes, mouth) and unseen texels
-   (beyond a light erosion of the view's mask) are solved, shaded from their rims with the grain of the
-   sample's own skin just above them (``own_skin_source``: the upper lid for an eye, the upper lip for the
-   mouth), so a closed eye is the person's lid, not a template's drawing.
+   (beyond a light erosion of the view's mask) are solved from the sample's own skin just above them: an eye
+   shaded from its rim with the grain of the upper lid (``closed_lid_source``), the mouth from the upper lip's
+   gradients (``own_skin_source``), so a closed eye is the person's lid, not a template's drawing.
 3. ``blend_with_template``: outside the reliable region the colour-matched template
    takes over through a Laplacian-pyramid blend; the template's own hair covers the
    hair region. With a single view the face area is first completed from the sample's own skin
@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from stages.geometry.uv_topology import EYE_FILL_BOXES
 from stages.texture.color import match_color_yuv, rgb_to_yuv
 from stages.texture.masks import (
     binarize,
@@ -57,7 +58,7 @@ FILL_BOX_MARGIN = 2
 FACE_AREA_FEATHER_BOX = 51
 # ... and its seen skin into the continuation over about twice this many texels inside its edge (at 1024).
 SEEN_EDGE_FEATHER_1024 = 6
-# A single view's openings take the grain of the skin above them (``own_skin_source``): its detail above a
+# A single view's eye openings take the grain of the lid above them (``closed_lid_source``): its detail above a
 # Gaussian of this sigma (texels), at most OWN_SKIN_GRAIN_LIMIT levels (skin's grain is a few levels, hair's tens),
 # from a band at least OWN_SKIN_MIN_BAND rows tall.
 OWN_SKIN_DETAIL_SIGMA = 2.0
@@ -140,16 +141,32 @@ def unreliable_mask(texture: np.ndarray, fill: np.ndarray, regions: Mapping[str,
 
 
 def own_skin_source(texture: np.ndarray, unknown: np.ndarray, box: Box) -> np.ndarray:
-    """A Poisson source for a box from the sample itself: the grain of the skin between the box's top and its
-    unknown texels (the upper lid, the upper lip), mirrored down into the hole from the hole's top row.
+    """A Poisson source for a box from the sample itself: the texture just above the box's unknown texels (the
+    upper lip over the mouth's opening), shifted down over them by the hole's height.
+
+    texture: (H, W, 3) full map; unknown: (h, w) bool inside ``box``. Returns the (h, w, 3) source patch.
+    """
+    row0, row1, col0, col1 = box
+    rows = np.nonzero(unknown.any(axis=1))[0]
+    if rows.size == 0:
+        return texture[row0:row1, col0:col1]
+    shift = int(rows.max() - rows.min() + 1)
+    top = max(0, row0 - shift)
+    source = texture[top:top + (row1 - row0), col0:col1]
+    return source if source.shape[0] == row1 - row0 else texture[row0:row1, col0:col1]
+
+
+def closed_lid_source(texture: np.ndarray, unknown: np.ndarray, box: Box) -> np.ndarray:
+    """A Poisson source for an eye's box from the sample itself: the grain of the lid skin between the box's top
+    and its unknown texels, mirrored down into the hole from the hole's top row.
 
     The hole's shading comes from its rim through the Poisson fill (a closed lid between the upper lid and the lower
     one); the source adds only the skin's grain (``lid_grain``), so neither the lid's crease or lash line nor the
-    brows above FFHQ-UV's eye boxes enter the hole, however tall it is (a shift of the skin above by the hole's
-    height reached the brows once the eye holes took the lashes). Rows of the hole deeper than the band is tall
-    get no grain (a second mirror image would repeat the first as a zigzag). texture: (H, W, 3) full map;
-    unknown: (h, w) bool inside ``box``. Returns the (h, w, 3) float32 source patch (zero, a smooth fill, when
-    the band is thinner than ``OWN_SKIN_MIN_BAND``).
+    brows above FFHQ-UV's eye boxes enter the hole, however tall it is (``own_skin_source``'s shift by the hole's
+    height reaches the brows once an eye hole takes the lashes). Rows of the hole deeper than the band is tall get
+    no grain (a second mirror image would repeat the first as a zigzag). texture: (H, W, 3) full map; unknown:
+    (h, w) bool inside ``box``. Returns the (h, w, 3) float32 source patch (zero, a smooth fill, when the band is
+    thinner than ``OWN_SKIN_MIN_BAND``).
     """
     row0, row1, col0, col1 = box
     rows = np.nonzero(unknown.any(axis=1))[0]
@@ -178,7 +195,8 @@ def lid_grain(skin: np.ndarray) -> np.ndarray:
 def solve_unreliable(texture: np.ndarray, unreliable: np.ndarray, template: np.ndarray,
                      boxes: Mapping[str, Box], source: str = "template") -> tuple[np.ndarray, np.ndarray]:
     """Poisson-fill the unreliable texels of each box from the raw template's gradients (pipeline.md 2.4 (f)3-5),
-    or with ``source="sample"`` from the sample's own skin above them (``own_skin_source``).
+    or with ``source="sample"`` from the sample's own skin above them (``closed_lid_source`` in the eyes' boxes,
+    ``own_skin_source`` in the others).
 
     texture, template: (H, W, 3) float in [0, 255]; unreliable: (H, W) in {0, 1};
     boxes: name -> (row0, row1, col0, col1). Returns the corrected texture (H, W, 3)
@@ -186,13 +204,16 @@ def solve_unreliable(texture: np.ndarray, unreliable: np.ndarray, template: np.n
     """
     result = np.array(texture, dtype=np.float32)
     solved = np.zeros(texture.shape[:2], np.float32)
-    for row0, row1, col0, col1 in boxes.values():
+    for name, (row0, row1, col0, col1) in boxes.items():
         mask = np.zeros((row1 - row0, col1 - col0), np.float32)
         inner = (slice(FILL_BOX_MARGIN, -FILL_BOX_MARGIN), slice(FILL_BOX_MARGIN, -FILL_BOX_MARGIN))
         mask[inner] = unreliable[row0:row1, col0:col1][inner]
         patch = texture[row0:row1, col0:col1]
-        gradients = (own_skin_source(texture, mask > 0.5, (row0, row1, col0, col1)) if source == "sample"
-                     else template[row0:row1, col0:col1])
+        if source == "sample":
+            own = closed_lid_source if name in EYE_FILL_BOXES else own_skin_source
+            gradients = own(texture, mask > 0.5, (row0, row1, col0, col1))
+        else:
+            gradients = template[row0:row1, col0:col1]
         result[row0:row1, col0:col1] = poisson_fill(patch, gradients, mask,
                                                     laplacian_matrix(row1 - row0, col1 - col0))
         solved[row0:row1, col0:col1] = 1.0
