@@ -7,7 +7,8 @@ test (``stages/geometry/visibility.py``), then bilinear sampling of the view at 
 The face region comes from FFHQ-UV's face parser (BiSeNet, ``stages/networks/bisenet.py``) when
 ``face_parser`` is set, otherwise from the landmarks (face oval, minus the eyes and the inside of the mouth, as
 FFHQ-UV's parsing mask does). A single view (photo profile) borrows the mirror image of its visible side for
-texels it cannot see. Outputs ``uv_<view>`` (RGB, zero outside the mask) and ``uvmask_<view>`` (gray, 255 = valid).
+texels it cannot see, matched to its own texels where they meet (``match_mirror_to_seam``). Outputs ``uv_<view>``
+(RGB, zero outside the mask) and ``uvmask_<view>`` (gray, 255 = valid).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ from stages.views import ANY_VIEW, VIEW_NAMES, current_views, view_key
 NO_VIEWS = "no_views"  # the sample has no image to unwrap (no view_<v> / relit_<v> / aligned output)
 FIT_FAILED = "fit_failed"  # the landmarks could not be fitted (degenerate pose)
 MASK_OPEN_1024 = 6  # texels (at 1024) of the opening that clears spikes from a view's UV mask
+# A single view's mirrored texels are matched to its own along the seam where they meet: the colour step is measured
+# over this band of texels (at 1024) and its correction fades out over this distance from the seam.
+MIRROR_SEAM_BAND_1024 = 12
+MIRROR_SEAM_FADE_1024 = 48
 
 Rasterizer = Literal["auto", "cpu", "nvdiffrast"]  # auto = nvdiffrast on cuda, else cpu
 
@@ -351,6 +356,36 @@ def symmetric_fill(topology, unwrap: ViewUnwrap) -> None:
         seen = unwrap.mask[window][centre[window]] > 0
         if box.name in EYE_FILL_BOXES and seen.size and seen.mean() >= SEEN_EYE_BOX:
             take[window] = False
-    unwrap.texture[take] = mirrored[take]
+    if take.any():
+        unwrap.texture[take] = match_mirror_to_seam(unwrap.texture, unwrap.mask > 0, mirrored, mirrored_mask > 0, take)
     unwrap.mask[take] = 255
     unwrap.valid_ratio = float((unwrap.mask[centre] > 0).mean()) if centre.any() else 0.0
+
+
+def match_mirror_to_seam(texture: np.ndarray, seen: np.ndarray, mirrored: np.ndarray, mirror_seen: np.ndarray,
+                         take: np.ndarray) -> np.ndarray:
+    """The mirrored texels shifted to meet the view's own texels without a step where they join.
+
+    The two sides of a photo are lit differently, so a plain mirror copy joins the view's own far-side texels in a
+    seam that follows the jagged edge of what the view saw. Along that edge (``MIRROR_SEAM_BAND_1024`` wide) the
+    difference own - mirrored is measured where both are seen, continued over the mirrored texels (pull-push) and
+    faded out over ``MIRROR_SEAM_FADE_1024`` texels from the edge: the step vanishes at the seam, and further away
+    the mirror keeps its own brightness (a shading difference carried across the whole side would make the map
+    lopsided). texture, mirrored: (S, S, 3) uint8; seen, mirror_seen, take: (S, S) bool. Returns the (N, 3) uint8
+    colours of the N ``take`` texels.
+    """
+    import cv2
+
+    from stages.texture.pyramid import pull_push_fill
+
+    size = texture.shape[0]
+    band = max(1, round(MIRROR_SEAM_BAND_1024 * size / 1024))
+    near_seam = cv2.dilate(take.astype(np.uint8), np.ones((2 * band + 1,) * 2, np.uint8))
+    left, top, width, height = cv2.boundingRect(near_seam)  # the work is done on the mirrored part's box
+    box = (slice(top, top + height), slice(left, left + width))
+    known = seen[box] & mirror_seen[box] & (near_seam[box] > 0)
+    difference = texture[box].astype(np.float32) - mirrored[box].astype(np.float32)
+    offset = pull_push_fill(difference, known.astype(np.float32))
+    distance = cv2.distanceTransform((~seen).astype(np.uint8), cv2.DIST_L2, 5)  # texels from the view's own
+    fade = np.clip(1.0 - distance[take] / (MIRROR_SEAM_FADE_1024 * size / 1024), 0.0, 1.0)[:, None]
+    return np.clip(np.rint(mirrored[take] + offset[take[box]] * fade), 0, 255).astype(np.uint8)

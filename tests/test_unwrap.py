@@ -15,7 +15,7 @@ from stages.geometry.fitting import Fit, ShapeModel, ViewPose, focal_for
 from stages.geometry.rasterize import interpolate, rasterize
 from stages.geometry.topologies import load_topology
 from stages.imageio import decode_image
-from stages.unwrap import UnwrapSettings, ViewInput, unwrap_sample, unwrap_view
+from stages.unwrap import UnwrapSettings, ViewInput, match_mirror_to_seam, unwrap_sample, unwrap_view
 from stages.views import FRONT, VIEW, view_key
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,6 +217,23 @@ def photo_stage(tmp_path: Path, *overrides: str):
     stage = STAGES.stage_class("unwrap")(stage_settings(config, "unwrap"), StageContext(storage, config, "unwrap"))
     stage.setup()
     return stage
+
+
+def test_mirrored_texels_meet_the_views_own_without_a_step():
+    """A lone view's own far side is darker (lit from the other side) than the mirror of its near side: the mirrored
+    texels next to the seam take the own side's level, and far from it keep their own, with no step between."""
+    size = 512  # the correction fades over 24 texels at this size
+    seen = np.zeros((size, size), bool)
+    seen[:, :256] = True
+    seen[200:280, 256:300] = True  # a jagged edge, as a visibility test leaves it
+    own = np.where(seen[..., None], 90, 0).astype(np.uint8).repeat(3, axis=2)
+    mirrored = np.full((size, size, 3), 140, np.uint8)
+    matched = mirrored.astype(np.float32)
+    matched[~seen] = match_mirror_to_seam(own, seen, mirrored, np.ones_like(seen), ~seen)
+    row = matched[100, 256:, 0]  # the mirrored texels of one row, from the seam outwards
+    assert abs(row[0] - 90) < 3  # at the seam: the own side's level, no step
+    assert np.all(row[30:] == 140)  # beyond the fade: the mirror's own brightness
+    assert np.all(np.diff(row) >= 0) and np.diff(row).max() <= 3  # a gentle ramp in between, not a 50-level edge
 
 
 def test_stage_unwraps_an_aligned_photo_and_reports_fields(tmp_path, cache):
