@@ -24,7 +24,7 @@ import torch
 from stages.errors import ConfigError
 from stages.fitting.face_model import HiFi3DModel
 from stages.geometry.hifi3dpp import MODEL_INFO as MODEL_INFO_FILE
-from stages.networks import local_weight_file, weight_exists
+from stages.networks import local_weight_file, under_weights_dir, weight_exists
 from stages.networks.arcface import ARCFACE_FILE
 from stages.networks.deep3d import DEEP3D_FILE
 from stages.networks.lpips_vgg import VGG_FILE
@@ -59,13 +59,9 @@ def check_files(weights_dir: str | None, texture_gan: str = "ffhq_uv") -> None:
     """Every faithful file present under ``weights_dir`` (a folder or an fsspec URL), or a one-line ConfigError
     naming the first one missing."""
     for name in faithful_files(texture_gan):
-        if weights_dir is None or not weight_exists(_location(weights_dir, name)):
+        if weights_dir is None or not weight_exists(under_weights_dir(weights_dir, name)):
             raise ConfigError(f"missing weights file {name} under models.weights_dir (the faithful fit profile); "
                               "see README section 'RGB fitting'")
-
-
-def _location(weights_dir: str | Path, name: str) -> str:
-    return f"{str(weights_dir).rstrip('/')}/{name}"
 
 
 def load_template5(path: str | Path) -> np.ndarray:
@@ -96,7 +92,7 @@ def load_faithful_models(weights_dir: str | Path, device: str = "cpu", cropface=
 
     def local(name: str) -> Path:
         """A local copy of ``name`` (remote weights are copied once per node)."""
-        return Path(local_weight_file(_location(weights_dir, name)))
+        return Path(local_weight_file(under_weights_dir(weights_dir, name)))
 
     face_model = HiFi3DModel.from_mat(local(MODEL_INFO_FILE))
     texgan = load_texture_gan(local(TEXGAN_FILES[texture_gan]))

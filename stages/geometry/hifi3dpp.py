@@ -23,13 +23,12 @@ from stages.base import configured_weights_dir
 from stages.errors import ConfigError
 from stages.geometry.uv_topology import (
     DEFAULT_CACHE_DIR,
-    OFFICIAL_MASK_FILES,
     UV_SIZE,
     FillRegion,
     LandmarkEmbedding,
     Topology,
 )
-from stages.networks import local_weight_file, weight_exists
+from stages.networks import local_weight_file, under_weights_dir, weight_exists
 
 LANDMARK_FILE = Path(__file__).resolve().parent / "hifi3dpp_landmarks.json"
 HAIR_FILE = Path(__file__).resolve().parent / "hifi3dpp_hair.json"  # FFHQ-UV's hair region (make_hifi3dpp_hair.py)
@@ -82,18 +81,20 @@ def load_hifi3dpp(obj_path: str | None = None, weights_dir: str | None = None,
         topology = _from_model_info(Path(local_weight_file(model_info)), cache_dir, uv_size)
     candidates = [obj_path] if obj_path else []
     if weights_dir:
-        candidates.append(_join(weights_dir, MEAN_FACE_OBJ))
+        candidates.append(under_weights_dir(weights_dir, MEAN_FACE_OBJ))
     for location in candidates:
         if topology is None and weight_exists(location):
             topology = _from_obj(Path(local_weight_file(location)), cache_dir, uv_size)
     if topology is not None:
-        if weights_dir and any(weight_exists(_join(weights_dir, f"{TOPO_ASSETS}/{name}"))
-                               for name in OFFICIAL_MASK_FILES.values()):
-            topology.official_masks_dir = _join(weights_dir, TOPO_ASSETS)  # official masks win over drawn ones
+        if weights_dir:
+            # Official masks win over drawn ones; read_official_masks takes those present, once, when the topology's
+            # cache is built (no existence checks on every load: on S3 each is a request).
+            topology.official_masks_dir = under_weights_dir(weights_dir, TOPO_ASSETS)
         return topology
-    tried = ", ".join(candidates + ([_join(weights_dir, MODEL_INFO)] if weights_dir else [])) or "nothing configured"
+    tried = candidates + ([under_weights_dir(weights_dir, MODEL_INFO)] if weights_dir else [])
     raise ConfigError(f"the hifi3dpp topology needs a HiFi3D++ OBJ with UVs (topology.obj) or "
-                      f"{MODEL_INFO} in models.weights_dir; tried {tried}; see README section 'Weights'")
+                      f"{MODEL_INFO} in models.weights_dir; tried {', '.join(tried) or 'nothing configured'}; "
+                      "see README section 'Weights'")
 
 
 def check_sources(config) -> None:
@@ -103,22 +104,17 @@ def check_sources(config) -> None:
     weights_dir = configured_weights_dir(config)
     candidates = [str(config.topology.obj)] if config.topology.obj else []
     if weights_dir:
-        candidates += [_join(weights_dir, MODEL_INFO), _join(weights_dir, MEAN_FACE_OBJ)]
+        candidates += [under_weights_dir(weights_dir, MODEL_INFO), under_weights_dir(weights_dir, MEAN_FACE_OBJ)]
     if not any(weight_exists(location) for location in candidates):
         raise ConfigError("the hifi3dpp topology needs topology.obj (a HiFi3D++ OBJ with UVs) "
                           f"or models.weights_dir/{MODEL_INFO}; see README section 'Weights'")
-
-
-def _join(weights_dir: str, relative: str) -> str:
-    """``relative`` under ``weights_dir`` (a folder or an fsspec URL)."""
-    return f"{str(weights_dir).rstrip('/')}/{relative}"
 
 
 def _asset(weights_dir: str | None, relative: str) -> str | None:
     """The location of ``relative`` under ``weights_dir`` when it exists there, else None."""
     if not weights_dir:
         return None
-    location = _join(weights_dir, relative)
+    location = under_weights_dir(weights_dir, relative)
     return location if weight_exists(location) else None
 
 

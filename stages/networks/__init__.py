@@ -30,6 +30,11 @@ def weight_exists(location: str) -> bool:
     return fs.exists(path)
 
 
+def under_weights_dir(weights_dir: str, relative: str) -> str:
+    """``relative`` under ``weights_dir`` (a local folder or an fsspec URL), as a path or URL string."""
+    return f"{str(weights_dir).rstrip('/')}/{relative}"
+
+
 def weight_location(weights_dir: Optional[str], relative: str, option: str) -> str:
     """Path or URL of a weights file under ``models.weights_dir``; ConfigError naming it if absent.
 
@@ -41,7 +46,7 @@ def weight_location(weights_dir: Optional[str], relative: str, option: str) -> s
     elif not weights_dir:
         raise ConfigError(f"{option}: needs models.weights_dir holding {relative}; see README section 'Weights'")
     else:
-        location = f"{weights_dir.rstrip('/')}/{relative}"
+        location = under_weights_dir(weights_dir, relative)
     location = location[len("file://"):] if location.startswith("file://") else location
     if not weight_exists(location):
         raise ConfigError(f"missing weights file {location} ({option}); see README section 'Weights'")

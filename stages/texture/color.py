@@ -3,7 +3,7 @@
 The colour space is scikit-image's YUV (``skimage.color.rgb2yuv``) applied to
 0-255 values without rescaling, exactly as FFHQ-UV calls
 ``convert_colorspace(tex, "rgb", "yuv")`` on float images in [0, 255]. The matrices
-are inlined so that matching 1024x1024 maps stays a single float32 matmul.
+are inlined so that matching a 1024x1024 map is OpenCV's masked moments and one per-pixel affine transform.
 """
 
 from __future__ import annotations

@@ -85,7 +85,9 @@ def load_official_template(weights_dir: Optional[str], size: int) -> Optional[np
         return None
     import fsspec
 
-    url = f"{weights_dir.rstrip('/')}/{TEMPLATE_ASSET}"
+    from stages.networks import under_weights_dir
+
+    url = under_weights_dir(weights_dir, TEMPLATE_ASSET)
     fs, path = fsspec.core.url_to_fs(url)
     if not fs.exists(path):
         return None
