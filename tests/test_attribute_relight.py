@@ -150,6 +150,34 @@ def test_analytic_relight_of_the_aligned_photo(tmp_path):
     relit = relight.context.read_image(sample.outputs["relit_front"].path)
     aligned = relight.context.read_image(sample.outputs["aligned"].path)
     assert relit.shape == aligned.shape and np.abs(relit.astype(int) - aligned).mean() > 1
+    # The change of light is smooth over the skin: no thin bright or dark lines where the landmark mesh's normals
+    # turn (nose wings, folds). On this evenly lit photo the unsmoothed correction measured 0.31 (bright blobs beside
+    # the nostrils), the smoothed one 0.105.
+    blonde = _sample(DATA / "faces" / "015309.jpg", sample_id="015309")
+    attribute.process(blonde)
+    assert relight.process(blonde).fields["relight_views"] == ["front"]
+    aligned = relight.context.read_image(blonde.outputs["aligned"].path)
+    relit = relight.context.read_image(blonde.outputs["relit_front"].path)
+    points = relight.landmarker.detect_one(aligned, "largest").points
+    assert _fine_light_change(aligned, relit, points) < 0.15
+
+
+def _fine_light_change(before: np.ndarray, after: np.ndarray, points: np.ndarray) -> float:
+    """99th percentile over the skin of |log L ratio| minus its own blur at a tenth of the face width."""
+    import cv2
+
+    from stages.lighting.face_region import face_region
+
+    def lightness(rgb):
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[:, :, 0].astype(np.float64) + 1
+
+    log_ratio = np.log(lightness(after) / lightness(before))
+    region = face_region(points, *before.shape[:2])
+    columns = np.flatnonzero(region.hull.any(axis=0))
+    sigma = 0.1 * (columns[-1] - columns[0])
+    weight = cv2.GaussianBlur(region.hull.astype(np.float64), (0, 0), sigma)
+    smooth = cv2.GaussianBlur(np.where(region.hull, log_ratio, 0), (0, 0), sigma) / np.maximum(weight, 1e-6)
+    return float(np.percentile(np.abs(log_ratio - smooth)[region.skin], 99))
 
 
 @needs_data
