@@ -14,7 +14,8 @@ region comes from the mediapipe landmarks and the view's own colours:
   drops hair strands, fringes, glasses frames and hands from the oval and stops the forehead at the hairline.
   Oval pixels the skin prior accepts (as smooth as skin above the brows) stay face whatever GrabCut says, so a
   shadowed cheek beside a skin-coloured background is kept;
-- brows, eyes, lips and nostrils (``protected_features``) are face whatever their colour.
+- brows, eyes, lips and nostrils (``protected_features``) are face whatever their colour; the brows not along the
+  oval's outline, where hair over the temples lies on their tails.
 
 Shapes: images (H, W, 3) uint8 RGB, landmarks (468, 2) pixels (x right, y down), masks (H, W) bool.
 """
@@ -70,6 +71,10 @@ SKIN_WORK_WIDTH = 160  # px: the segmentation works on the view scaled to at mos
 TURNED_RATIO, TURNED_RAMP = 1.3, 0.3
 SEED_ERODE = 0.08
 FEATURE_PAD = 0.03
+# Brows are protected only this far inside the oval's outline (fraction of the face width): hair falling over the
+# temples lies on the brows' tails there (015309, 01223), and the tails of the shared photos' brows end 4-6 % of
+# the face width inside it, so this margin takes at most the last hairs of a brow.
+BROW_EDGE_MARGIN = 0.06
 SKIN_SMOOTH = 0.01
 DROPPED_MARGIN = 0.015  # the region keeps this far from hair or background it dropped inside the oval
 BACKGROUND_BAND = 0.15
@@ -200,21 +205,29 @@ def masked_fraction(oval: np.ndarray, region: np.ndarray, landmarks: np.ndarray)
     return float((inner & ~region).sum() / max(int(inner.sum()), 1))
 
 
-def protected_features(landmarks: np.ndarray, height: int, width: int, pad: int) -> np.ndarray:
-    """(H, W) bool: brows, eyes, lips and nostrils (convex hulls, grown by ``pad`` px), which are face but not
-    skin-coloured."""
+def protected_features(landmarks: np.ndarray, oval: np.ndarray) -> np.ndarray:
+    """(H, W) bool: brows, eyes, lips and nostrils (convex hulls grown by ``FEATURE_PAD``), which are face but not
+    skin-coloured, inside the (H, W) face oval; the brows only as far as ``BROW_EDGE_MARGIN`` from the oval's
+    outline, where hair falling over the temples covers their tails (``segment_skin`` leaves those to GrabCut)."""
     fmc = _face_mesh_connections()
+    height, width = oval.shape
+    face_width = face_width_px(landmarks)
+    pad = disk(max(1, round(FEATURE_PAD * face_width)))
 
-    def points(connections) -> list[int]:
-        return sorted({a for edge in connections for a in edge})
+    def hulls(*groups) -> np.ndarray:
+        mask = np.zeros((height, width), dtype=bool)
+        for group in groups:
+            mask |= convex_hull_mask(landmarks[sorted(group)], height, width)
+        return cv2.dilate(mask.astype(np.uint8), pad) > 0
 
-    groups = [points(fmc.FACEMESH_LEFT_EYEBROW), points(fmc.FACEMESH_RIGHT_EYEBROW), points(fmc.FACEMESH_LEFT_EYE),
-              points(fmc.FACEMESH_RIGHT_EYE), points(fmc.FACEMESH_LIPS), list(NOSTRIL_IMAGE_LEFT),
-              list(NOSTRIL_IMAGE_RIGHT)]
-    mask = np.zeros((height, width), dtype=bool)
-    for group in groups:
-        mask |= convex_hull_mask(landmarks[group], height, width)
-    return cv2.dilate(mask.astype(np.uint8), disk(pad)) > 0
+    def points(connections) -> set[int]:
+        return {a for edge in connections for a in edge}
+
+    inner_oval = cv2.erode(oval.astype(np.uint8), disk(max(1, round(BROW_EDGE_MARGIN * face_width)))) > 0
+    brows = hulls(points(fmc.FACEMESH_LEFT_EYEBROW), points(fmc.FACEMESH_RIGHT_EYEBROW)) & inner_oval
+    rest = hulls(points(fmc.FACEMESH_LEFT_EYE), points(fmc.FACEMESH_RIGHT_EYE), points(fmc.FACEMESH_LIPS),
+                 NOSTRIL_IMAGE_LEFT, NOSTRIL_IMAGE_RIGHT)
+    return (brows | rest) & oval
 
 
 def skin_face_region(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> np.ndarray:
@@ -232,7 +245,7 @@ def skin_face_region(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray)
     region = segment_skin(small, points, small_oval)
     region = cv2.resize(region.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR) > 0.5
     # Features stay face at full resolution (their hulls are thin at the working scale).
-    return region | (protected_features(landmarks, h, w, max(1, round(FEATURE_PAD * width))) & oval)
+    return region | protected_features(landmarks, oval)
 
 
 def segment_skin(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> np.ndarray:
@@ -241,7 +254,7 @@ def segment_skin(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> 
     h, w = oval.shape
     width = face_width_px(landmarks)
     zone = extension_zone(landmarks, h, w) & ~oval
-    protected = protected_features(landmarks, h, w, max(1, round(FEATURE_PAD * width))) & oval
+    protected = protected_features(landmarks, oval)
     search = zone | oval
     brow_y = float(landmarks[list(BROW_TOP), 1].mean())
     box = _segmentation_box(search, oval, max(2, round(BACKGROUND_BAND * width)))
