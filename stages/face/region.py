@@ -15,7 +15,9 @@ region comes from the mediapipe landmarks and the view's own colours:
   Oval pixels the skin prior accepts (as smooth as skin above the brows) stay face whatever GrabCut says, so a
   shadowed cheek beside a skin-coloured background is kept;
 - brows, eyes, lips and nostrils (``protected_features``) are face whatever their colour; the brows not along the
-  oval's outline, where hair over the temples lies on their tails.
+  oval's outline, where hair over the temples lies on their tails;
+- on a face that wears glasses, their footprint (frames, lenses, bridge, arms: ``stages/face/glasses.py``) is not
+  face, as the parser's eyeglasses label is not.
 
 Shapes: images (H, W, 3) uint8 RGB, landmarks (468, 2) pixels (x right, y down), masks (H, W) bool.
 """
@@ -25,6 +27,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from stages.face.glasses import glasses_footprint, wears_glasses
 from stages.face.landmarks import (
     EYELID_RING_INNER_CORNER,
     EYELID_RING_LOWER,
@@ -135,6 +138,8 @@ def face_region(landmarks: np.ndarray, height: int, width: int, exclude_eyes_mou
     if image is not None:
         oval = region
         region = skin_face_region(image, landmarks, oval)
+        if wears_glasses(image, landmarks):  # skin-hued frames pass the skin segmentation, rims lie on the brows
+            region &= ~glasses_footprint(landmarks, height, width)
         masked = masked_fraction(oval, region, landmarks)
     if exclude_eyes_mouth:
         lips = sorted(edge_loops(fmc.FACEMESH_LIPS), key=lambda loop: polygon_area(landmarks[loop]))
