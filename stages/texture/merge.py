@@ -64,6 +64,9 @@ SEEN_EDGE_FEATHER_1024 = 6
 OWN_SKIN_DETAIL_SIGMA = 2.0
 OWN_SKIN_GRAIN_LIMIT = 6.0
 OWN_SKIN_MIN_BAND = 3
+# A single view's boxes close the openings within this many texels (at 1024) of the topology's eye, mouth and
+# nostril regions: the view's holes take the lashes and the lips' inner rims beyond them.
+OPENING_REACH_1024 = 16
 
 Box = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open, in UV texels
 
@@ -266,6 +269,14 @@ def continue_own_skin(texture: np.ndarray, reliable: np.ndarray, regions: Mappin
     return np.clip(skin, 0.0, 255.0, out=skin)
 
 
+def near_openings(regions: Mapping[str, np.ndarray], reach: float) -> np.ndarray:
+    """(H, W) float32 in {0, 1}: the topology's eye, mouth and nostril regions grown by ``reach`` texels."""
+    openings = binarize(regions["eye_l"] + regions["eye_r"] + regions["mouth"] + regions["nostril"])
+    size = 2 * max(1, round(reach)) + 1
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+    return cv2.dilate(openings.astype(np.uint8), kernel).astype(np.float32)
+
+
 def complete_texture(views: Mapping[str, UVView], template: np.ndarray, regions: Mapping[str, np.ndarray],
                      boxes: Mapping[str, Box], levels: int = LEVELS) -> CompletedTexture:
     """The whole completion: merge the views, correct the unreliable parts, blend with the template.
@@ -281,7 +292,10 @@ def complete_texture(views: Mapping[str, UVView], template: np.ndarray, regions:
         # One view: its own texels (not the feathered blend) border the openings, which are all that is solved.
         (view,) = views.values()
         light = erode_view_mask(view.mask, np.ones_like(view.mask))
-        canvas = np.where(light[..., None] > 0.5, view.texture, canvas).astype(np.float32)
+        # Unseen texels hold the sample's own colour continued (as the blend later fills them), not the merge's
+        # template: an eye or mouth box whose rim the view did not see (glasses or hair masked around an eye)
+        # takes its Poisson boundary from there, and a template-coloured boundary drew the box's rectangle.
+        canvas = np.where(light[..., None] > 0.5, view.texture, pull_push_fill(view.texture, light)).astype(np.float32)
         unreliable = binarize((1.0 - light) * regions["center_face"])
         source = "sample"
     else:
@@ -289,6 +303,10 @@ def complete_texture(views: Mapping[str, UVView], template: np.ndarray, regions:
         source = "template"
     merged = time.perf_counter()
     corrected, solved = solve_unreliable(canvas, unreliable, template, boxes, source)
+    if len(views) == 1:
+        # Only the openings and their rims are the boxes' to close; the rest of a box the view did not see (glasses
+        # or hair masked around an eye) is continued like any unseen skin, or the box's rectangle shows.
+        solved *= near_openings(regions, OPENING_REACH_1024 * solved.shape[0] / 1024)
     poisson = time.perf_counter()
     uv = blend_with_template(corrected, binarize(fill + solved), template, regions, levels,
                              own_skin=len(views) == 1)
