@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from stages.base import Sample, Stage, StageResult, StageSettings, configured_weights_dir
 from stages.errors import ConfigError, SampleError
+from stages.face.glasses import wears_glasses
 from stages.face.landmarks import LandmarkBackend, MultiFacePolicy
 from stages.face.region import disk, face_region, parsed_face_region
 from stages.views import ANY_VIEW, VIEW_NAMES, current_views, view_key
@@ -70,6 +71,8 @@ def _float_fields() -> tuple[pa.Field, ...]:
             pa.field(f"unwrap_yaw_{view}", pa.float32()),  # fitted head yaw, degrees
             # share of the face oval above the mouth masked as hair / occluder (stages/face/region.py; null: parser)
             pa.field(f"unwrap_masked_fraction_{view}", pa.float32()),
+            # whether the face wears glasses, whose frames are then masked (stages/face/glasses.py; null: parser)
+            pa.field(f"unwrap_glasses_{view}", pa.bool_()),
         ]
     # Where the face region came from: "parser" (BiSeNet labels) or "landmarks" (face oval).
     return tuple(fields) + (pa.field("unwrap_face_region", pa.string()),)
@@ -158,6 +161,7 @@ class UnwrapStage(Stage):
                 f"unwrap_valid_ratio_{view}": out.valid_ratio,
                 f"unwrap_yaw_{view}": out.yaw_degrees,
                 f"unwrap_masked_fraction_{view}": out.masked_fraction,
+                f"unwrap_glasses_{view}": out.glasses,
             })
         return StageResult(fields=fields)
 
@@ -184,6 +188,7 @@ class ViewUnwrap:
     valid_ratio: float
     yaw_degrees: float
     masked_fraction: float | None = None  # share of the upper face oval masked as hair/occluder (region.py)
+    glasses: bool | None = None  # the face wears glasses (stages/face/glasses.py); None: a parsed region
 
 
 
@@ -246,10 +251,10 @@ def unwrap_view(topology, fit, view_input: ViewInput, settings: UnwrapSettings, 
     map_x[flat], map_y[flat] = texel_xyz[:, 0], texel_xyz[:, 1]
     map_x, map_y = map_x.reshape(s, s), map_y.reshape(s, s)
     texture = cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    masked = None  # a parsed region has no skin model
+    masked = glasses = None  # a parsed region has no skin model
     if region is None:
-        region, masked = landmark_region(topology, fit, view, landmarks, h, w, settings.exclude_eyes_mouth,
-                                         image if settings.skin_region else None)
+        region, masked, glasses = landmark_region(topology, fit, view, landmarks, h, w, settings.exclude_eyes_mouth,
+                                                  image if settings.skin_region else None)
     region = region.astype(np.uint8)
     seg = cv2.remap(region * 255, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT) > 127
     inside = (texel_xyz[:, 0] >= 0) & (texel_xyz[:, 0] <= w - 1) & (texel_xyz[:, 1] >= 0) & (texel_xyz[:, 1] <= h - 1)
@@ -272,6 +277,7 @@ def unwrap_view(topology, fit, view_input: ViewInput, settings: UnwrapSettings, 
         valid_ratio=float(mask[centre].mean()) if centre.any() else 0.0,
         yaw_degrees=pose.yaw_degrees(),
         masked_fraction=masked,
+        glasses=glasses,
     )
 
 
@@ -312,9 +318,11 @@ def texel_visibility(topology, fit, view: str, size: tuple[int, int],
 
 
 def landmark_region(topology, fit, view: str, landmarks: np.ndarray, height: int, width: int,
-                    exclude_eyes_mouth: bool, image: np.ndarray | None = None) -> tuple[np.ndarray, float]:
-    """(H, W) bool face region of a view from its (468, 2) or (68, 2) detected pixel landmarks, and the share of
-    the upper face oval masked as hair or occluder (``face_region``; ``image`` given = the skin segmentation).
+                    exclude_eyes_mouth: bool, image: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, float, bool | None]:
+    """(H, W) bool face region of a view from its (468, 2) or (68, 2) detected pixel landmarks, the share of the
+    upper face oval masked as hair or occluder (``face_region``; ``image`` given = the skin segmentation), and
+    whether the face wears glasses (None without ``image``).
 
     468 points: their own contours (``face_region``). 68 points (dlib) have no face-oval or eyelid contours: the
     fitted surface's embedded mediapipe points projected into the view give them, forehead included, and the
@@ -324,15 +332,18 @@ def landmark_region(topology, fit, view: str, landmarks: np.ndarray, height: int
 
     from stages.geometry.landmark_schemes import scheme_of
 
-    if len(landmarks) == topology.landmarks.triangles.shape[0]:
-        return face_region(landmarks, height, width, exclude_eyes_mouth, image)
-    projected = fit.poses[view].project(topology.landmark_points(fit.vertices_of(view)))[:, :2]
-    region, masked = face_region(projected, height, width, exclude_eyes_mouth, image)
+    points = landmarks
+    if len(landmarks) != topology.landmarks.triangles.shape[0]:
+        points = fit.poses[view].project(topology.landmark_points(fit.vertices_of(view)))[:, :2]
+    glasses = None if image is None else wears_glasses(image, points)
+    region, masked = face_region(points, height, width, exclude_eyes_mouth, image, glasses)
+    if points is landmarks:
+        return region, masked, glasses
     jaw = landmarks[list(scheme_of(len(landmarks)).contour)]
     outline = np.concatenate([jaw, [[jaw[-1, 0], 0.0], [jaw[0, 0], 0.0]]])
     clip = np.zeros((height, width), dtype=np.uint8)
     cv2.fillPoly(clip, [np.round(outline * 16).astype(np.int32)], 1, shift=4)
-    return region & clip.astype(bool), masked
+    return region & clip.astype(bool), masked, glasses
 
 
 def symmetric_fill(topology, unwrap: ViewUnwrap) -> None:

@@ -83,7 +83,7 @@ def test_readme_first_command_runs_the_embedded_default(tmp_path):
                             timeout=1500)
     assert result.returncode == 0, result.stderr[-4000:]
     # Grace Hopper passes; the astronaut's photo is lit from one side and the blurred, skin-coloured part of her
-    # fringe stays in the map, so its brightness-symmetry error is 24.7 > 20: the quality filter marks it, by design.
+    # fringe stays in the map, so its brightness-symmetry error is 24.9 > 20: the quality filter marks it, by design.
     assert "1 ok, 0 failed, 1 filtered" in result.stdout, result.stdout
     # A quiet first run: the progress line and the summary, none of Ray's internals (pipeline/quiet.py).
     ray_noise = ("core_worker.cc", "UserWarning", "Token authentication", "Traceback")
@@ -97,3 +97,10 @@ def test_readme_first_command_runs_the_embedded_default(tmp_path):
     run_dir = project / "runs" / "photo-demo"
     assert (run_dir / "contact_sheet.png").stat().st_size > 0 and (run_dir / "report.html").exists()
     assert "contact sheet:" in result.stdout and "gallery:" in result.stdout
+    # Grace Hopper wears glasses, whose frames are masked out of her map; the astronaut does not.
+    from pipeline.manifest import read_manifest
+
+    rows = read_manifest(str(run_dir), columns=["id", "unwrap_glasses_front", "unwrap_masked_fraction_front"])
+    by_id = {row["id"]: row for row in rows.to_pylist()}
+    assert by_id["grace_hopper"]["unwrap_glasses_front"] is True and by_id["astronaut"]["unwrap_glasses_front"] is False
+    assert by_id["grace_hopper"]["unwrap_masked_fraction_front"] > 0.2

@@ -125,12 +125,13 @@ def face_width_px(landmarks: np.ndarray) -> float:
 
 
 def face_region(landmarks: np.ndarray, height: int, width: int, exclude_eyes_mouth: bool,
-                image: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+                image: np.ndarray | None = None, glasses: bool | None = None) -> tuple[np.ndarray, float]:
     """(H, W) bool face region from (468, 2) pixel landmarks, and the share of the upper face oval masked as hair or
     occluder (``masked_fraction``; 0 without ``image``).
 
     Without ``image``: the face oval minus eyes and mouth opening. With the view's (H, W, 3) ``image``: the skin
-    the view shows (``skin_face_region``) minus the same holes.
+    the view shows (``skin_face_region``) minus the same holes and, when the face wears glasses (``glasses``;
+    None = ``wears_glasses`` decides), their footprint.
     """
     fmc = _face_mesh_connections()
     region = fill_polygon(landmarks[oval_loop()], height, width)
@@ -138,7 +139,9 @@ def face_region(landmarks: np.ndarray, height: int, width: int, exclude_eyes_mou
     if image is not None:
         oval = region
         region = skin_face_region(image, landmarks, oval)
-        if wears_glasses(image, landmarks):  # skin-hued frames pass the skin segmentation, rims lie on the brows
+        if glasses is None:
+            glasses = wears_glasses(image, landmarks)
+        if glasses:  # skin-hued frames pass the skin segmentation, rims lie on the brows
             region &= ~glasses_footprint(landmarks, height, width)
         masked = masked_fraction(oval, region, landmarks)
     if exclude_eyes_mouth:
