@@ -3,7 +3,8 @@
 For each current view (``stages.views.current_views``: the edited views, or the aligned
 photo as ``front`` in the photo profile) the residual lighting is measured, and the
 view is relit to ``target_sh`` (default FFHQ-UV's even light, DC only) when its
-DC-relative offset (``stages.lighting.sh.directional_offset``) exceeds ``threshold``.
+DC-relative offset (``stages.lighting.sh.directional_offset``) exceeds ``threshold``
+or its skin's left/right brightness asymmetry exceeds ``symmetry_threshold``.
 Relit views are written as ``relit_<view>``; later stages pick them up.
 
 Methods:
@@ -20,7 +21,7 @@ after (``stages.lighting.face_region.brightness_symmetry``; 0 = symmetric).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -48,6 +49,11 @@ class RelightSettings(StageSettings):
     # Relight when the DC-relative offset from the target exceeds this. StyleFlow-delighted
     # FFHQ-UV views measure 0.2-0.3 with DPR; a side-lit portrait 0.6 and more.
     threshold: float = bounded(0.3, low=0)
+    # Relight also when the skin's left/right brightness asymmetry (``relight_symmetry_before_<view>``) exceeds this
+    # (None: the SH offset alone decides, as for FFHQ-UV's views, whose turned heads measure up to 0.2). A portrait
+    # lit from one side can fit SH close to the target: faces/000055 has offset 0.28 and asymmetry 0.20 (a map with
+    # BS error 49; relit 0.10 and 32). The photo profile sets 0.15; the evenly lit shared photos measure 0.02-0.10.
+    symmetry_threshold: Optional[float] = bounded(None, low=0)
     multiple_faces: MultiFacePolicy = "largest"  # largest | reject, for the landmarks of each view
     # DPR works at 512: apply only its change of luminance to the full-resolution view (keeps the
     # skin texture of a 1024 view) instead of DPR's demo, which returns its 512 result upsampled.
@@ -140,7 +146,9 @@ class RelightStage(Stage):
             sh_before = fit.sh
         offset_before = directional_offset(sh_before, target)
         symmetry_before = _symmetry(fit, points)
-        if offset_before <= self.settings.threshold:
+        limit = self.settings.symmetry_threshold
+        lopsided = limit is not None and symmetry_before > limit  # False when unknown (NaN: no face)
+        if offset_before <= self.settings.threshold and not lopsided:
             return ViewRecord(sh_before, sh_before, offset_before, offset_before, symmetry_before, symmetry_before)
         if self.relighter is not None:
             relit_bgr, _ = self.relighter.relight(bgr, target, keep_detail=self.settings.keep_detail)

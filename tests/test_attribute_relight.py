@@ -160,6 +160,14 @@ def test_analytic_relight_of_the_aligned_photo(tmp_path):
     relit = relight.context.read_image(blonde.outputs["relit_front"].path)
     points = relight.landmarker.detect_one(aligned, "largest").points
     assert _fine_light_change(aligned, relit, points) < 0.15
+    # A portrait lit from one side whose SH fit lies close to the target is relit for its asymmetry.
+    lopsided = _sample(DATA / "faces" / "000055.jpg", sample_id="000055")
+    attribute.process(lopsided)
+    fields = relight.process(lopsided).fields
+    assert fields["relight_offset_before_front"] < relight.settings.threshold < 0.5
+    assert fields["relight_symmetry_before_front"] > relight.settings.symmetry_threshold
+    assert fields["relight_views"] == ["front"]
+    assert fields["relight_symmetry_after_front"] < 0.7 * fields["relight_symmetry_before_front"]
 
 
 def _fine_light_change(before: np.ndarray, after: np.ndarray, points: np.ndarray) -> float:
