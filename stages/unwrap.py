@@ -61,7 +61,7 @@ class UnwrapSettings(StageSettings):
     face_parser: Optional[str] = None
 
 
-def _float_fields() -> tuple[pa.Field, ...]:
+def _view_fields() -> tuple[pa.Field, ...]:
     fields = []
     for view in VIEW_NAMES:
         fields += [
@@ -96,7 +96,7 @@ class UnwrapStage(Stage):
 
     name = "unwrap"
     Settings = UnwrapSettings
-    manifest_fields = _float_fields()
+    manifest_fields = _view_fields()
     inputs = (ANY_VIEW,)
     outputs = (UV_VIEW, UVMASK_VIEW, LANDMARK_ERROR_VIEW)
 

@@ -15,6 +15,10 @@ the map. Two steps:
   middle, the bridge between them and the temple arms out to the face's outline. The parser's label also takes
   the lenses; the skin seen through their middle is kept here, as most of what the map has of the eyes' surround.
 
+Limits: Grace Hopper is the only wearer among the images the project has, so the geometry is hers and the drawn
+frames' (large and cat-eye frames are covered; a lens reaching lower than 0.48 pupil distances below the eyes is
+not), and rimless glasses, whose bridge is a thin wire, are not told from a bare face.
+
 Shapes: images (H, W, 3) uint8 RGB, landmarks (468, 2) pixels (x right, y down), masks (H, W) bool.
 """
 

@@ -16,8 +16,8 @@ region comes from the mediapipe landmarks and the view's own colours:
   shadowed cheek beside a skin-coloured background is kept;
 - brows, eyes, lips and nostrils (``protected_features``) are face whatever their colour; the brows not along the
   oval's outline, where hair over the temples lies on their tails;
-- on a face that wears glasses, their footprint (frames, lenses, bridge, arms: ``stages/face/glasses.py``) is not
-  face, as the parser's eyeglasses label is not.
+- on a face that wears glasses, their footprint (the rims around the lenses' middle, the bridge and the arms:
+  ``stages/face/glasses.py``) is not face, as the parser's eyeglasses label is not.
 
 Shapes: images (H, W, 3) uint8 RGB, landmarks (468, 2) pixels (x right, y down), masks (H, W) bool.
 """
