@@ -269,12 +269,21 @@ def continue_own_skin(texture: np.ndarray, reliable: np.ndarray, regions: Mappin
     return np.clip(skin, 0.0, 255.0, out=skin)
 
 
-def near_openings(regions: Mapping[str, np.ndarray], reach: float) -> np.ndarray:
-    """(H, W) float32 in {0, 1}: the topology's eye, mouth and nostril regions grown by ``reach`` texels."""
-    openings = binarize(regions["eye_l"] + regions["eye_r"] + regions["mouth"] + regions["nostril"])
-    size = 2 * max(1, round(reach)) + 1
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-    return cv2.dilate(openings.astype(np.uint8), kernel).astype(np.float32)
+def near_openings(regions: Mapping[str, np.ndarray], reach: float, boxes: Mapping[str, Box]) -> np.ndarray:
+    """(H, W) float32 in {0, 1}: the topology's eye, mouth and nostril regions grown by ``reach`` texels, inside
+    the fill ``boxes`` (zero elsewhere: only the boxes are solved). Grown box by box: a 33-texel disk over the
+    whole 1024 map took 17 ms a sample."""
+    from stages.face.region import disk
+
+    openings = binarize(regions["eye_l"] + regions["eye_r"] + regions["mouth"] + regions["nostril"]).astype(np.uint8)
+    radius = max(1, round(reach))
+    grown = np.zeros(openings.shape, np.float32)
+    for row0, row1, col0, col1 in boxes.values():
+        # The box plus the reach around it, so openings just outside the box still grow into it.
+        top, left = max(0, row0 - radius), max(0, col0 - radius)
+        window = cv2.dilate(openings[top:row1 + radius, left:col1 + radius], disk(radius))
+        grown[row0:row1, col0:col1] = window[row0 - top:row1 - top, col0 - left:col1 - left]
+    return grown
 
 
 def complete_texture(views: Mapping[str, UVView], template: np.ndarray, regions: Mapping[str, np.ndarray],
@@ -306,7 +315,7 @@ def complete_texture(views: Mapping[str, UVView], template: np.ndarray, regions:
     if len(views) == 1:
         # Only the openings and their rims are the boxes' to close; the rest of a box the view did not see (glasses
         # or hair masked around an eye) is continued like any unseen skin, or the box's rectangle shows.
-        solved *= near_openings(regions, OPENING_REACH_1024 * solved.shape[0] / 1024)
+        solved *= near_openings(regions, OPENING_REACH_1024 * solved.shape[0] / 1024, boxes)
     poisson = time.perf_counter()
     uv = blend_with_template(corrected, binarize(fill + solved), template, regions, levels,
                              own_skin=len(views) == 1)
