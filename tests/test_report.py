@@ -192,22 +192,33 @@ async def _inspect(url: str, user_data_dir: Path, timeout_s: float = 60.0) -> di
 
 
 async def _load_and_inspect(ws, url: str) -> dict:
+    """Navigate to ``url``, wait until the document has loaded, then list its images.
+
+    The load is detected by polling ``document.readyState`` at the new location rather than by
+    waiting for one ``Page.loadEventFired``: on a loaded CI machine that event can be missed when
+    the initial about:blank load is still settling as the navigation starts, and the test then
+    timed out on a page that had loaded.
+    """
     next_id = 0
     errors: list[str] = []
-    results: dict[int, dict] = {}
-    loaded = asyncio.Event()
+    results: dict[int, asyncio.Future] = {}
 
-    async def send(method: str, **params) -> int:
+    async def call(method: str, **params) -> dict:
         nonlocal next_id
         next_id += 1
+        answer = results[next_id] = asyncio.get_running_loop().create_future()
         await ws.send_str(json.dumps({"id": next_id, "method": method, "params": params}))
-        return next_id
+        return await answer
+
+    async def evaluate(expression: str):
+        reply = await call("Runtime.evaluate", expression=expression, returnByValue=True)
+        return reply.get("result", {}).get("result", {}).get("value")
 
     async def reader() -> None:
         async for message in ws:
             event = json.loads(message.data)
-            if "id" in event:
-                results[event["id"]] = event
+            if "id" in event and event["id"] in results:
+                results[event["id"]].set_result(event)
             method = event.get("method")
             params = event.get("params", {})
             if method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
@@ -216,22 +227,21 @@ async def _load_and_inspect(ws, url: str) -> dict:
                 errors.append("exception: " + params["exceptionDetails"].get("text", ""))
             elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
                 errors.append(f"log ({params['entry']['source']}): {params['entry']['text']}")
-            elif method == "Page.loadEventFired":
-                loaded.set()
 
     task = asyncio.create_task(reader())
-    for method in ("Runtime.enable", "Log.enable", "Page.enable"):
-        await send(method)
-    await send("Page.navigate", url=url)
-    await loaded.wait()
-    await asyncio.sleep(0.5)  # late console messages
-    expression = ("JSON.stringify(Array.from(document.images).map(i => ({alt: i.alt, src: i.src.slice(0, 40), "
-                  "complete: i.complete, width: i.naturalWidth})))")
-    request = await send("Runtime.evaluate", expression=expression, returnByValue=True)
-    while request not in results:
-        await asyncio.sleep(0.05)
-    task.cancel()
-    images = json.loads(results[request]["result"]["result"]["value"])
+    try:
+        for method in ("Runtime.enable", "Log.enable", "Page.enable"):
+            await call(method)
+        navigated = await call("Page.navigate", url=url)
+        assert "errorText" not in navigated.get("result", {}), navigated
+        while await evaluate(f"location.href === {json.dumps(url)} && document.readyState === 'complete'") is not True:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)  # late console messages
+        images = json.loads(await evaluate(
+            "JSON.stringify(Array.from(document.images).map(i => ({alt: i.alt, src: i.src.slice(0, 40), "
+            "complete: i.complete, width: i.naturalWidth})))"))
+    finally:
+        task.cancel()
     return {"images": images, "errors": errors}
 
 
