@@ -210,11 +210,13 @@ SIDE_BANDS = {"temple": (260, 400), "jaw": (480, 640)}
 SIDE_BAND_WIDTH = 80  # texels inwards from the centre face's edge, mirrored about the face's axis
 
 
-def side_band_brightness(uv: np.ndarray, centre_face: np.ndarray, axis: float) -> dict[str, tuple[float, float]]:
+def side_band_brightness(uv: np.ndarray, centre_face: np.ndarray, axis: float,
+                         valid: np.ndarray | None = None) -> dict[str, tuple[float, float]]:
     """Mean luma Y (0-255) of the UV-left and UV-right outer bands of the centre face per ``SIDE_BANDS`` row range.
 
     Per row the bands are the outer ``SIDE_BAND_WIDTH`` texels of the centre face's extent made symmetric about
-    ``axis`` (the narrower side's reach), so both sides cover mirrored texels. Returns band -> (left, right).
+    ``axis`` (the narrower side's reach), so both sides cover mirrored texels. ``valid`` (a view's unwrap mask):
+    only its texels count, NaN for a band it does not see. Returns band -> (left, right).
     """
     from stages.texture.color import rgb_to_yuv
 
@@ -230,7 +232,9 @@ def side_band_brightness(uv: np.ndarray, centre_face: np.ndarray, axis: float) -
                 low, high = int(round(axis - half)), int(round(axis + half))
                 left[row, low:low + SIDE_BAND_WIDTH] = True
                 right[row, high - SIDE_BAND_WIDTH + 1:high + 1] = True
-        out[band] = (float(luma[left & inside].mean()), float(luma[right & inside].mean()))
+        seen = inside if valid is None else inside & (valid > 0)
+        out[band] = tuple(float(luma[side & seen].mean()) if (side & seen).any() else float("nan")
+                          for side in (left, right))
     return out
 
 
@@ -316,6 +320,12 @@ def run(topology_obj: Path, reference_path: Path | None, pictures: Path | None) 
     bands = figures["side_bands"].items()
     print("map side bands (Y, UV-left / UV-right): "
           + "  ".join(f"{band} {left:.1f} / {right:.1f} ({left - right:+.1f})" for band, (left, right) in bands))
+    # The same bands in each view's own unwrap: a gap already in the views is their lighting, not the merge's.
+    for view in VIEWS:
+        own = side_band_brightness(unwraps[view].texture, centre, symmetry_axis(regions["eye_l"], regions["eye_r"]),
+                                   unwraps[view].mask)
+        print(f"  {view:5s} view's own bands: "
+              + "  ".join(f"{band} {left:.1f} / {right:.1f}" for band, (left, right) in own.items()))
     figures["eye_bands"] = eye_band_luma(result.uv, topology)
     for eye, bands in figures["eye_bands"].items():
         relative = (f"{name} {bands[name] - bands['cheek']:+.1f}" for name in ("lid", "over", "opening", "under"))

@@ -18,7 +18,10 @@ Where each value comes from (provenance strings in ``attribute_provenance``):
 - Gender, Age, Expression: ``deepface`` (P(man) > 0.5, expected age, P(happy)),
   ``import``, ``default``, or ``unavailable`` (NaN) when deepface is optional and has
   no weights;
-- Glasses, Baldness, Beard: ``import`` or ``default``.
+- Glasses: ``glasses_bridge`` (``stages.face.glasses``: a frame's bridge across the nose between the eyes; 1 or
+  0, the contrast it measured in ``attribute_glasses_contrast``), ``import`` or ``default``. It matters to the
+  edit stage, whose Glasses := 0 edit removes glasses only from a face whose condition says it wears them;
+- Baldness, Beard: ``import`` or ``default``.
 ``import`` reads Face-API detections in the DCGM ffhq-features format by sample id.
 """
 
@@ -47,7 +50,8 @@ DEFAULTS: dict[str, float] = {"Gender": 0.0, "Glasses": 0.0, "Yaw": 0.0, "Pitch"
 # Choice settings (omegaconf checks them at config load). Where each attribute may come from:
 MeasuredSource = Literal["deepface", "import", "default"]  # Gender, Age, Expression
 PoseSource = Literal["pose", "import", "default"]  # Yaw, Pitch
-OtherSource = Literal["import", "default"]  # Glasses, Baldness, Beard: no measurement of ours
+GlassesSource = Literal["detect", "import", "default"]
+OtherSource = Literal["import", "default"]  # Baldness, Beard: no measurement of ours
 AttributeInput = Literal["photo", "inversion"]
 LightingMethod = Literal["dpr", "analytic"]  # also the relight stage's ``method``
 DeepfaceNeed = Literal["required", "optional"]
@@ -57,6 +61,7 @@ MIN_FACE_SIZE = 64  # FFHQ quad side in source pixels below which the face is to
 # Provenance strings.
 FROM_DPR, FROM_ANALYTIC, FROM_POSE, FROM_DEEPFACE = "dpr", "analytic_sh", "mediapipe_pose", "deepface"
 FROM_IMPORT, FROM_DEFAULT, UNAVAILABLE = "import", "default", "unavailable"
+FROM_GLASSES_BRIDGE = "glasses_bridge"
 
 # Error codes of this stage (README's error table); no_face / multiple_faces come from
 # stages.face.landmarks, attr_import_* from stages.attributes_import.
@@ -84,7 +89,7 @@ class AttributeSettings(StageSettings):
     import_path: Optional[str] = None  # DCGM ffhq-features folder of <id>.json or .jsonl(.gz); any fsspec URL
     # Source of each attribute (see the module docstring for the allowed values).
     source_gender: MeasuredSource = "deepface"
-    source_glasses: OtherSource = "default"
+    source_glasses: GlassesSource = "detect"
     source_yaw: PoseSource = "pose"
     source_pitch: PoseSource = "pose"
     source_baldness: OtherSource = "default"
@@ -114,6 +119,9 @@ class AttributeStage(Stage):
         pa.field("attribute_face_box", pa.list_(pa.float32())),  # x0, y0, x1, y1 pixels of the measured image
         pa.field("attribute_male_probability", pa.float32()),  # deepface; null when not run
         pa.field("attribute_emotion", pa.list_(pa.float32())),  # deepface's 7 probabilities; null when not run
+        # luma levels of the bridge across the nose (glasses above stages.face.glasses.WEARS_GLASSES_CONTRAST);
+        # null unless source_glasses is detect
+        pa.field("attribute_glasses_contrast", pa.float32()),
     )
 
     outputs = (ALIGNED, ATTRIBUTE_VECTOR)
@@ -207,6 +215,12 @@ class AttributeStage(Stage):
 
             reading = self.deepface.analyze([face_input(rgb, face.box, settings.face_expand)])[0]
         measured = {"Yaw": pose.yaw, "Pitch": pose.pitch}
+        contrast = None
+        if settings.source_glasses == "detect":
+            from stages.face.glasses import WEARS_GLASSES_CONTRAST, bridge_contrast
+
+            contrast = bridge_contrast(rgb, face.points[:, :2])
+            measured["Glasses"] = float(contrast > WEARS_GLASSES_CONTRAST)
         if reading is not None:
             # FFHQ-UV's Gender is Face-API's label: 1 for male.
             gender = None if reading.male_probability is None else float(reading.male_probability > 0.5)
@@ -220,6 +234,8 @@ class AttributeStage(Stage):
                 value, origin = DEFAULTS[name], FROM_DEFAULT
             elif source == "pose":
                 value, origin = measured[name], FROM_POSE
+            elif source == "detect":
+                value, origin = measured[name], FROM_GLASSES_BRIDGE
             elif measured.get(name) is not None:
                 value, origin = measured[name], FROM_DEEPFACE
             else:
@@ -234,6 +250,7 @@ class AttributeStage(Stage):
             "attribute_face_box": np.asarray(face.box, dtype=np.float32),
             "attribute_male_probability": None if reading is None else reading.male_probability,
             "attribute_emotion": None if reading is None or reading.emotion is None else reading.emotion,
+            "attribute_glasses_contrast": contrast,
         })
 
     def _measured_image(self, sample: Sample) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -17,6 +18,7 @@ from stages.attribute import ATTRIBUTE_NAMES, DEFAULTS, AttributeStage
 from stages.base import Sample, StageContext
 from stages.errors import ConfigError, SampleError
 from stages.face.deepface_models import deepface_home
+from stages.face.glasses import WEARS_GLASSES_CONTRAST
 from stages.networks import DPR_FILE
 from stages.relight import RelightStage
 from tests.tiny_deepface_weights import write_random_deepface_weights
@@ -68,13 +70,31 @@ def test_photo_profile_without_weights(tmp_path):
     assert provenance[:9] == ["analytic_sh"] * 9 and np.isfinite(vector[:9]).all() and vector[0] > 0
     for name in ("Gender", "Age", "Expression"):
         assert provenance[INDEX[name]] == "unavailable" and math.isnan(vector[INDEX[name]])
-    for name in ("Glasses", "Baldness", "Beard"):
+    for name in ("Baldness", "Beard"):
         assert provenance[INDEX[name]] == "default" and vector[INDEX[name]] == pytest.approx(DEFAULTS[name])
+    # Glasses are measured: obama wears none (his frown lines give the bare faces' highest bridge contrast).
+    assert provenance[INDEX["Glasses"]] == "glasses_bridge" and vector[INDEX["Glasses"]] == 0.0
+    assert 0.0 < fields["attribute_glasses_contrast"] < WEARS_GLASSES_CONTRAST
     assert provenance[INDEX["Yaw"]] == provenance[INDEX["Pitch"]] == "mediapipe_pose"
     assert abs(vector[INDEX["Yaw"]]) < 15 and abs(fields["attribute_roll"]) < 5  # a frontal, aligned portrait
     aligned = stage.context.read_image(sample.outputs["aligned"].path)
     assert aligned.shape[0] == aligned.shape[1] and 256 <= aligned.shape[0] <= 1024
     assert fields["attribute_male_probability"] is None and fields["attribute_emotion"] is None
+
+
+def test_glasses_attribute_is_measured_on_the_aligned_photo(tmp_path):
+    """Grace Hopper, the one glasses wearer among the images the project has (matplotlib's sample), reads
+    Glasses = 1 from her aligned photo; with ``source_glasses=default`` the documented default stays, unmeasured."""
+    photo = Path(importlib.util.find_spec("matplotlib").origin).parent / "mpl-data/sample_data/grace_hopper.jpg"
+    fields = _stage(AttributeStage, "photo", tmp_path).process(_sample(photo)).fields
+    vector, provenance = fields["attribute_vector"], fields["attribute_provenance"]
+    assert provenance[INDEX["Glasses"]] == "glasses_bridge" and vector[INDEX["Glasses"]] == 1.0
+    assert fields["attribute_glasses_contrast"] > WEARS_GLASSES_CONTRAST
+    fields = _stage(AttributeStage, "photo", tmp_path / "default", "stages.attribute.source_glasses=default").process(
+        _sample(photo)).fields
+    assert fields["attribute_provenance"][INDEX["Glasses"]] == "default"
+    assert fields["attribute_vector"][INDEX["Glasses"]] == DEFAULTS["Glasses"]
+    assert fields["attribute_glasses_contrast"] is None
 
 
 def test_photo_errors_have_their_codes(tmp_path):

@@ -35,7 +35,7 @@ VIEW_YAW = {"front": 0.0, "left": 30.0, "right": -30.0}  # StyleFlow yaw of each
 W_DIM, NUM_WS, NUM_ATTRIBUTES = tiny.TINY_W_DIM, 18, 17
 INDEX = {name: 9 + i for i, name in enumerate(("Gender", "Glasses", "Yaw", "Pitch", "Baldness", "Beard", "Age",
                                                "Expression"))}
-PROVENANCE = ["dpr"] * 9 + ["deepface", "default", "mediapipe_pose", "mediapipe_pose", "default", "default",
+PROVENANCE = ["dpr"] * 9 + ["deepface", "glasses_bridge", "mediapipe_pose", "mediapipe_pose", "default", "default",
                             "deepface", "deepface"]
 DEFAULT_BALDNESS = 0.04  # stages.attribute.DEFAULTS
 RELIGHT_THRESHOLD = 0.1  # below DPR's reading of the drawn face (about 0.2), so every view is relit
