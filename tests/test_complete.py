@@ -191,6 +191,34 @@ def test_a_lone_view_masked_around_an_eye_shows_no_box():
     assert inside > 0.6 * above, (inside, above)  # the Poisson membrane there measured 0.66 against 1.88
 
 
+def test_a_lone_views_mouth_opening_closes_as_lips_meeting_at_a_seam():
+    # mediapipe468's layout opens the mouth wider than a thin upper lip: the opening is filled from each lip's side
+    # to a soft seam in its middle, never from the skin above the upper lip (a pale band and a third lip's edge).
+    regions, boxes = synthetic_regions(SIZE)
+    template = build_template(regions)
+    row0, row1, col0, col1 = boxes["mouth"]
+    boxes["mouth"] = (row0 - 20, row1 + 20, col0, col1)  # as roomy as mediapipe468's mouth box
+    top, bottom, left, right = 280, 308, 225, 285  # the opening, inside the topology's mouth region
+    skin_rgb, lip_rgb = np.array([180, 120, 100], np.float32), np.array([170, 80, 85], np.float32)
+    texture = np.broadcast_to(skin_rgb, (SIZE, SIZE, 3)).copy()
+    texture[top - 8:top, left - 10:right + 10] = lip_rgb  # a thin upper lip
+    texture[bottom:bottom + 14, left - 10:right + 10] = lip_rgb  # a fuller lower lip
+    texture += np.random.default_rng(2).normal(0, 2, texture.shape)
+    mask = regions["minor_valid_front"].copy()
+    mask[top:bottom, left:right] = 0.0
+    result = complete_texture({"front": UVView(texture * mask[..., None], mask.astype(np.float32))}, template,
+                              regions, boxes).uv.astype(np.float32)
+    opening = result[top:bottom, left + 10:right - 10]
+    to_lip = np.linalg.norm(opening - lip_rgb, axis=-1)
+    to_skin = np.linalg.norm(opening - skin_rgb, axis=-1)
+    assert (to_lip < to_skin).all(), float((to_lip >= to_skin).mean())
+    profile = rgb_to_yuv(opening).mean(axis=1)[:, 0]  # luma down the opening
+    seam = int(np.argmin(profile))
+    middle = (bottom - top) // 2
+    assert abs(seam - middle) <= 2, (seam, middle)
+    assert profile[seam] < min(profile[middle // 2], profile[middle + middle // 2]) - 4, profile.round(1)
+
+
 # ---------------------------------------------------------------- the stage, in-process, after the real unwrap
 
 def stage_pair(tmp_path: Path, topology: str, *overrides: str):

@@ -10,8 +10,10 @@
    With a single view (a photo) there is no double vision and the photo's own lips,
    lids and nostrils are kept: only the openings (eyes, mouth) and unseen texels
    (beyond a light erosion of the view's mask) are solved from the sample's own skin just above them: an eye
-   shaded from its rim with the grain of the upper lid (``closed_lid_source``), the mouth from the upper lip's
-   gradients (``own_skin_source``), so a closed eye is the person's lid, not a template's drawing.
+   shaded from its rim with the grain of the upper lid (``closed_lid_source``), the mouth as the two lips
+   continued towards each other to a soft seam (``closed_lips_source``), the nose base from the skin above it
+   (``own_skin_source``), so a closed eye is the person's lid and a closed mouth the person's lips, not a
+   template's drawing.
 3. ``blend_with_template``: outside the reliable region the colour-matched template
    takes over through a Laplacian-pyramid blend; the template's own hair covers the
    hair region. With a single view the face area is first completed from the sample's own skin
@@ -67,6 +69,14 @@ OWN_SKIN_MIN_BAND = 3
 # A single view's boxes close the openings within this many texels (at 1024) of the topology's eye, mouth and
 # nostril regions: the view's holes take the lashes and the lips' inner rims beyond them.
 OPENING_REACH_1024 = 16
+# A single view's mouth opening closes as the lips meeting (``closed_lips_source``): each lip's grain mirrored
+# into its half of the opening, and a seam LIP_SEAM_DEPTH levels darker along the middle, a Gaussian across of
+# LIP_SEAM_SIGMA_1024 texels (at 1024), whose row is averaged over LIP_SEAM_SMOOTH_COLUMNS columns (no stairs).
+MOUTH_FILL_BOX = "mouth"  # FFHQ-UV's name, every topology
+LIP_SEAM_DEPTH = 15.0
+LIP_SEAM_SIGMA_1024 = 1.8
+LIP_SEAM_SMOOTH_COLUMNS = 9
+LIP_GRAIN_ROW_MEAN_1024 = 15  # texels along a row whose mean the lips' grain is taken less
 
 Box = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open, in UV texels
 
@@ -186,6 +196,47 @@ def closed_lid_source(texture: np.ndarray, unknown: np.ndarray, box: Box) -> np.
     return source
 
 
+def closed_lips_source(texture: np.ndarray, unknown: np.ndarray, box: Box) -> np.ndarray:
+    """A Poisson source for the mouth's box from the sample itself: the lips closed over the opening between them.
+
+    Per column, the upper half of the opening takes the upper lip's grain mirrored down from the opening's top edge,
+    the lower half the lower lip's mirrored up from its bottom edge, and a soft darker seam runs where they meet.
+    Only grain is copied (``skin_detail`` above ``OWN_SKIN_DETAIL_SIGMA`` less its mean along each row, at most
+    ``OWN_SKIN_GRAIN_LIMIT``): the
+    colour comes from the lips along the opening's rim through the Poisson fill, so an upper lip thinner than half
+    the opening (mediapipe468's layout opens the mouth wide) does not bring the skin above it in, as
+    ``own_skin_source``'s shift by the opening's height did (a pale band and a third lip's edge).
+    texture: (H, W, 3) full map; unknown: (h, w) bool inside ``box``. Returns the (h, w, 3) float32 source patch.
+    """
+    row0, row1, col0, col1 = box
+    patch = np.asarray(texture[row0:row1, col0:col1], dtype=np.float32)
+    detail = skin_detail(patch, ~unknown, OWN_SKIN_DETAIL_SIGMA)
+    # Less its mean along each row: a lip's lines run across the mouth's rows and stay, the lip's border with the
+    # skin runs along them and goes (mirrored into the opening, its ramp would climb to the skin's colour).
+    across = max(3, round(LIP_GRAIN_ROW_MEAN_1024 * texture.shape[0] / 1024)) | 1
+    detail -= cv2.blur(detail, (across, 1))
+    source = np.clip(detail, -OWN_SKIN_GRAIN_LIMIT, OWN_SKIN_GRAIN_LIMIT)
+    columns = np.flatnonzero(unknown.any(axis=0))
+    if columns.size == 0:
+        return source
+    height = row1 - row0
+    top = unknown[:, columns].argmax(axis=0)  # first and last unknown row of each column
+    bottom = height - 1 - unknown[::-1, columns].argmax(axis=0)
+    middle = (top + bottom + 1) // 2  # the first row of the lower lip's half
+    rows = np.arange(height)[:, None]
+    inside = (rows >= top) & (rows <= bottom)
+    mirrored = np.where(rows < middle, 2 * top - 1 - rows, 2 * bottom + 1 - rows).clip(0, height - 1)
+    grain = source[mirrored, columns[None, :]]  # (h, n, 3)
+    # The seam's row, averaged along the mouth so that it runs smoothly where the opening's rows step.
+    pad = LIP_SEAM_SMOOTH_COLUMNS // 2
+    centre = np.convolve(np.pad((top + bottom) / 2.0, pad, mode="edge"),
+                         np.full(LIP_SEAM_SMOOTH_COLUMNS, 1.0 / LIP_SEAM_SMOOTH_COLUMNS), mode="valid")
+    sigma = LIP_SEAM_SIGMA_1024 * texture.shape[0] / 1024
+    grain -= (LIP_SEAM_DEPTH * np.exp(-0.5 * ((rows - centre) / sigma) ** 2))[..., None].astype(np.float32)
+    source[:, columns] = np.where(inside[..., None], grain, source[:, columns])
+    return source
+
+
 def lid_grain(skin: np.ndarray) -> np.ndarray:
     """(h, w, 3) float skin -> its grain: ``skin_detail`` above ``OWN_SKIN_DETAIL_SIGMA`` texels minus each row's
     mean (a crease or a brow's edge is a dark row, not grain), at most ``OWN_SKIN_GRAIN_LIMIT`` levels, so strands
@@ -198,8 +249,8 @@ def lid_grain(skin: np.ndarray) -> np.ndarray:
 def solve_unreliable(texture: np.ndarray, unreliable: np.ndarray, template: np.ndarray,
                      boxes: Mapping[str, Box], source: str = "template") -> tuple[np.ndarray, np.ndarray]:
     """Poisson-fill the unreliable texels of each box from the raw template's gradients (pipeline.md 2.4 (f)3-5),
-    or with ``source="sample"`` from the sample's own skin above them (``closed_lid_source`` in the eyes' boxes,
-    ``own_skin_source`` in the others).
+    or with ``source="sample"`` from the sample's own skin (``closed_lid_source`` in the eyes' boxes,
+    ``closed_lips_source`` in the mouth's, ``own_skin_source`` in the others).
 
     texture, template: (H, W, 3) float in [0, 255]; unreliable: (H, W) in {0, 1};
     boxes: name -> (row0, row1, col0, col1). Returns the corrected texture (H, W, 3)
@@ -213,7 +264,8 @@ def solve_unreliable(texture: np.ndarray, unreliable: np.ndarray, template: np.n
         mask[inner] = unreliable[row0:row1, col0:col1][inner]
         patch = texture[row0:row1, col0:col1]
         if source == "sample":
-            own = closed_lid_source if name in EYE_FILL_BOXES else own_skin_source
+            own = (closed_lid_source if name in EYE_FILL_BOXES
+                   else closed_lips_source if name == MOUTH_FILL_BOX else own_skin_source)
             gradients = own(texture, mask > 0.5, (row0, row1, col0, col1))
         else:
             gradients = template[row0:row1, col0:col1]
