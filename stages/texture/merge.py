@@ -71,11 +71,12 @@ OWN_SKIN_MIN_BAND = 3
 OPENING_REACH_1024 = 16
 # A single view's mouth opening closes as the lips meeting (``closed_lips_source``): each lip's grain mirrored
 # into its half of the opening, and a seam LIP_SEAM_DEPTH levels darker along the middle, a Gaussian across of
-# LIP_SEAM_SIGMA_1024 texels (at 1024), whose row is averaged over LIP_SEAM_SMOOTH_COLUMNS columns (no stairs).
+# LIP_SEAM_SIGMA_1024 texels (at 1024), whose row is averaged over LIP_SEAM_SMOOTH_1024 columns: the opening's
+# ragged outline would make it wave.
 MOUTH_FILL_BOX = "mouth"  # FFHQ-UV's name, every topology
 LIP_SEAM_DEPTH = 15.0
 LIP_SEAM_SIGMA_1024 = 1.8
-LIP_SEAM_SMOOTH_COLUMNS = 9
+LIP_SEAM_SMOOTH_1024 = 31
 LIP_GRAIN_ROW_MEAN_1024 = 15  # texels along a row whose mean the lips' grain is taken less
 
 Box = tuple[int, int, int, int]  # (row0, row1, col0, col1), half-open, in UV texels
@@ -213,7 +214,7 @@ def closed_lips_source(texture: np.ndarray, unknown: np.ndarray, box: Box) -> np
     detail = skin_detail(patch, ~unknown, OWN_SKIN_DETAIL_SIGMA)
     # Less its mean along each row: a lip's lines run across the mouth's rows and stay, the lip's border with the
     # skin runs along them and goes (mirrored into the opening, its ramp would climb to the skin's colour).
-    across = max(3, round(LIP_GRAIN_ROW_MEAN_1024 * texture.shape[0] / 1024)) | 1
+    across = max(3, round(LIP_GRAIN_ROW_MEAN_1024 * texture.shape[0] / 1024)) | 1  # odd
     detail -= cv2.blur(detail, (across, 1))
     source = np.clip(detail, -OWN_SKIN_GRAIN_LIMIT, OWN_SKIN_GRAIN_LIMIT)
     columns = np.flatnonzero(unknown.any(axis=0))
@@ -228,10 +229,11 @@ def closed_lips_source(texture: np.ndarray, unknown: np.ndarray, box: Box) -> np
     mirrored = np.where(rows < middle, 2 * top - 1 - rows, 2 * bottom + 1 - rows).clip(0, height - 1)
     grain = source[mirrored, columns[None, :]]  # (h, n, 3)
     # The seam's row, averaged along the mouth so that it runs smoothly where the opening's rows step.
-    pad = LIP_SEAM_SMOOTH_COLUMNS // 2
-    centre = np.convolve(np.pad((top + bottom) / 2.0, pad, mode="edge"),
-                         np.full(LIP_SEAM_SMOOTH_COLUMNS, 1.0 / LIP_SEAM_SMOOTH_COLUMNS), mode="valid")
-    sigma = LIP_SEAM_SIGMA_1024 * texture.shape[0] / 1024
+    scale = texture.shape[0] / 1024
+    pad = round(LIP_SEAM_SMOOTH_1024 * scale) // 2
+    centre = np.convolve(np.pad((top + bottom) / 2.0, pad, mode="edge"), np.full(2 * pad + 1, 1.0 / (2 * pad + 1)),
+                         mode="valid")
+    sigma = LIP_SEAM_SIGMA_1024 * scale
     grain -= (LIP_SEAM_DEPTH * np.exp(-0.5 * ((rows - centre) / sigma) ** 2))[..., None].astype(np.float32)
     source[:, columns] = np.where(inside[..., None], grain, source[:, columns])
     return source
