@@ -203,10 +203,9 @@ def closed_lips_source(texture: np.ndarray, unknown: np.ndarray, box: Box) -> np
     Per column, the upper half of the opening takes the upper lip's grain mirrored down from the opening's top edge,
     the lower half the lower lip's mirrored up from its bottom edge, and a soft darker seam runs where they meet.
     Only grain is copied (``skin_detail`` above ``OWN_SKIN_DETAIL_SIGMA`` less its mean along each row, at most
-    ``OWN_SKIN_GRAIN_LIMIT``): the
-    colour comes from the lips along the opening's rim through the Poisson fill, so an upper lip thinner than half
-    the opening (mediapipe468's layout opens the mouth wide) does not bring the skin above it in, as
-    ``own_skin_source``'s shift by the opening's height did (a pale band and a third lip's edge).
+    ``OWN_SKIN_GRAIN_LIMIT``): the colour comes from the lips along the opening's rim through the Poisson fill, so
+    an upper lip thinner than half the opening (mediapipe468's layout opens the mouth wide) does not bring the skin
+    above it in, as ``own_skin_source``'s shift by the opening's height did (a pale band and a third lip's edge).
     texture: (H, W, 3) full map; unknown: (h, w) bool inside ``box``. Returns the (h, w, 3) float32 source patch.
     """
     row0, row1, col0, col1 = box
