@@ -100,7 +100,11 @@ def test_readme_first_command_runs_the_embedded_default(tmp_path):
     # Grace Hopper wears glasses, whose frames are masked out of her map; the astronaut does not.
     from pipeline.manifest import read_manifest
 
-    rows = read_manifest(str(run_dir), columns=["id", "unwrap_glasses_front", "unwrap_masked_fraction_front"])
+    rows = read_manifest(str(run_dir), columns=["id", "unwrap_glasses_front", "unwrap_masked_fraction_front",
+                                                "attribute_vector", "attribute_provenance"])
     by_id = {row["id"]: row for row in rows.to_pylist()}
     assert by_id["grace_hopper"]["unwrap_glasses_front"] is True and by_id["astronaut"]["unwrap_glasses_front"] is False
     assert by_id["grace_hopper"]["unwrap_masked_fraction_front"] > 0.2
+    # ... and her attribute vector says so (index 10: Glasses), measured, not the default.
+    assert [by_id[i]["attribute_vector"][10] for i in ("grace_hopper", "astronaut")] == [1.0, 0.0]
+    assert by_id["grace_hopper"]["attribute_provenance"][10] == "glasses_bridge"
