@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from pipeline import layout
 from pipeline.manifest import committed_shards, manifest_dataset
 from pipeline.storage import Storage
+from stages.errors import FatalError
 
 RUNNING_IF_BEAT_WITHIN_S = 60.0
 
@@ -87,6 +88,10 @@ def failed_samples(storage: Storage, include_filtered: bool = False) -> pa.Table
         filter=pc.field("status").isin(statuses)).sort_by([("shard", "ascending"), ("id", "ascending")])
 
 
+class QueryError(FatalError):
+    """SQL that DuckDB refused: a user's mistake, reported on one line with DuckDB's hint."""
+
+
 def query(storage: Storage, sql: str) -> pa.Table:
     """Run DuckDB SQL over every committed manifest row, exposed as the table ``manifest``.
 
@@ -97,7 +102,12 @@ def query(storage: Storage, sql: str) -> pa.Table:
 
     connection = duckdb.connect()
     connection.register("manifest", manifest_dataset(storage))
-    return connection.sql(sql).to_arrow_table()
+    try:
+        return connection.sql(sql).to_arrow_table()
+    except duckdb.Error as error:
+        # DuckDB gives its hint (the candidate columns) on a second line, which a one-line error would drop.
+        text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        raise QueryError(f"{text} (the manifest's columns: DESCRIBE manifest)") from error
 
 
 def format_table(table: pa.Table, max_rows: int = 200, max_width: int = 60) -> str:

@@ -110,6 +110,14 @@ def test_status_failed_and_query(finished_run):
     paths = json.loads(run_cli(["query", output, "SELECT outputs['relit_front'].path AS p FROM manifest "
                                 "WHERE id = 'img_003'", "--format", "json"]).stdout)
     assert paths == [{"p": "shards/00000/samples/img_003/relit_front.png"}]
+    # A wrong column is a user's mistake: one line with DuckDB's hint (its candidates) and where the columns are.
+    wrong = run_cli(["query", output, "SELECT sample_id FROM manifest"], check=False)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+    assert '"sample_id" not found' in wrong.stderr and "Candidate bindings" in wrong.stderr
+    assert "DESCRIBE manifest" in wrong.stderr
+    columns = json.loads(run_cli(["query", output, "DESCRIBE manifest", "--format", "json"]).stdout)
+    assert {"id", "status", "error_code"} <= {row["column_name"] for row in columns}
 
 
 def test_rerun_is_a_no_op_and_changed_sharding_is_refused(finished_run):
