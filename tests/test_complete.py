@@ -274,6 +274,23 @@ def test_stage_completes_ffhq_uv_example(ffhq_uv_run):
     assert np.abs(uv[centre].astype(np.float32) - complete.template[centre]).mean() > 3.0
 
 
+def test_hairline_has_no_rim_of_another_colour(ffhq_uv_run):
+    # Under the hair override's feathered border the map lies between the template's hair and the face's skin. The
+    # colour match fitted on the skin carried the built template's brown hair to navy there (V, the red-difference,
+    # 8 levels below both), which showed as a dark blue line along the hairline.
+    _, complete, sample, _ = ffhq_uv_run
+    uv = rgb_to_yuv(complete.context.read_image(sample.outputs["uv"].path).astype(np.float32))
+    hair = complete.regions["hair"] > 0.5
+    weight = hair_weight(complete.regions["hair"])
+    border = (weight > 0.05) & (weight < 0.95)
+    template = rgb_to_yuv(np.asarray(complete.template, np.float32))
+    hair_v = float(np.median(template[hair & (weight > 0.99), 2]))
+    skin_v = float(np.median(uv[(complete.regions["center_face"] > 0.5) & ~near(hair, 20), 2]))
+    assert border.sum() > 1000
+    below = uv[border, 2] < min(hair_v, skin_v) - 3
+    assert below.mean() < 0.01, (below.mean(), hair_v, skin_v)
+
+
 def test_stage_fields_match_its_manifest_columns(ffhq_uv_run):
     _, complete, _, result = ffhq_uv_run
     declared = {field.name for field in complete.manifest_fields}

@@ -69,6 +69,9 @@ OWN_SKIN_MIN_BAND = 3
 # A single view's boxes close the openings within this many texels (at 1024) of the topology's eye, mouth and
 # nostril regions: the view's holes take the lashes and the lips' inner rims beyond them.
 OPENING_REACH_1024 = 16
+# The colour-matched template gives way to the raw one over this box blur of the hair region's edge (texels): a
+# hairline's soft edge, not a feather into the forehead.
+HAIR_EDGE_BOX = 5
 # A single view's mouth opening closes as the lips meeting (``closed_lips_source``): each lip's grain mirrored
 # into its half of the opening, and a seam LIP_SEAM_DEPTH levels darker along the middle, a Gaussian across of
 # LIP_SEAM_SIGMA_1024 texels (at 1024), whose row is averaged over LIP_SEAM_SMOOTH_1024 columns: the opening's
@@ -286,7 +289,14 @@ def blend_with_template(texture: np.ndarray, reliable: np.ndarray, template: np.
     own skin continued beyond the reliable texels (``continue_own_skin``), which inside the face area
     (``minor_valid_whole``, feathered) is also what the blend fades into.
     """
+    template = np.asarray(template, dtype=np.float32)
     matched = match_color_yuv(template, texture, reliable)
+    # The colour match is fitted on the face's skin, and the hair, far from those colours, is carried out of range by
+    # it: the built template's flat skin gives chroma gains of 1.7, which turn its dark brown hair navy, and the hair
+    # override's feathered border showed that as a dark blue rim along the hairline (FFHQ-UV's maps have none). Under
+    # that border, which lies inside the hair region, the hair keeps the template's own colours.
+    hair_zone = box_blur(regions["hair"], HAIR_EDGE_BOX)
+    matched += (template - matched) * channels(hair_zone, template.shape[2])
     if own_skin:
         # Beyond the reliable texels the canvas holds the merge's colour-matched template, which the blend's soft
         # weight would show as a pale rim around the seen skin: the continued skin replaces it.
@@ -298,7 +308,7 @@ def blend_with_template(texture: np.ndarray, reliable: np.ndarray, template: np.
     # at a bright edge never reaches the hair's feathered border above 255.
     blended = np.clip(pyramid_blend(matched, texture, weight, levels), 0.0, 255.0)
     hair = hair_weight(regions["hair"])[:, :, None]
-    out = np.asarray(template, dtype=np.float32) * hair + blended * (1.0 - hair)
+    out = template * hair + blended * (1.0 - hair)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
