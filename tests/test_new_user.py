@@ -83,7 +83,7 @@ def test_readme_first_command_runs_the_embedded_default(tmp_path):
                             timeout=1500)
     assert result.returncode == 0, result.stderr[-4000:]
     # Grace Hopper passes; the astronaut's photo is lit from one side and the blurred, skin-coloured part of her
-    # fringe stays in the map, so its brightness-symmetry error is 24.9 > 20: the quality filter marks it, by design.
+    # fringe stays in the map, so its brightness-symmetry error is 24.7 > 20: the quality filter marks it, by design.
     assert "1 ok, 0 failed, 1 filtered" in result.stdout, result.stdout
     # A quiet first run: the progress line and the summary, none of Ray's internals (pipeline/quiet.py).
     ray_noise = ("core_worker.cc", "UserWarning", "Token authentication", "Traceback")

@@ -6,9 +6,9 @@ is in the weights folder it is used for the ``hifi3dpp`` topology. Otherwise, an
 always for ``mediapipe468``, the project builds its template from the topology's
 region masks, deterministically, with no data file:
 
-1. Skin: one mid skin tone (``SKIN_RGB``) under a low-frequency shading that darkens
-   with the distance from the centre-face region (up to ``PERIPHERY_DARKENING`` at
-   ``PERIPHERY_FALLOFF`` of the map width), so the periphery reads as turning away.
+1. Skin: one mid skin tone (``SKIN_RGB``), unshaded: a UV map holds albedo, and FFHQ-UV's maps carry their neck
+   and ears in the face's own tone (a periphery darkened as if turning away, colour-matched to a face, came out a
+   greyish mauve).
 2. Closed eyes, as in FFHQ-UV's template: the ``eye_l`` / ``eye_r`` regions get a
    slightly darker eyelid and a soft, faint lid seam along each region's horizontal
    midline (the mean row of the region in each column), in a darker skin tone.
@@ -60,8 +60,6 @@ LIP_SEAM_FEATHER = 0.8  # the seam where the lips meet: a soft line (fraction of
 NOSTRIL_DARKENING = 0.4
 NOSTRIL_CORE = 0.9
 
-PERIPHERY_DARKENING = 0.22  # shading factor drop at full distance from the centre face
-PERIPHERY_FALLOFF = 0.25  # distance (fraction of the map width) at which the drop is reached
 EYELID_SHADE = 0.9  # eyelids are this much darker than the surrounding skin
 BROW_OFFSET = 1.6  # brow centre this many eye heights above the eye centre
 BROW_SCALE = (1.15, 0.45)  # brow size relative to the eye region (width, height)
@@ -69,7 +67,6 @@ BROW_OPACITY = 0.65
 HAIR_STRAND_CONTRAST = 0.35
 HAIR_SEED = 20230  # fixed so every run builds the same template
 REFERENCE_WIDTH = 1024.0  # lengths below are in texels at this width and scale with the map
-SHADING_SIGMA = 8.0  # smoothing of the shading field
 FEATHER_SIGMA = 2.0  # edge softness of painted regions
 LINE_FEATHER = 0.7  # the lid seam is feathered less (fraction of FEATHER_SIGMA)
 BROW_FEATHER = 3.0  # brows are feathered more (multiple of FEATHER_SIGMA)
@@ -110,8 +107,10 @@ def _feather(mask: np.ndarray, sigma: float) -> np.ndarray:
     return np.clip(cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigma), 0.0, 1.0)
 
 
-def _paint(image: np.ndarray, alpha: np.ndarray, rgb: tuple[int, int, int], shading: np.ndarray) -> np.ndarray:
-    colour = np.asarray(rgb, np.float32)[None, None, :] * shading[:, :, None]
+def _paint(image: np.ndarray, alpha: np.ndarray, rgb: tuple[int, int, int],
+           shading: np.ndarray | float = 1.0) -> np.ndarray:
+    """``rgb`` times ``shading`` ((H, W) or a scalar) laid over ``image`` with opacity ``alpha`` (H, W)."""
+    colour = np.asarray(rgb, np.float32) * np.atleast_3d(np.asarray(shading, np.float32))
     return image * (1.0 - alpha[:, :, None]) + colour * alpha[:, :, None]
 
 
@@ -171,37 +170,32 @@ def build_template(regions: Mapping[str, np.ndarray]) -> np.ndarray:
     """The project's procedural template (module docstring) from the topology's masks: (H, W, 3) float32 in [0, 255]."""
     height, width = regions["center_face"].shape
     scale = width / REFERENCE_WIDTH
-    outside_face = (regions["center_face"] <= 0.5).astype(np.uint8)
-    distance = cv2.distanceTransform(outside_face, cv2.DIST_L2, 5) / (PERIPHERY_FALLOFF * width)
-    shading = 1.0 - PERIPHERY_DARKENING * np.clip(distance, 0.0, 1.0) ** 2
-    shading = cv2.GaussianBlur(shading.astype(np.float32), (0, 0), SHADING_SIGMA * scale)
-
-    image = np.asarray(SKIN_RGB, np.float32)[None, None, :] * shading[:, :, None]
+    image = np.broadcast_to(np.asarray(SKIN_RGB, np.float32), (height, width, 3)).copy()
     feather = FEATHER_SIGMA * scale
 
     eyes = np.clip(regions["eye_l"] + regions["eye_r"], 0.0, 1.0)
     eyelid = _feather(eyes, FEATURE_FEATHER * feather) * (1.0 - EYELID_SHADE)  # a shade, no outline
     image = image * (1.0 - eyelid[:, :, None])
     seam = _midline(regions["eye_l"], LINE_HALF_WIDTH * scale) + _midline(regions["eye_r"], LINE_HALF_WIDTH * scale)
-    image = _paint(image, _feather(seam, LINE_FEATHER * feather) * LID_SEAM_OPACITY, LID_SEAM_RGB, shading)
+    image = _paint(image, _feather(seam, LINE_FEATHER * feather) * LID_SEAM_OPACITY, LID_SEAM_RGB)
 
     up = _centroid(eyes) - _centroid(regions["mouth"])
     if np.all(np.isfinite(up)) and np.linalg.norm(up) > 0:
         up = up / np.linalg.norm(up)
         brows = np.clip(_brow(regions["eye_l"], up) + _brow(regions["eye_r"], up), 0.0, 1.0)
         brows = brows * (regions["unwrap_mask"] > 0.5)
-        image = _paint(image, _feather(brows, BROW_FEATHER * feather) * BROW_OPACITY, BROW_RGB, shading)
+        image = _paint(image, _feather(brows, BROW_FEATHER * feather) * BROW_OPACITY, BROW_RGB)
 
     soft = FEATURE_FEATHER * feather
-    image = _paint(image, _feather(regions["mouth"], soft) * LIP_OPACITY, LIP_RGB, shading)
+    image = _paint(image, _feather(regions["mouth"], soft) * LIP_OPACITY, LIP_RGB)
     seam = _midline(regions["mouth"], LINE_HALF_WIDTH * scale)
-    image = _paint(image, _feather(seam, LIP_SEAM_FEATHER * feather) * LIP_SEAM_OPACITY, LIP_SEAM_RGB, shading)
+    image = _paint(image, _feather(seam, LIP_SEAM_FEATHER * feather) * LIP_SEAM_OPACITY, LIP_SEAM_RGB)
     image = image * (1.0 - NOSTRIL_DARKENING * _soft_spots(regions["nostril"], NOSTRIL_CORE, feather))[:, :, None]
 
     noise = np.random.default_rng(HAIR_SEED).standard_normal((height, width)).astype(np.float32)
     strands = cv2.GaussianBlur(noise, (0, 0), sigmaX=STRAND_SIGMA[0] * scale, sigmaY=STRAND_SIGMA[1] * scale)
     strands = strands / max(float(strands.std()), 1e-6)
-    hair_shading = shading * (1.0 + HAIR_STRAND_CONTRAST * np.clip(strands, -2.0, 2.0) / 2.0)
+    hair_shading = 1.0 + HAIR_STRAND_CONTRAST * np.clip(strands, -2.0, 2.0) / 2.0
     image = _paint(image, _feather(regions["hair"], feather), HAIR_RGB, hair_shading)
     return np.clip(image, 0.0, 255.0).astype(np.float32)
 
