@@ -65,6 +65,9 @@ class CompleteStage(Stage):
         pa.field("complete_landmark_error", pa.float32()),
         pa.field("complete_views", pa.list_(pa.string())),
         pa.field("complete_template", pa.string()),
+        # sha256 (16 hex digits) of the template's texels as used: which version of it made the map, so a run resumed
+        # after the built template or a template file changed can be told apart with a query
+        pa.field("complete_template_digest", pa.string()),
     )
 
     inputs = (UV_VIEW, UVMASK_VIEW)
@@ -110,6 +113,7 @@ class CompleteStage(Stage):
                         and load_official_template(self.context.weights_dir, self.topology.uv_size) is not None)
             self.template_source = "official" if official else "built"
             self.template = template_for(self.topology.name, self.regions, self.context.weights_dir)
+        self.template_digest = template_digest(self.template)
         self.thresholds = QualityThresholds(settings.min_valid_ratio, settings.max_bs_error,
                                             settings.max_landmark_error)
 
@@ -138,6 +142,7 @@ class CompleteStage(Stage):
             "complete_landmark_error": metrics["landmark_error"],
             "complete_views": list(views),
             "complete_template": self.template_source,
+            "complete_template_digest": self.template_digest,
         }
         for view, uv_view in views.items():
             fields[f"complete_valid_ratio_{view}"] = valid_ratio(uv_view.mask, center)
@@ -177,3 +182,10 @@ class CompleteStage(Stage):
                     face_uvs=topology.face_uvs)
         return render_views([TexturedPart(mesh, uv)], size=self.settings.preview_size,
                             backend=backend_for_device(self.context.device))
+
+
+def template_digest(template: np.ndarray) -> str:
+    """The first 16 hex digits of the sha256 of an (H, W, 3) template's float32 texels."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(template, dtype=np.float32).tobytes()).hexdigest()[:16]

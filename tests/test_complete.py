@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,7 @@ from pipeline.config import load_config, stage_settings
 from pipeline.storage import open_storage
 from stages import STAGES
 from stages.base import Sample, StageContext
-from stages.complete import NO_UV_VIEWS, UV_SIZE_MISMATCH, CompleteStage
+from stages.complete import NO_UV_VIEWS, UV_SIZE_MISMATCH, CompleteStage, template_digest
 from stages.errors import SampleError
 from stages.texture.color import rgb_to_yuv
 from stages.texture.masks import hair_weight
@@ -262,6 +263,8 @@ def test_stage_completes_ffhq_uv_example(ffhq_uv_run):
     assert result.filter_reason is None
     assert fields["complete_views"] == ["left", "right", "front"]
     assert fields["complete_template"] == "built"
+    assert fields["complete_template_digest"] == template_digest(complete.template)
+    assert re.fullmatch(r"[0-9a-f]{16}", fields["complete_template_digest"])
     assert 0.85 < fields["complete_valid_ratio"] <= 1.0
     for view in ("front", "left", "right"):
         assert fields[f"complete_valid_ratio_{view}"] == pytest.approx(sample.fields[f"unwrap_valid_ratio_{view}"],

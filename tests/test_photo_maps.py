@@ -176,3 +176,9 @@ def test_template_from_a_run_is_robust_deterministic_and_used(tmp_path, mediapip
     stage.setup()
     assert stage.template_source == str(first)
     np.testing.assert_allclose(stage.template, built.astype(np.float32))
+    # The manifest tells the maps of that template from those of the built one.
+    from stages.complete import template_digest
+    from stages.texture.template import build_template
+
+    assert stage.template_digest == template_digest(stage.template)
+    assert stage.template_digest != template_digest(build_template(stage.regions))
