@@ -313,17 +313,16 @@ def run(topology_obj: Path, reference_path: Path | None, pictures: Path | None) 
     result = complete_texture(views, template, regions, boxes)
     centre = regions["center_face"]
     figures["valid_ratio"] = valid_ratio(result.fill_mask, centre)
-    figures["bs_error"] = brightness_symmetry_error(result.uv, centre, symmetry_axis(regions["eye_l"],
-                                                                                      regions["eye_r"]))
+    axis = symmetry_axis(regions["eye_l"], regions["eye_r"])
+    figures["bs_error"] = brightness_symmetry_error(result.uv, centre, axis)
     print(f"merged valid ratio {figures['valid_ratio']:.3f}   BS error {figures['bs_error']:.2f}")
-    figures["side_bands"] = side_band_brightness(result.uv, centre, symmetry_axis(regions["eye_l"], regions["eye_r"]))
+    figures["side_bands"] = side_band_brightness(result.uv, centre, axis)
     bands = figures["side_bands"].items()
     print("map side bands (Y, UV-left / UV-right): "
           + "  ".join(f"{band} {left:.1f} / {right:.1f} ({left - right:+.1f})" for band, (left, right) in bands))
     # The same bands in each view's own unwrap: a gap already in the views is their lighting, not the merge's.
     for view in VIEWS:
-        own = side_band_brightness(unwraps[view].texture, centre, symmetry_axis(regions["eye_l"], regions["eye_r"]),
-                                   unwraps[view].mask)
+        own = side_band_brightness(unwraps[view].texture, centre, axis, unwraps[view].mask)
         print(f"  {view:5s} view's own bands: "
               + "  ".join(f"{band} {left:.1f} / {right:.1f}" for band, (left, right) in own.items()))
     figures["eye_bands"] = eye_band_luma(result.uv, topology)

@@ -37,6 +37,7 @@ import pyarrow as pa
 from stages.base import PHOTO, Sample, Stage, StageResult, StageSettings, bounded, configured_weights_dir
 from stages.condition import ATTRIBUTE_NAMES, NUM_LIGHT
 from stages.errors import ConfigError, SampleError
+from stages.face.glasses import bridge_contrast, contrast_shows_glasses
 from stages.face.landmarks import LandmarkBackend, MultiFacePolicy
 from stages.inversion import INVERSION
 from stages.networks import dpr_weights
@@ -217,10 +218,8 @@ class AttributeStage(Stage):
         measured = {"Yaw": pose.yaw, "Pitch": pose.pitch}
         contrast = None
         if settings.source_glasses == "detect":
-            from stages.face.glasses import WEARS_GLASSES_CONTRAST, bridge_contrast
-
             contrast = bridge_contrast(rgb, face.points[:, :2])
-            measured["Glasses"] = float(contrast > WEARS_GLASSES_CONTRAST)
+            measured["Glasses"] = float(contrast_shows_glasses(contrast))
         if reading is not None:
             # FFHQ-UV's Gender is Face-API's label: 1 for male.
             gender = None if reading.male_probability is None else float(reading.male_probability > 0.5)

@@ -83,7 +83,12 @@ def bridge_contrast(image: np.ndarray, landmarks: np.ndarray) -> float:
 
 
 def wears_glasses(image: np.ndarray, landmarks: np.ndarray) -> bool:
-    return bridge_contrast(image, landmarks) > WEARS_GLASSES_CONTRAST
+    return contrast_shows_glasses(bridge_contrast(image, landmarks))
+
+
+def contrast_shows_glasses(contrast: float) -> bool:
+    """Whether a ``bridge_contrast`` reading (luma levels) is a frame's bridge rather than a bare nose."""
+    return contrast > WEARS_GLASSES_CONTRAST
 
 
 def glasses_footprint(landmarks: np.ndarray, height: int, width: int) -> np.ndarray:

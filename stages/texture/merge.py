@@ -295,8 +295,10 @@ def blend_with_template(texture: np.ndarray, reliable: np.ndarray, template: np.
     # it: the built template's flat skin gives chroma gains of 1.7, which turn its dark brown hair navy, and the hair
     # override's feathered border showed that as a dark blue rim along the hairline (FFHQ-UV's maps have none). Under
     # that border, which lies inside the hair region, the hair keeps the template's own colours.
-    hair_zone = box_blur(regions["hair"], HAIR_EDGE_BOX)
-    matched += (template - matched) * channels(hair_zone, template.shape[2])
+    has_hair = bool(regions["hair"].any())  # mediapipe468 has no hair region: nothing to do per sample
+    if has_hair:
+        hair_zone = box_blur(regions["hair"], HAIR_EDGE_BOX)
+        matched += (template - matched) * channels(hair_zone, template.shape[2])
     if own_skin:
         # Beyond the reliable texels the canvas holds the merge's colour-matched template, which the blend's soft
         # weight would show as a pale rim around the seen skin: the continued skin replaces it.
@@ -307,8 +309,10 @@ def blend_with_template(texture: np.ndarray, reliable: np.ndarray, template: np.
     # FFHQ-UV clips the pyramid blend before the hair override (laplacian_pyramid_blend), so a band-pass overshoot
     # at a bright edge never reaches the hair's feathered border above 255.
     blended = np.clip(pyramid_blend(matched, texture, weight, levels), 0.0, 255.0)
-    hair = hair_weight(regions["hair"])[:, :, None]
-    out = template * hair + blended * (1.0 - hair)
+    out = blended
+    if has_hair:
+        hair = hair_weight(regions["hair"])[:, :, None]
+        out = template * hair + blended * (1.0 - hair)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
