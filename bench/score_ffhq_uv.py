@@ -12,9 +12,13 @@ Prints, from one run:
 - the map against a reference map (``--reference``, FFHQ-UV's final map of 01223, not shipped in
   ``../shared/data``): PSNR / SSIM over the texels FFHQ-UV fills from its views (``scored_texels``);
 - without a reference, a proxy of the same error: the views' unwraps against each other where both are
-  valid (a 6 px misregistration between two views shows here as it does against the reference).
+  valid (a 6 px misregistration between two views shows here as it does against the reference);
+- with ``--photo PATH`` (repeatable), the ``photo`` profile's map of that photo on the same topology (``ffhq-uv run``
+  with ``--photo-override key=value`` settings added) against this script's map of FFHQ-UV's views, the photo
+  profile's stand-in for FFHQ-UV's map of 01223 (issue 14), and against ``--reference`` when given.
 
     PYTHONPATH=. python bench/score_ffhq_uv.py [--reference MAP.png] [--pictures DIR] [--topology-obj OBJ]
+        [--photo ../shared/data/ffhq_uv_example/images/01223.png [--photo-override stages.relight.method=dpr ...]]
 
 ``--pictures DIR`` writes the views with the fitted landmarks, the per-view unwraps and the final map.
 """
@@ -340,7 +344,42 @@ def run(topology_obj: Path, reference_path: Path | None, pictures: Path | None) 
               f"SSIM {figures['reference'][1]:.4f}  over {scored.mean():.1%} of the texels")
     if pictures is not None:
         save_pictures(pictures, images, landmarks, ffhq_lm, fit, model, unwraps, result.uv)
+    figures["uv"] = result.uv
     return figures
+
+
+def score_photos(photos: list[Path], overrides: list[str], topology_obj: Path, views_map: np.ndarray,
+                 reference_path: Path | None) -> dict[str, dict[str, tuple[float, float]]]:
+    """The photo profile's map of each photo (``ffhq-uv run``, hifi3dpp from ``topology_obj``) scored against the
+    (S, S, 3) map of FFHQ-UV's views and the reference map if given; {photo: {against: (PSNR, SSIM)}}."""
+    import shutil
+    import subprocess
+
+    from stages.geometry.topologies import load_topology
+    from stages.imageio import decode_image
+
+    with tempfile.TemporaryDirectory() as cache:
+        scored = scored_texels(load_topology("hifi3dpp", obj_path=str(topology_obj), cache_dir=cache))
+    references = {"the views' map": views_map}
+    if reference_path is not None:
+        references[reference_path.name] = decode_image(reference_path.read_bytes())
+    cli = Path(sys.executable).with_name("ffhq-uv")
+    out: dict = {}
+    for photo in photos:
+        with tempfile.TemporaryDirectory() as work:
+            folder = Path(work) / "input"
+            folder.mkdir()
+            shutil.copy(photo, folder / photo.name)
+            run_dir = Path(work) / "run"
+            subprocess.run([str(cli), "run", "--input", str(folder), "--output", str(run_dir), "--no-progress",
+                            "--no-visuals", "topology.name=hifi3dpp", f"topology.obj={topology_obj}", *overrides],
+                           check=True, capture_output=True, text=True)
+            uv = decode_image(next(run_dir.glob("shards/*/samples/*/uv.png")).read_bytes())
+        out[photo.name] = {name: psnr_ssim(uv, ref, scored & (ref.sum(axis=2) > 0)) for name, ref in references.items()}
+        for name, (psnr, ssim) in out[photo.name].items():
+            print(f"photo profile map of {photo.name} {' '.join(overrides)} vs {name}: PSNR {psnr:.2f} dB  "
+                  f"SSIM {ssim:.4f}")
+    return out
 
 
 def save_pictures(folder: Path, images, landmarks, ffhq_lm, fit, model, unwraps, uv) -> None:
@@ -366,10 +405,16 @@ def main() -> None:
     parser.add_argument("--reference", type=Path, help="FFHQ-UV's final map of 01223 (1024 PNG)")
     parser.add_argument("--pictures", type=Path, help="write views, unwraps and map here")
     parser.add_argument("--topology-obj", type=Path, default=HEAD_OBJ)
+    parser.add_argument("--photo", type=Path, action="append", default=[],
+                        help="also score the photo profile's map of this photo (repeatable)")
+    parser.add_argument("--photo-override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for the photo runs (repeatable)")
     args = parser.parse_args()
     if not EDIT.exists() or not args.topology_obj.exists():
         sys.exit(f"needs {EDIT} and {args.topology_obj}")
-    run(args.topology_obj, args.reference, args.pictures)
+    figures = run(args.topology_obj, args.reference, args.pictures)
+    if args.photo:
+        score_photos(args.photo, args.photo_override, args.topology_obj, figures["uv"], args.reference)
 
 
 if __name__ == "__main__":

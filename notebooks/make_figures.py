@@ -4,8 +4,8 @@
 
 1. ``ffhq_uv_01223.jpg`` / ``_preview.jpg``: FFHQ 01223, FFHQ-UV's three views of it and our map from them on the
    HiFi3D++ layout (needs ``../shared/data``; skipped without it), and that map on the head at -45, 0, +45 degrees;
-2. ``photo_profile.jpg`` / ``_preview.jpg``: the photo profile (one aligned photo, analytic lighting, the open
-   ``mediapipe468`` topology) on the face photos that ship with the installed packages.
+2. ``photo_profile.jpg`` / ``_preview.jpg``: the README's first command (``ffhq-uv run``: the photo profile, analytic
+   relighting, the open ``mediapipe468`` topology) on the face photos that ship with the installed packages.
 """
 
 from __future__ import annotations
@@ -76,27 +76,24 @@ def ffhq_uv_figures(cache: str) -> None:
 
 
 def photo_profile_figures(cache: str) -> None:
-    """The built-in samples through the photo profile's path: FFHQ alignment, then unwrap + complete."""
+    """The built-in samples through the README's first command (``ffhq-uv run``, the photo profile): photo and map."""
     import importlib
+    import subprocess
 
     from pipeline.inputs import BUILTIN_FACES
-    from stages.face.align import align_face, ffhq_quad
-    from stages.face.detectors import ffhq_points
-    from stages.face.landmarks import FaceLandmarker
     from stages.geometry.topologies import load_topology
     from stages.imageio import decode_image
 
     topology = load_topology("mediapipe468", cache_dir=cache)
+    run_dir = Path(cache) / "photo-demo"
+    subprocess.run([str(Path(sys.executable).with_name("ffhq-uv")), "run", "--output", str(run_dir), "--no-progress",
+                    "--no-visuals"], check=True, capture_output=True, text=True)
     rows, previews = [], []
-    with FaceLandmarker(max_faces=1) as detector:
-        for package, filename in BUILTIN_FACES.values():
-            path = Path(importlib.import_module(package).__file__).parent / filename
-            photo = decode_image(path.read_bytes())
-            five = ffhq_points(detector.detect_one(photo).points)
-            size = min(1024, int(round(ffhq_quad(five[0], five[1], five[3], five[4])[1])))
-            uv = complete_views(topology, {"front": align_face(photo, five, output_size=size).image})
-            rows.append(np.hstack([fit_height(photo), fit_height(uv)]))
-            previews.append(preview(topology, uv))
+    for sample_id, (package, filename) in BUILTIN_FACES.items():
+        photo = decode_image((Path(importlib.import_module(package).__file__).parent / filename).read_bytes())
+        uv = decode_image(next(run_dir.glob(f"shards/*/samples/{sample_id}/uv.png")).read_bytes())
+        rows.append(np.hstack([fit_height(photo), fit_height(uv)]))
+        previews.append(preview(topology, uv))
     save("photo_profile.jpg", np.hstack(rows))
     save("photo_profile_preview.jpg", np.vstack(previews))
 

@@ -172,7 +172,8 @@ def test_analytic_relight_of_the_aligned_photo(tmp_path):
     assert relit.shape == aligned.shape and np.abs(relit.astype(int) - aligned).mean() > 1
     # The change of light is smooth over the skin: no thin bright or dark lines where the landmark mesh's normals
     # turn (nose wings, folds). On this evenly lit photo the unsmoothed correction measured 0.31 (bright blobs beside
-    # the nostrils), the smoothed one 0.105.
+    # the nostrils), the smoothed one 0.105 (0.128 since the correction reaches the outline, whose own ramp the
+    # measure leaves out).
     blonde = _sample(DATA / "faces" / "015309.jpg", sample_id="015309")
     attribute.process(blonde)
     assert relight.process(blonde).fields["relight_views"] == ["front"]
@@ -180,6 +181,7 @@ def test_analytic_relight_of_the_aligned_photo(tmp_path):
     relit = relight.context.read_image(blonde.outputs["relit_front"].path)
     points = relight.landmarker.detect_one(aligned, "largest").points
     assert _fine_light_change(aligned, relit, points) < 0.15
+    assert _light_step_at_outline(aligned, relit, points) < 0.03  # 0.016; a correction cut at the outline: 0.10
     # A portrait lit from one side whose SH fit lies close to the target is relit for its asymmetry.
     lopsided = _sample(DATA / "faces" / "000055.jpg", sample_id="000055")
     attribute.process(lopsided)
@@ -187,7 +189,36 @@ def test_analytic_relight_of_the_aligned_photo(tmp_path):
     assert fields["relight_offset_before_front"] < relight.settings.threshold < 0.5
     assert fields["relight_symmetry_before_front"] > relight.settings.symmetry_threshold
     assert fields["relight_views"] == ["front"]
-    assert fields["relight_symmetry_after_front"] < 0.7 * fields["relight_symmetry_before_front"]
+    # The correction reaches the landmarks' outline, where the shading of a side light is strongest: 0.205 -> 0.032.
+    # (Faded out inside the outline it left 0.101, and the map's BS error was 32.3 > 20 instead of 19.4.)
+    assert fields["relight_symmetry_after_front"] < 0.3 * fields["relight_symmetry_before_front"]
+    aligned = relight.context.read_image(lopsided.outputs["aligned"].path)
+    relit = relight.context.read_image(lopsided.outputs["relit_front"].path)
+    assert _light_step_at_outline(aligned, relit, relight.landmarker.detect_one(aligned, "largest").points) < 0.03
+
+
+def _light_step_at_outline(before: np.ndarray, after: np.ndarray, points: np.ndarray) -> float:
+    """Median |log L ratio| jump across the landmark hull's edge: the ring just inside against the ring just
+    outside (3 px each), compared along the edge through their blurs."""
+    import cv2
+
+    from stages.lighting.face_region import face_region
+
+    def lightness(rgb):
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[:, :, 0].astype(np.float64) + 1
+
+    log_ratio = np.log(lightness(after) / lightness(before))
+    hull = face_region(points, *before.shape[:2]).hull.astype(np.uint8)
+    kernel = np.ones((3, 3), np.uint8)
+    inner = (hull - cv2.erode(hull, kernel, iterations=3)).astype(bool)
+    outer = (cv2.dilate(hull, kernel, iterations=3) - hull).astype(bool)
+    edge = (cv2.dilate(hull, kernel, iterations=1) - cv2.erode(hull, kernel, iterations=1)).astype(bool)
+
+    def ring_mean(ring):
+        weight = cv2.GaussianBlur(ring.astype(np.float64), (0, 0), 6)
+        return cv2.GaussianBlur(np.where(ring, log_ratio, 0), (0, 0), 6) / np.maximum(weight, 1e-6)
+
+    return float(np.median(np.abs(ring_mean(inner) - ring_mean(outer))[edge]))
 
 
 def _fine_light_change(before: np.ndarray, after: np.ndarray, points: np.ndarray) -> float:
@@ -205,7 +236,10 @@ def _fine_light_change(before: np.ndarray, after: np.ndarray, points: np.ndarray
     sigma = 0.1 * (columns[-1] - columns[0])
     weight = cv2.GaussianBlur(region.hull.astype(np.float64), (0, 0), sigma)
     smooth = cv2.GaussianBlur(np.where(region.hull, log_ratio, 0), (0, 0), sigma) / np.maximum(weight, 1e-6)
-    return float(np.percentile(np.abs(log_ratio - smooth)[region.skin], 99))
+    # Skin at least 5 % of the face's width inside the outline: the falloff of a face's shading towards its
+    # silhouette is lifted there in a ramp, steeper than this blur follows, and is no line.
+    inside = cv2.distanceTransform(region.hull.astype(np.uint8), cv2.DIST_L2, 5) > 0.05 * (columns[-1] - columns[0])
+    return float(np.percentile(np.abs(log_ratio - smooth)[region.skin & inside], 99))
 
 
 @needs_data

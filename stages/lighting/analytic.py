@@ -3,8 +3,8 @@
 Model (DPR's, gray): Lab L / 255 = albedo * shading(normal), with the albedo taken as
 constant over the skin so that it folds into the 9 fitted coefficients. Relighting
 multiplies L by target shading / fitted shading inside the face (the target scaled to
-keep the mean skin brightness), feathered to 1 at the edge of the landmark hull.
-Everything is fitted at a small working resolution: shading is low-frequency.
+keep the mean skin brightness), in full up to the edge of the landmark hull and fading
+to 1 outside it (``FEATHER_FRACTION``). Everything is fitted at a small working resolution: shading is low-frequency.
 
 The correction is smoothed over the face (``SMOOTH_FRACTION``) before it is applied. The landmark mesh's
 normals turn sharply at the nose wings, the nasolabial folds and the lip line, where the real face is not as
@@ -26,7 +26,7 @@ from stages.lighting.sh import SH_COEFFS, camera_to_dpr, fit_sh, sh_basis
 
 WORK_SIZE = 256  # longest side of the image the shading is fitted on, in pixels
 RATIO_RANGE = (0.5, 2.0)  # a shading correction beyond 2x is a fitting failure (beard, occluder), not light
-FEATHER_FRACTION = 0.04  # blur of the correction's edge, fraction of the working image side
+FEATHER_FRACTION = 0.1  # Gaussian fade of the correction outside the landmark hull, fraction of the working image side
 SMOOTH_FRACTION = 0.05  # Gaussian sigma of the correction inside the face, fraction of the face's width
 LIGHT_FIT_FAILED = "lighting_fit_failed"  # error code: too little skin visible for the analytic fit
 MIN_SKIN_PIXELS = 200  # fewer skin pixels at working size: the fit is not trusted
@@ -89,11 +89,8 @@ def divide_shading(rgb: np.ndarray, fit: ShadingFit, target_sh: np.ndarray) -> n
     target *= before[skin_in_hull].mean() / max(target[skin_in_hull].mean(), 1e-6)
     ratio_hull = np.clip(target / np.maximum(before, 1e-6), *RATIO_RANGE)
 
-    ratio = np.exp(_smooth_inside(np.log(ratio_hull), region.hull))
-    sigma = FEATHER_FRACTION * max(region.hull.shape)
-    inner = cv2.erode(region.hull.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=max(1, round(sigma)))
-    soft = cv2.GaussianBlur(inner.astype(np.float64), (0, 0), sigma)
-    ratio = 1.0 + (ratio - 1.0) * soft
+    log_ratio = _smooth_inside(np.log(ratio_hull), region.hull)
+    ratio = np.exp(_fade_outside(log_ratio, region.hull, FEATHER_FRACTION * max(region.hull.shape)))
     height, width = rgb.shape[:2]
     ratio = cv2.resize(ratio, (width, height), interpolation=cv2.INTER_LINEAR)
 
@@ -114,3 +111,21 @@ def _smooth_inside(values: np.ndarray, hull: np.ndarray) -> np.ndarray:
     weight = cv2.GaussianBlur(hull.astype(np.float64), (0, 0), sigma)
     smoothed = cv2.GaussianBlur(field, (0, 0), sigma) / np.maximum(weight, 1e-6)
     return np.where(hull, smoothed, 0.0)
+
+
+def _fade_outside(values: np.ndarray, hull: np.ndarray, sigma: float) -> np.ndarray:
+    """(h, w) values given on the hull (0 outside), continued past the hull's edge and faded to 0 over ``sigma``
+    pixels outside it; unchanged inside.
+
+    The whole face gets its full correction, up to the landmarks' outline: fading inside the hull instead left the
+    shading of the cheeks' and jaw's outer band in the map, the darkest part of a face lit from the front. Outside,
+    each pixel continues its nearest hull pixel's value (so there is no step at the edge), blurred, times a Gaussian
+    of the distance.
+    """
+    import cv2
+    from scipy.ndimage import distance_transform_edt
+
+    distance, (rows, cols) = distance_transform_edt(~hull, return_indices=True)
+    # Blurred, so that the nearest-pixel rays do not streak the hair and background.
+    continued = cv2.GaussianBlur(values[rows, cols], (0, 0), sigma / 2)
+    return np.where(hull, values, continued * np.exp(-0.5 * (distance / sigma) ** 2))
