@@ -54,7 +54,8 @@ PoseSource = Literal["pose", "import", "default"]  # Yaw, Pitch
 GlassesSource = Literal["detect", "import", "default"]
 OtherSource = Literal["import", "default"]  # Baldness, Beard: no measurement of ours
 AttributeInput = Literal["photo", "inversion"]
-LightingMethod = Literal["dpr", "analytic"]  # also the relight stage's ``method``
+# Also the relight stage's ``method``. ``auto``: DPR when its weights file is in models.weights_dir, else analytic.
+LightingMethod = Literal["dpr", "analytic", "auto"]
 DeepfaceNeed = Literal["required", "optional"]
 DEEPFACE_MODEL_OF = {"Gender": "gender", "Age": "age", "Expression": "emotion"}
 MIN_FACE_SIZE = 64  # FFHQ quad side in source pixels below which the face is too small to measure
@@ -84,7 +85,7 @@ class AttributeSettings(StageSettings):
     landmarks: LandmarkBackend = "mediapipe"
     dlib_predictor: Optional[str] = None  # dlib's 68-point model, as stages.inversion.dlib_predictor
     max_faces: int = bounded(4, low=1)  # faces the detector may report (>1 so that "several faces" is visible)
-    lighting: LightingMethod = "dpr"  # dpr (needs dpr_model/trained_model_03.t7) | analytic
+    lighting: LightingMethod = "dpr"  # dpr (needs dpr_model/trained_model_03.t7) | analytic | auto
     deepface: DeepfaceNeed = "required"  # required (missing weights = config error) | optional (fields become NaN)
     face_expand: float = bounded(0.0, low=0)  # deepface crop: landmark box grown by this fraction per side
     import_path: Optional[str] = None  # DCGM ffhq-features folder of <id>.json or .jsonl(.gz); any fsspec URL
@@ -101,6 +102,19 @@ class AttributeSettings(StageSettings):
     def sources(self) -> dict[str, str]:
         """Attribute name -> configured source."""
         return {name: getattr(self, f"source_{name.lower()}") for name in ATTRIBUTE_NAMES}
+
+
+def lighting_method(method: LightingMethod, weights_dir: Optional[str]) -> str:
+    """The method that runs: ``dpr`` or ``analytic`` as configured; ``auto`` is ``dpr`` when DPR's weights file is
+    found under ``weights_dir`` (a path or URL), ``analytic`` otherwise. Decided per run at start-up and per worker
+    when it sets up, so the manifest's ``relight_method`` and ``attribute_provenance`` say which one made a map."""
+    if method != "auto":
+        return method
+    try:
+        dpr_weights(weights_dir, "auto")
+    except ConfigError:
+        return "analytic"
+    return "dpr"
 
 
 def deepface_fields(settings: AttributeSettings) -> list[str]:
@@ -147,7 +161,7 @@ class AttributeStage(Stage):
         assert isinstance(settings, AttributeSettings)
         weights_dir = configured_weights_dir(config)
         check_backend("stages.attribute", settings.landmarks, settings.dlib_predictor, weights_dir)
-        if settings.lighting == "dpr":
+        if settings.lighting == "dpr":  # auto falls back to analytic instead
             dpr_weights(weights_dir, "stages.attribute.lighting=dpr")
         models = tuple(sorted({DEEPFACE_MODEL_OF[n] for n in deepface_fields(settings)}))
         if models and settings.deepface == "required":
@@ -180,11 +194,11 @@ class AttributeStage(Stage):
         if settings.input == "photo" and settings.landmarks != "mediapipe":
             self.aligner = make_detector(settings.landmarks, settings.max_faces, settings.dlib_predictor, weights_dir)
         self.relighter = None
-        if settings.lighting == "dpr":
+        if lighting_method(settings.lighting, weights_dir) == "dpr":
             from stages.networks import local_weight_file
             from stages.networks.dpr import DPRRelighter, load_dpr
 
-            location = dpr_weights(weights_dir, "stages.attribute.lighting=dpr")
+            location = dpr_weights(weights_dir, f"stages.attribute.lighting={settings.lighting}")
             self.relighter = DPRRelighter(load_dpr(local_weight_file(location), self.context.device),
                                           device=self.context.device, fp16=bool(self.context.config.models.fp16))
         self.deepface = None

@@ -11,7 +11,10 @@ Methods:
 - ``dpr``: DPR's estimate and relighting (networks.md section 4), at 512 like DPR's demo;
 - ``analytic`` (no weights): 2nd-order SH shading fitted on the landmark mesh's
   normals and divided out (``stages.lighting.analytic``); its SH are in L/255 units
-  with the skin albedo inside the DC term.
+  with the skin albedo inside the DC term;
+- ``auto`` (the photo profile's): DPR when its weights file is in ``models.weights_dir``,
+  analytic otherwise (``stages.attribute.lighting_method``); ``relight_method`` records
+  which one ran.
 
 Recorded per view: the residual SH before and after (after = before when untouched),
 whether the view was relit, and the skin's left/right brightness asymmetry before and
@@ -26,7 +29,7 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 
-from stages.attribute import LightingMethod
+from stages.attribute import LightingMethod, lighting_method
 from stages.base import Sample, Stage, StageResult, StageSettings, bounded, configured_weights_dir
 from stages.condition import NUM_LIGHT
 from stages.errors import ConfigError, SampleError
@@ -44,7 +47,7 @@ NO_VIEWS = "relight_no_views"
 
 @dataclass
 class RelightSettings(StageSettings):
-    method: LightingMethod = "dpr"  # dpr (needs dpr_model/trained_model_03.t7) | analytic
+    method: LightingMethod = "dpr"  # dpr (needs dpr_model/trained_model_03.t7) | analytic | auto (dpr if found)
     target_sh: list[float] = field(default_factory=lambda: list(EVEN_LIGHT))  # 9 SH, DPR order
     # Relight when the DC-relative offset from the target exceeds this. StyleFlow-delighted
     # FFHQ-UV views measure 0.2-0.3 with DPR; a side-lit portrait 0.6 and more.
@@ -94,11 +97,12 @@ class RelightStage(Stage):
 
         self.landmarker = FaceLandmarker(max_faces=4)
         self.relighter = None
-        if self.settings.method == "dpr":
+        self.method = lighting_method(self.settings.method, self.context.weights_dir)
+        if self.method == "dpr":
             from stages.networks import local_weight_file
             from stages.networks.dpr import DPRRelighter, load_dpr
 
-            location = dpr_weights(self.context.weights_dir, "stages.relight.method=dpr")
+            location = dpr_weights(self.context.weights_dir, f"stages.relight.method={self.settings.method}")
             self.relighter = DPRRelighter(load_dpr(local_weight_file(location), self.context.device),
                                           device=self.context.device, fp16=bool(self.context.config.models.fp16))
 
@@ -107,7 +111,7 @@ class RelightStage(Stage):
         views = current_views(sample)
         if not views:
             raise SampleError(NO_VIEWS, "no view to relight (needs the edit stage's views or an aligned photo)")
-        fields: dict[str, Any] = {"relight_method": settings.method}
+        fields: dict[str, Any] = {"relight_method": self.method}
         relit_views = []
         for view, path in views.items():
             rgb = self.context.read_image(path)

@@ -197,6 +197,28 @@ def test_analytic_relight_of_the_aligned_photo(tmp_path):
     assert _light_step_at_outline(aligned, relit, relight.landmarker.detect_one(aligned, "largest").points) < 0.03
 
 
+def test_photo_profile_lighting_is_dpr_when_its_weights_are_there(tmp_path):
+    """``auto`` (the photo profile's): DPR with its file in models.weights_dir, analytic without, and the
+    manifest fields say which ran."""
+    from stages.attribute import lighting_method
+
+    root = tmp_path / "w"
+    assert lighting_method("auto", None) == "analytic" and lighting_method("auto", str(root)) == "analytic"
+    write_tiny_dpr(root)
+    assert lighting_method("auto", str(root)) == "dpr" and lighting_method("analytic", str(root)) == "analytic"
+    rng = np.random.default_rng(0)
+    view = rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)
+    for weights, method in ((root, "dpr"), (tmp_path / "empty", "analytic")):
+        stage = _stage(RelightStage, "photo", tmp_path, f"models.weights_dir={weights}", "stages.relight.threshold=0")
+        assert stage.settings.method == "auto" and (stage.relighter is not None) == (method == "dpr")
+        if method == "dpr":  # the analytic fit needs a face; DPR does not
+            sample = _sample(tmp_path / "unused.png")
+            stage.context.write_image(sample, "view_front", view)
+            assert stage.process(sample).fields["relight_method"] == "dpr"
+        attribute = _stage(AttributeStage, "photo", tmp_path, f"models.weights_dir={weights}")
+        assert (attribute.relighter is not None) == (method == "dpr")
+
+
 def _light_step_at_outline(before: np.ndarray, after: np.ndarray, points: np.ndarray) -> float:
     """Median |log L ratio| jump across the landmark hull's edge: the ring just inside against the ring just
     outside (3 px each), compared along the edge through their blurs."""
