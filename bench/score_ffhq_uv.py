@@ -344,14 +344,18 @@ def run(topology_obj: Path, reference_path: Path | None, pictures: Path | None) 
               f"SSIM {figures['reference'][1]:.4f}  over {scored.mean():.1%} of the texels")
     if pictures is not None:
         save_pictures(pictures, images, landmarks, ffhq_lm, fit, model, unwraps, result.uv)
-    figures["uv"] = result.uv
+    figures["uv"], figures["fill"] = result.uv, result.fill_mask > 0.5
     return figures
 
 
 def score_photos(photos: list[Path], overrides: list[str], topology_obj: Path, views_map: np.ndarray,
-                 reference_path: Path | None) -> dict[str, dict[str, tuple[float, float]]]:
+                 views_fill: np.ndarray, reference_path: Path | None) -> dict[str, dict[str, tuple[float, float]]]:
     """The photo profile's map of each photo (``ffhq-uv run``, hifi3dpp from ``topology_obj``) scored against the
-    (S, S, 3) map of FFHQ-UV's views and the reference map if given; {photo: {against: (PSNR, SSIM)}}."""
+    (S, S, 3) map of FFHQ-UV's views and the reference map if given; {photo: {against: (PSNR, SSIM)}}.
+
+    Against the views' map it is scored twice: over all scored texels, and over those the views' map took from its
+    views (``views_fill``, (S, S) bool). Most of the ears, neck and outer cheeks that ``scored_texels`` counts hold
+    that map's template, so the first figure also rewards a photo map for showing the same template there."""
     import shutil
     import subprocess
 
@@ -360,9 +364,11 @@ def score_photos(photos: list[Path], overrides: list[str], topology_obj: Path, v
 
     with tempfile.TemporaryDirectory() as cache:
         scored = scored_texels(load_topology("hifi3dpp", obj_path=str(topology_obj), cache_dir=cache))
-    references = {"the views' map": views_map}
+    references = {"the views' map": (views_map, scored),
+                  "the views' map, its view-filled texels": (views_map, scored & views_fill)}
     if reference_path is not None:
-        references[reference_path.name] = decode_image(reference_path.read_bytes())
+        reference = decode_image(reference_path.read_bytes())
+        references[reference_path.name] = (reference, scored & (reference.sum(axis=2) > 0))
     cli = Path(sys.executable).with_name("ffhq-uv")
     out: dict = {}
     for photo in photos:
@@ -375,7 +381,7 @@ def score_photos(photos: list[Path], overrides: list[str], topology_obj: Path, v
                             "--no-visuals", "topology.name=hifi3dpp", f"topology.obj={topology_obj}", *overrides],
                            check=True, capture_output=True, text=True)
             uv = decode_image(next(run_dir.glob("shards/*/samples/*/uv.png")).read_bytes())
-        out[photo.name] = {name: psnr_ssim(uv, ref, scored & (ref.sum(axis=2) > 0)) for name, ref in references.items()}
+        out[photo.name] = {name: psnr_ssim(uv, ref, mask) for name, (ref, mask) in references.items()}
         for name, (psnr, ssim) in out[photo.name].items():
             print(f"photo profile map of {photo.name} {' '.join(overrides)} vs {name}: PSNR {psnr:.2f} dB  "
                   f"SSIM {ssim:.4f}")
@@ -414,7 +420,8 @@ def main() -> None:
         sys.exit(f"needs {EDIT} and {args.topology_obj}")
     figures = run(args.topology_obj, args.reference, args.pictures)
     if args.photo:
-        score_photos(args.photo, args.photo_override, args.topology_obj, figures["uv"], args.reference)
+        score_photos(args.photo, args.photo_override, args.topology_obj, figures["uv"], figures["fill"],
+                     args.reference)
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def test_readme_first_command_runs_the_embedded_default(tmp_path):
                             timeout=1500)
     assert result.returncode == 0, result.stderr[-4000:]
     # Both pass the quality filter: the astronaut's photo is lit from one side, and relit up to the face's outline its
-    # map's brightness-symmetry error is 14.5 < 20 (24.7 while the correction faded out inside the outline).
+    # map's brightness-symmetry error is 14.1 < 20 (24.7 while the correction faded out inside the outline).
     assert "2 ok, 0 failed, 0 filtered" in result.stdout, result.stdout
     # A quiet first run: the progress line and the summary, none of Ray's internals (pipeline/quiet.py).
     ray_noise = ("core_worker.cc", "UserWarning", "Token authentication", "Traceback")

@@ -12,7 +12,7 @@ from scipy.sparse.linalg import spsolve
 
 from stages.texture.color import SPREAD_DIVISOR, match_color_yuv, rgb_to_yuv, yuv_to_rgb
 from stages.texture.masks import erode_view_mask, hair_weight, major_minor_weight, view_blend_weight
-from stages.texture.merge import blend_with_template
+from stages.texture.merge import OWN_SKIN_COLOUR_REACH_1024, blend_with_template, continue_own_skin
 from stages.texture.poisson import laplacian_matrix, patch_laplacian, poisson_fill
 from stages.texture.pyramid import laplacian_pyramid, mask_pyramid, pyramid_blend, reconstruct
 from stages.texture.quality import (
@@ -292,3 +292,29 @@ def test_official_template_is_used_for_hifi3dpp_when_present(tmp_path):
     assert loaded.shape == (128, 128, 3)
     np.testing.assert_allclose(loaded[::2, ::2].mean(), official.mean(), atol=3)
     np.testing.assert_array_equal(template_for("mediapipe468", regions, str(tmp_path)), build_template(regions))
+
+
+def test_continued_skin_relaxes_from_the_nearest_seen_colour_to_the_template():
+    """A single view's unseen texels continue the seen skin next to it (a jaw's shadow stays at the jaw) and take
+    the colour-matched template's colour far from it, instead of spreading the shadow over the neck and ears."""
+    size = 512
+    rows, cols = np.mgrid[:size, :size]
+    radius = np.hypot(rows - size / 2, cols - size / 2)
+    texture = np.zeros((size, size, 3), np.float32)
+    texture[radius < 100] = (200.0, 150.0, 130.0)  # seen skin ...
+    texture[(radius >= 88) & (radius < 100)] = (120.0, 80.0, 60.0)  # ... with a shadowed rim along its edge
+    seen = (radius < 100).astype(np.float32)
+    far = np.full((size, size, 3), (190.0, 145.0, 125.0), np.float32)  # the colour-matched template
+    regions, _ = synthetic_regions(size)
+    nowhere = np.zeros((size, size), bool)  # no fine texture: colours only
+    reach = OWN_SKIN_COLOUR_REACH_1024 * size / 1024  # 48 texels at 512
+    near_rim = (radius >= 101) & (radius < 103)
+    far_away = (radius >= 100 + 3 * reach) & (radius < 102 + 3 * reach)
+    out = continue_own_skin(texture, seen, regions, nowhere, far)
+    unrelaxed = continue_own_skin(texture, seen, regions, nowhere)  # the nearest seen colour alone
+    # Next to the seen skin its shadowed rim continues, as without the relaxation, darker than the template ...
+    assert np.abs(out[near_rim].mean(0) - unrelaxed[near_rim].mean(0)).max() < 8
+    assert (out[near_rim].mean(0) < np.array((190, 145, 125)) - 20).all()
+    # ... and away from it the template's colour takes over, where the rim's would have spread on.
+    assert np.abs(out[far_away].mean(0) - (190, 145, 125)).max() < 5
+    assert np.abs(unrelaxed[far_away].mean(0) - (190, 145, 125)).max() > 30

@@ -17,7 +17,8 @@
 3. ``blend_with_template``: outside the reliable region the colour-matched template
    takes over through a Laplacian-pyramid blend; the template's own hair covers the
    hair region. With a single view the face area is first completed from the sample's own skin
-   (``continue_own_skin``): its colour (pull-push) and its fine texture (``skin_detail.own_skin_detail``).
+   (``continue_own_skin``): its colour (pull-push, relaxing into the colour-matched template's away from the seen
+   skin) and its fine texture (``skin_detail.own_skin_detail``).
 
 Region masks come from the topology under FFHQ-UV's names (``center_face``, ``hair``,
 ``mouth_contrast``, ``nosal_base``, ``nostril``, ``major_valid_<view>``,
@@ -60,6 +61,10 @@ FILL_BOX_MARGIN = 2
 FACE_AREA_FEATHER_BOX = 51
 # ... and its seen skin into the continuation over about twice this many texels inside its edge (at 1024).
 SEEN_EDGE_FEATHER_1024 = 6
+# The continued colour relaxes from the nearest seen skin's to the colour-matched template's, by exp(-d / this)
+# at d texels (at 1024) from the seen skin: a jaw's shadow or a silhouette's darker rim stays near the jaw and
+# does not spread over the neck, ears and the far sides (FFHQ-UV's maps carry those in the face's own tone).
+OWN_SKIN_COLOUR_REACH_1024 = 96.0
 # A single view's eye openings take the grain of the lid above them (``closed_lid_source``): its detail above a
 # Gaussian of this sigma (texels), at most OWN_SKIN_GRAIN_LIMIT levels (skin's grain is a few levels, hair's tens),
 # from a band at least OWN_SKIN_MIN_BAND rows tall.
@@ -303,7 +308,7 @@ def blend_with_template(texture: np.ndarray, reliable: np.ndarray, template: np.
         # Beyond the reliable texels the canvas holds the merge's colour-matched template, which the blend's soft
         # weight would show as a pale rim around the seen skin: the continued skin replaces it.
         face = box_blur(regions["minor_valid_whole"], FACE_AREA_FEATHER_BOX)
-        texture = continue_own_skin(texture, reliable, regions, face > 0)
+        texture = continue_own_skin(texture, reliable, regions, face > 0, matched)
         matched = (texture - matched) * channels(face, texture.shape[2]) + matched  # face: texture, else matched
     weight = major_minor_weight(reliable, regions["major_valid_whole"], regions["minor_valid_whole"])
     # FFHQ-UV clips the pyramid blend before the hair override (laplacian_pyramid_blend), so a band-pass overshoot
@@ -317,19 +322,26 @@ def blend_with_template(texture: np.ndarray, reliable: np.ndarray, template: np.
 
 
 def continue_own_skin(texture: np.ndarray, reliable: np.ndarray, regions: Mapping[str, np.ndarray],
-                      area: np.ndarray) -> np.ndarray:
+                      area: np.ndarray, far: np.ndarray | None = None) -> np.ndarray:
     """A single view's skin continued into the texels it did not see: the colour of the nearest seen skin
-    (``pull_push_fill``: a darker jaw stays dark) plus the sample's own fine texture copied from its seen skin
-    (``own_skin_detail``: pores, not an airbrushed average). The seen skin fades into its continuation over a
-    narrow band inside its edge (``SEEN_EDGE_FEATHER_1024``), so the mask's staircase outline and the darker
-    texels a silhouette leaves there do not show as a seam.
-    texture: (H, W, 3) float in [0, 255]; reliable: (H, W) in {0, 1}; area: (H, W) bool, where the texture is
+    (``pull_push_fill``: a darker jaw stays dark next to it), relaxing with distance to ``far`` (the colour-matched
+    template, ``OWN_SKIN_COLOUR_REACH_1024``; None: no relaxation), plus the sample's own fine texture copied from
+    its seen skin (``own_skin_detail``: pores, not an airbrushed average). The seen skin fades into its
+    continuation over a narrow band inside its edge (``SEEN_EDGE_FEATHER_1024``), so the mask's staircase outline
+    and the darker texels a silhouette leaves there do not show as a seam.
+    texture, far: (H, W, 3) float in [0, 255]; reliable: (H, W) in {0, 1}; area: (H, W) bool, where the texture is
     shown (the fine texture is made there only). Returns (H, W, 3) float32 in [0, 255]."""
     width = max(1, round(SEEN_EDGE_FEATHER_1024 * texture.shape[0] / 1024))
     deep = cv2.erode(binarize(reliable), np.ones((2 * width + 1,) * 2, np.uint8))
     real = box_blur(deep, 2 * width + 1) * reliable  # 1 deep inside the seen skin, 0 at its edge and beyond
     detail = own_skin_detail(texture, skin_source(deep, regions), (1.0 - real) * area)
-    continued = pull_push_fill(texture, deep) + detail
+    continued = pull_push_fill(texture, deep)
+    if far is not None:
+        distance = cv2.distanceTransform((deep < 0.5).astype(np.uint8), cv2.DIST_L2, 5)  # texels from the seen skin
+        reach = OWN_SKIN_COLOUR_REACH_1024 * texture.shape[0] / 1024
+        nearness = channels(np.exp(-distance / reach), texture.shape[2])
+        continued = far + (continued - far) * nearness
+    continued += detail
     skin = np.subtract(texture, continued, dtype=np.float32)
     skin *= channels(real, skin.shape[2])
     skin += continued  # texture * real + continued * (1 - real)
