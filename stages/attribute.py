@@ -106,8 +106,8 @@ class AttributeSettings(StageSettings):
 
 def lighting_method(method: LightingMethod, weights_dir: Optional[str]) -> str:
     """The method that runs: ``dpr`` or ``analytic`` as configured; ``auto`` is ``dpr`` when DPR's weights file is
-    found under ``weights_dir`` (a path or URL), ``analytic`` otherwise. Decided per run at start-up and per worker
-    when it sets up, so the manifest's ``relight_method`` and ``attribute_provenance`` say which one made a map."""
+    found under ``weights_dir`` (a path or URL), ``analytic`` otherwise. Each worker decides when its stage sets up;
+    the manifest's ``relight_method`` and ``attribute_provenance`` say which one made a map."""
     if method != "auto":
         return method
     try:
