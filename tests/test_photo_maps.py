@@ -182,3 +182,27 @@ def test_template_from_a_run_is_robust_deterministic_and_used(tmp_path, mediapip
 
     assert stage.template_digest == template_digest(stage.template)
     assert stage.template_digest != template_digest(build_template(stage.regions))
+
+
+def test_hair_border_keeps_the_template_hair_on_a_topology_with_hair(tmp_path):
+    """hifi3dpp: inside the hair region, under the hair override's feathered border, a single view's map shows the
+    template's hair, not the sample's skin continued into it (a pale halo along the hairline)."""
+    from stages.geometry.fitting import ShapeModel
+    from stages.geometry.topologies import load_topology
+    from stages.texture.masks import hair_weight
+    from stages.texture.template import build_template
+
+    head = ROOT.parent / "shared" / "data" / "hifi3dpp" / "head_teaser1.obj"
+    if not head.exists():
+        pytest.skip(f"{head} not found (../shared/data)")
+    topology = load_topology("hifi3dpp", obj_path=str(head), cache_dir=tmp_path / "cache")
+    masks = topology.masks()
+    template = build_template(masks)
+    _, result = photo_map((topology, ShapeModel(topology), template), "000007.jpg")
+    weight = hair_weight(masks["hair"])
+    border = (masks["hair"] > 0.5) & (weight < 0.95)
+    assert border.sum() > 1000
+    # 90th percentile of how much paler the map is than the template there: 15.6 luma levels with the skin
+    # continued into the border, 4.7 without.
+    paler = luma(result.uv[border]) - luma(template[border])
+    assert np.percentile(paler, 90) < 8.0, np.percentile(paler, [50, 90])

@@ -308,6 +308,8 @@ def blend_with_template(texture: np.ndarray, reliable: np.ndarray, template: np.
         # Beyond the reliable texels the canvas holds the merge's colour-matched template, which the blend's soft
         # weight would show as a pale rim around the seen skin: the continued skin replaces it.
         face = box_blur(regions["minor_valid_whole"], FACE_AREA_FEATHER_BOX)
+        if has_hair:  # under the hair's edge the template's hair stays: skin continued into it drew a pale halo
+            face *= 1.0 - hair_zone
         texture = continue_own_skin(texture, reliable, regions, face > 0, matched)
         matched = (texture - matched) * channels(face, texture.shape[2]) + matched  # face: texture, else matched
     weight = major_minor_weight(reliable, regions["major_valid_whole"], regions["minor_valid_whole"])
