@@ -336,39 +336,40 @@ def run(topology_obj: Path, reference_path: Path | None, pictures: Path | None) 
     figures["cross_view"] = cross_view_agreement(unwraps)
     for view, (p, s) in figures["cross_view"].items():
         print(f"proxy: {view} unwrap vs front unwrap  PSNR {p:.2f} dB  SSIM {s:.4f}")
-    if reference_path is not None:
-        reference = decode_image(reference_path.read_bytes())
+    reference = None if reference_path is None else decode_image(reference_path.read_bytes())
+    if reference is not None:
         scored = scored_texels(topology, reference)
         figures["reference"] = psnr_ssim(result.uv, reference, scored)
         print(f"map vs reference {reference_path.name}: PSNR {figures['reference'][0]:.2f} dB  "
               f"SSIM {figures['reference'][1]:.4f}  over {scored.mean():.1%} of the texels")
     if pictures is not None:
         save_pictures(pictures, images, landmarks, ffhq_lm, fit, model, unwraps, result.uv)
-    figures["uv"], figures["fill"] = result.uv, result.fill_mask > 0.5
+    # What score_photos compares photo-profile maps with: this map, the texels it took from the views, the
+    # scored texels, and the reference map.
+    figures.update(uv=result.uv, fill=result.fill_mask > 0.5, scored=scored_texels(topology), reference_map=reference)
     return figures
 
 
-def score_photos(photos: list[Path], overrides: list[str], topology_obj: Path, views_map: np.ndarray,
-                 views_fill: np.ndarray, reference_path: Path | None) -> dict[str, dict[str, tuple[float, float]]]:
+def score_photos(photos: list[Path], overrides: list[str], topology_obj: Path, views: dict,
+                 reference_name: str | None) -> dict[str, dict[str, tuple[float, float]]]:
     """The photo profile's map of each photo (``ffhq-uv run``, hifi3dpp from ``topology_obj``) scored against the
-    (S, S, 3) map of FFHQ-UV's views and the reference map if given; {photo: {against: (PSNR, SSIM)}}.
+    (S, S, 3) map of FFHQ-UV's views and the reference map if given (``views``: ``run``'s figures);
+    {photo: {against: (PSNR, SSIM)}}.
 
     Against the views' map it is scored twice: over all scored texels, and over those the views' map took from its
-    views (``views_fill``, (S, S) bool). Most of the ears, neck and outer cheeks that ``scored_texels`` counts hold
-    that map's template, so the first figure also rewards a photo map for showing the same template there."""
+    views (``views["fill"]``). Most of the ears, neck and outer cheeks that ``scored_texels`` counts hold that map's
+    template, so the first figure also rewards a photo map for showing the same template there."""
     import shutil
     import subprocess
 
-    from stages.geometry.topologies import load_topology
     from stages.imageio import decode_image
 
-    with tempfile.TemporaryDirectory() as cache:
-        scored = scored_texels(load_topology("hifi3dpp", obj_path=str(topology_obj), cache_dir=cache))
-    references = {"the views' map": (views_map, scored),
-                  "the views' map, its view-filled texels": (views_map, scored & views_fill)}
-    if reference_path is not None:
-        reference = decode_image(reference_path.read_bytes())
-        references[reference_path.name] = (reference, scored & (reference.sum(axis=2) > 0))
+    scored = views["scored"]
+    references = {"the views' map": (views["uv"], scored),
+                  "the views' map, its view-filled texels": (views["uv"], scored & views["fill"])}
+    reference = views["reference_map"]
+    if reference is not None:
+        references[reference_name] = (reference, scored & (reference.sum(axis=2) > 0))
     cli = Path(sys.executable).with_name("ffhq-uv")
     out: dict = {}
     for photo in photos:
@@ -420,8 +421,8 @@ def main() -> None:
         sys.exit(f"needs {EDIT} and {args.topology_obj}")
     figures = run(args.topology_obj, args.reference, args.pictures)
     if args.photo:
-        score_photos(args.photo, args.photo_override, args.topology_obj, figures["uv"], figures["fill"],
-                     args.reference)
+        score_photos(args.photo, args.photo_override, args.topology_obj, figures,
+                     None if args.reference is None else args.reference.name)
 
 
 if __name__ == "__main__":

@@ -117,6 +117,20 @@ def lighting_method(method: LightingMethod, weights_dir: Optional[str]) -> str:
     return "dpr"
 
 
+def dpr_relighter(method: LightingMethod, context: Any, option: str) -> Any:
+    """DPR's network with its pre/post-processing (``DPRRelighter``, on the stage context's device) when ``method``
+    comes out as ``dpr`` (``lighting_method``), else None; ``option`` is the config key that chose it, quoted if the
+    file is missing. Shared by the attribute stage (its light estimate) and the relight stage."""
+    if lighting_method(method, context.weights_dir) != "dpr":
+        return None
+    from stages.networks import local_weight_file
+    from stages.networks.dpr import DPRRelighter, load_dpr
+
+    location = dpr_weights(context.weights_dir, f"{option}={method}")
+    return DPRRelighter(load_dpr(local_weight_file(location), context.device), device=context.device,
+                        fp16=bool(context.config.models.fp16))
+
+
 def deepface_fields(settings: AttributeSettings) -> list[str]:
     """Attributes configured to come from deepface."""
     return [name for name, source in settings.sources().items() if source == "deepface"]
@@ -193,14 +207,7 @@ class AttributeStage(Stage):
         self.aligner = self.landmarker
         if settings.input == "photo" and settings.landmarks != "mediapipe":
             self.aligner = make_detector(settings.landmarks, settings.max_faces, settings.dlib_predictor, weights_dir)
-        self.relighter = None
-        if lighting_method(settings.lighting, weights_dir) == "dpr":
-            from stages.networks import local_weight_file
-            from stages.networks.dpr import DPRRelighter, load_dpr
-
-            location = dpr_weights(weights_dir, f"stages.attribute.lighting={settings.lighting}")
-            self.relighter = DPRRelighter(load_dpr(local_weight_file(location), self.context.device),
-                                          device=self.context.device, fp16=bool(self.context.config.models.fp16))
+        self.relighter = dpr_relighter(settings.lighting, self.context, "stages.attribute.lighting")
         self.deepface = None
         models = tuple(sorted({DEEPFACE_MODEL_OF[n] for n in deepface_fields(settings)}))
         home = deepface_home(weights_dir) if weights_dir else None

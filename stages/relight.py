@@ -29,7 +29,7 @@ from typing import Any, Optional
 import numpy as np
 import pyarrow as pa
 
-from stages.attribute import LightingMethod, lighting_method
+from stages.attribute import LightingMethod, dpr_relighter
 from stages.base import Sample, Stage, StageResult, StageSettings, bounded, configured_weights_dir
 from stages.condition import NUM_LIGHT
 from stages.errors import ConfigError, SampleError
@@ -96,22 +96,14 @@ class RelightStage(Stage):
         from stages.face.landmarks import FaceLandmarker
 
         self.landmarker = FaceLandmarker(max_faces=4)
-        self.relighter = None
-        self.method = lighting_method(self.settings.method, self.context.weights_dir)
-        if self.method == "dpr":
-            from stages.networks import local_weight_file
-            from stages.networks.dpr import DPRRelighter, load_dpr
-
-            location = dpr_weights(self.context.weights_dir, f"stages.relight.method={self.settings.method}")
-            self.relighter = DPRRelighter(load_dpr(local_weight_file(location), self.context.device),
-                                          device=self.context.device, fp16=bool(self.context.config.models.fp16))
+        self.relighter = dpr_relighter(self.settings.method, self.context, "stages.relight.method")
 
     def process(self, sample: Sample) -> StageResult:
         settings: RelightSettings = self.settings
         views = current_views(sample)
         if not views:
             raise SampleError(NO_VIEWS, "no view to relight (needs the edit stage's views or an aligned photo)")
-        fields: dict[str, Any] = {"relight_method": self.method}
+        fields: dict[str, Any] = {"relight_method": "analytic" if self.relighter is None else "dpr"}  # also auto
         relit_views = []
         for view, path in views.items():
             rgb = self.context.read_image(path)

@@ -219,6 +219,16 @@ def test_photo_profile_lighting_is_dpr_when_its_weights_are_there(tmp_path):
         assert (attribute.relighter is not None) == (method == "dpr")
 
 
+def _log_lightness_ratio(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """(H, W) log of the Lab L ratio (plus 1, so black stays finite) of two (H, W, 3) uint8 RGB images."""
+    import cv2
+
+    def lightness(rgb):
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[:, :, 0].astype(np.float64) + 1
+
+    return np.log(lightness(after) / lightness(before))
+
+
 def _light_step_at_outline(before: np.ndarray, after: np.ndarray, points: np.ndarray) -> float:
     """Median |log L ratio| jump across the landmark hull's edge: the ring just inside against the ring just
     outside (3 px each), compared along the edge through their blurs."""
@@ -226,10 +236,7 @@ def _light_step_at_outline(before: np.ndarray, after: np.ndarray, points: np.nda
 
     from stages.lighting.face_region import face_region
 
-    def lightness(rgb):
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[:, :, 0].astype(np.float64) + 1
-
-    log_ratio = np.log(lightness(after) / lightness(before))
+    log_ratio = _log_lightness_ratio(before, after)
     hull = face_region(points, *before.shape[:2]).hull.astype(np.uint8)
     kernel = np.ones((3, 3), np.uint8)
     inner = (hull - cv2.erode(hull, kernel, iterations=3)).astype(bool)
@@ -249,10 +256,7 @@ def _fine_light_change(before: np.ndarray, after: np.ndarray, points: np.ndarray
 
     from stages.lighting.face_region import face_region
 
-    def lightness(rgb):
-        return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[:, :, 0].astype(np.float64) + 1
-
-    log_ratio = np.log(lightness(after) / lightness(before))
+    log_ratio = _log_lightness_ratio(before, after)
     region = face_region(points, *before.shape[:2])
     columns = np.flatnonzero(region.hull.any(axis=0))
     sigma = 0.1 * (columns[-1] - columns[0])
