@@ -396,7 +396,8 @@ def test_the_merged_map_takes_each_turned_view_where_only_it_sees_the_face(run, 
         without = complete_texture({k: v for k, v in views.items() if k != view}, template, regions, boxes).uv
         unwrap = views[view].texture
         difference = {name: np.abs(uv - unwrap)[only].mean() for name, uv in (("with", merged), ("without", without))}
-        correlation = {name: np.corrcoef(np.mean(uv, axis=2)[only], unwrap.mean(axis=2)[only])[0, 1]
+        # A map flat over the strip (the template's skin there) follows nothing: correlation 0, not NaN.
+        correlation = {name: np.nan_to_num(np.corrcoef(np.mean(uv, axis=2)[only], unwrap.mean(axis=2)[only])[0, 1])
                        for name, uv in (("with", merged), ("without", without))}
         assert difference["with"] < 0.7 * difference["without"], (view, difference)
         assert correlation["with"] > correlation["without"] + 0.3, (view, correlation)

@@ -141,7 +141,8 @@ def dark_around_eyes(image: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 def test_eye_holes_take_the_lashes_and_the_corners(front_view):
-    """The eye holes cover what FFHQ-UV's parser labels eye: of the dark pixels around 01223's eyes (upper lashes,
+    """The eye holes take the lashes and the corners (more than FFHQ-UV's parser labels eye, see ``eye_holes``):
+    of the dark pixels around 01223's eyes (upper lashes,
     eyeliner, corner shadow) at most a quarter stay in the face region (the eyelid contour dilated by FFHQ-UV's
     5 px left 74 %, which the merge smeared into the closed lids)."""
     image, points, face = front_view

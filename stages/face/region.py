@@ -152,14 +152,20 @@ def face_region(landmarks: np.ndarray, height: int, width: int, exclude_eyes_mou
 
 
 def eye_holes(landmarks: np.ndarray, height: int, width: int, image: np.ndarray | None = None) -> np.ndarray:
-    """(H, W) bool: both eyes as FFHQ-UV's parser labels them, the opening with its lashes and the shadowed corners.
+    """(H, W) bool: both eyes, the opening with its lashes, eyeliner and shadowed corners.
+
+    That is more than FFHQ-UV's parser labels eye: on faces/000007 and 000055 the eye holes of its ``parse_mask``
+    (its RGB-fitting inputs, 224 crop) are the opening inside the lid rims, about half of these holes before the
+    dilation, and FFHQ-UV's maps keep the lashes as a dark line along the top of the closed lid
+    (``tex_teaser1.png``). Taking them out is this project's choice: left at the hole's rim, the closing fill
+    smeared them over the whole closed lid (``bench/score_ffhq_uv.py``'s eye bands).
 
     mediapipe's eyelid contour runs along the lids' rims, inside the lash line: each contour point is pushed
     towards its partner on the next ring of mesh points out (``EYELID_RING_*``) by ``EYE_HOLE_REACH`` (most of
     the way above, over the upper lashes; less below, where the lower lid's skin begins right under its thin
     lashes; past the corners). With the view's (H, W, 3) uint8 ``image``, the lashes, eyeliner and corner shadow
-    beyond that (``dark_lashes``) join it, as a parser labels them by their look; then the hole is dilated as
-    FFHQ-UV dilates its parser's eye label.
+    beyond that (``dark_lashes``) join it, found by their look; then the hole is dilated as FFHQ-UV dilates its
+    parser's eye label.
     """
     fmc = _face_mesh_connections()
     luma = None if image is None else cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
