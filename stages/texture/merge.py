@@ -74,6 +74,8 @@ OWN_SKIN_MIN_BAND = 3
 # A single view's boxes close the openings within this many texels (at 1024) of the topology's eye, mouth and
 # nostril regions: the view's holes take the lashes and the lips' inner rims beyond them.
 OPENING_REACH_1024 = 16
+# A closed eye's copied skin texture fades in over this many texels at 1024 from the opening's rim.
+EYE_DETAIL_FEATHER_1024 = 7
 # The colour-matched template gives way to the raw one over this box blur of the hair region's edge (texels): a
 # hairline's soft edge, not a feather into the forehead.
 HAIR_EDGE_BOX = 5
@@ -255,6 +257,26 @@ def lid_grain(skin: np.ndarray) -> np.ndarray:
     return np.clip(detail, -OWN_SKIN_GRAIN_LIMIT, OWN_SKIN_GRAIN_LIMIT)
 
 
+def closed_eye_detail(texture: np.ndarray, seen: np.ndarray, unreliable: np.ndarray, regions: Mapping[str, np.ndarray],
+                      boxes: Mapping[str, Box]) -> np.ndarray:
+    """A single view's fine skin texture for its closed eye openings: the (H, W, 3) float32 layer to add to the
+    Poisson-filled ``texture`` over the ``unreliable`` (H, W) texels of the eyes' boxes, copied from the view's
+    ``seen`` (H, W) skin (``own_skin_detail``: pores and mottling), faded in over ``EYE_DETAIL_FEATHER_1024``
+    texels from the opening's rim. The fill's own grain (``closed_lid_source``) reaches only as deep into the
+    opening as the lid band above it is tall, so without this the closed lids were a smooth, blurred oval."""
+    eyes = np.zeros(unreliable.shape, np.float32)
+    for name in EYE_FILL_BOXES:
+        if name in boxes:
+            row0, row1, col0, col1 = boxes[name]
+            eyes[row0:row1, col0:col1] = unreliable[row0:row1, col0:col1]
+    if not eyes.any():
+        return np.zeros(texture.shape, np.float32)
+    feather = max(3, round(EYE_DETAIL_FEATHER_1024 * texture.shape[0] / 1024)) | 1  # odd
+    weight = box_blur(eyes, feather) * eyes
+    detail = own_skin_detail(texture, skin_source(seen, regions), eyes > 0.5)
+    return detail * channels(weight, texture.shape[2])
+
+
 def solve_unreliable(texture: np.ndarray, unreliable: np.ndarray, template: np.ndarray,
                      boxes: Mapping[str, Box], source: str = "template") -> tuple[np.ndarray, np.ndarray]:
     """Poisson-fill the unreliable texels of each box from the raw template's gradients (pipeline.md 2.4 (f)3-5),
@@ -397,6 +419,7 @@ def complete_texture(views: Mapping[str, UVView], template: np.ndarray, regions:
         # Only the openings and their rims are the boxes' to close; the rest of a box the view did not see (glasses
         # or hair masked around an eye) is continued like any unseen skin, or the box's rectangle shows.
         solved *= near_openings(regions, OPENING_REACH_1024 * solved.shape[0] / 1024, boxes)
+        corrected += closed_eye_detail(corrected, light, unreliable, regions, boxes)
     poisson = time.perf_counter()
     uv = blend_with_template(corrected, binarize(fill + solved), template, regions, levels,
                              own_skin=len(views) == 1)
