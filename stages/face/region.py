@@ -213,11 +213,20 @@ def masked_fraction(oval: np.ndarray, region: np.ndarray, landmarks: np.ndarray)
     forehead, temples and cheeks, glasses frames, a hand. The oval is first eroded by ``OUTLINE_MARGIN``: along
     its outline the segmentation only moves the edge to the face's true silhouette, which is no occlusion; below
     the mouth the outline is the jaw, which hair seldom covers and the neck's shadow often darkens."""
-    mouth_y = (landmarks[MOUTH_CORNER_IMAGE_LEFT, 1] + landmarks[MOUTH_CORNER_IMAGE_RIGHT, 1]) / 2
-    margin = max(1, round(OUTLINE_MARGIN * face_width_px(landmarks)))
-    inner = cv2.erode(oval.astype(np.uint8), disk(margin)) > 0
-    inner[max(0, int(np.ceil(mouth_y))):] = False
+    inner = inside_outline(oval, face_width_px(landmarks))
+    inner[max(0, mouth_row(landmarks)):] = False
     return float((inner & ~region).sum() / max(int(inner.sum()), 1))
+
+
+def inside_outline(oval: np.ndarray, face_width: float) -> np.ndarray:
+    """(H, W) bool: the (H, W) face oval less the band ``OUTLINE_MARGIN`` of the ``face_width`` (px) inside its
+    outline, where a segmentation only moves the edge to the face's true silhouette."""
+    return cv2.erode(oval.astype(np.uint8), disk(max(1, round(OUTLINE_MARGIN * face_width)))) > 0
+
+
+def mouth_row(landmarks: np.ndarray) -> int:
+    """The first pixel row at or below the mouth corners of (468, 2) landmarks: below it the outline is the jaw."""
+    return int(np.ceil((landmarks[MOUTH_CORNER_IMAGE_LEFT, 1] + landmarks[MOUTH_CORNER_IMAGE_RIGHT, 1]) / 2))
 
 
 def protected_features(landmarks: np.ndarray, oval: np.ndarray) -> np.ndarray:
@@ -303,9 +312,9 @@ def segment_skin(image: np.ndarray, landmarks: np.ndarray, oval: np.ndarray) -> 
     # face, and above the mouth (hair falls over the forehead, temples and cheeks) from all that was dropped. Below
     # it, along the oval's outline (OUTLINE_MARGIN), what was dropped is the background beyond the jaw's
     # silhouette, whose edge FFHQ-UV's parser keeps as face (the merge erodes each view's mask anyway).
-    inner = cv2.erode(oval[box].astype(np.uint8), disk(max(1, round(OUTLINE_MARGIN * width)))) > 0
-    mouth_row = int(np.ceil(landmarks[[MOUTH_CORNER_IMAGE_LEFT, MOUTH_CORNER_IMAGE_RIGHT], 1].mean())) - box[0].start
-    inner[:max(0, mouth_row)] = oval[box][:max(0, mouth_row)]
+    inner = inside_outline(oval[box], width)
+    mouth = max(0, mouth_row(landmarks) - box[0].start)
+    inner[:mouth] = oval[box][:mouth]
     dropped = (inner & ~face).astype(np.uint8)
     face &= ~(cv2.dilate(dropped, disk(max(1, round(DROPPED_MARGIN * width)))) > 0)
     smooth = texture < SMOOTH_SPREAD
